@@ -1,0 +1,51 @@
+# featurizer: `make run` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARGS ?=
+PYTEST_ARGS ?=
+SAMPLE := data/sample
+SHARED := $(abspath ../shared)
+
+# Offline MobileNetV2 weights beside the checkout (see README, "Weights").
+ifneq ($(wildcard $(SHARED)/models/*.h5),)
+export FEATURIZER_WEIGHTS_DIR ?= $(SHARED)/models
+endif
+ifneq ($(wildcard $(SHARED)/datasets/fruits360-subset),)
+export FEATURIZER_FRUITS360 ?= $(SHARED)/datasets/fruits360-subset
+endif
+
+.PHONY: help venv run test lock clean
+
+help:
+	@echo "make run   - featurize the synthetic sample into output/sample (ARGS='...' passes options)"
+	@echo "make test  - run the whole test suite"
+
+$(VENV)/.installed: pyproject.toml constraints.txt hack/system-deps.sh
+	bash hack/system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt -e '.[spark,cloud,dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(SAMPLE)/.done: | venv
+	$(BIN)/featurizer sample-data $(SAMPLE)
+	touch $@
+
+run: venv $(SAMPLE)/.done
+	$(BIN)/featurizer run --input $(SAMPLE) --output output/sample --overwrite $(ARGS)
+
+test: venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Re-pin constraints.txt from a fresh resolution of pyproject.toml's dependencies.
+lock:
+	rm -rf /tmp/featurizer-lock && $(PYTHON) -m venv /tmp/featurizer-lock
+	/tmp/featurizer-lock/bin/pip install -q '.[spark,cloud,dev]' 'pandas<3'
+	{ sed -n '1,2p' constraints.txt; /tmp/featurizer-lock/bin/pip freeze --exclude featurizer; } > constraints.new
+	mv constraints.new constraints.txt
+
+clean:
+	rm -rf output data $(VENV)

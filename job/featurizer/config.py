@@ -1,0 +1,136 @@
+"""RunConfig: every option of `featurizer run`, defined once.
+
+The same definition drives the CLI (`featurizer run --help`), the spark-submit
+entry point (`job/main.py`), and every launcher that renders job arguments
+(helm chart, EMR entryPointArguments) via `RunConfig.to_argv()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from featurizer.errors import ConfigError
+
+ENGINES = ("keras", "tflite")
+DEFAULT_ENGINE = "keras"
+
+
+def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:
+    """A dataclass field that also carries its argparse definition."""
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    input: str = _opt(None, "Input folder URI: a path, file://, s3a:// or s3:// "
+                      "(images found recursively; label = parent folder name).", required=True)
+    output: str = _opt(None, "Output folder URI (features/, errors/, pca_model/, "
+                       "manifest.json, explained_variance.png, _SUCCESS).", required=True)
+    weights: str = _opt("imagenet", "'imagenet' (resolved offline first, see README) or a "
+                        "Keras .h5 weights file for MobileNetV2. Env: FEATURIZER_WEIGHTS.")
+    engine: str = _opt(DEFAULT_ENGINE, "Inference engine.", choices=ENGINES)
+    pca_k: int | None = _opt(None, "Number of PCA components (overrides --pca-variance).",
+                             type=int)
+    pca_variance: float = _opt(0.95, "Pick the smallest k whose cumulative explained "
+                               "variance reaches this fraction.", type=float)
+    batch_size: int = _opt(64, "Images per inference batch inside a Python worker.", type=int)
+    files_per_batch: int = _opt(4096, "Files per streaming micro-batch (the unit of progress "
+                                "and of --resume).", type=int)
+    master: str | None = _opt(None, "Spark master URL (default: local[*], or whatever "
+                              "spark-submit set).")
+    limit: int | None = _opt(None, "Featurize at most N files (the oldest first).", type=int)
+    sample_fraction: float | None = _opt(None, "Featurize a deterministic pseudo-random "
+                                         "fraction of the files (0 < F <= 1).", type=float)
+    max_error_rate: float = _opt(0.05, "Fail the run (after writing errors/) when more than "
+                                 "this fraction of files cannot be decoded.", type=float)
+    overwrite: bool = _opt(False, "Replace an existing output.", action="store_true")
+    resume: bool = _opt(False, "Continue an interrupted run into the same output, featurizing "
+                        "only files not done yet.", action="store_true")
+    conf: tuple[str, ...] = _opt((), "Extra Spark config KEY=VALUE (repeatable).",
+                                 action="append")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not self.input:
+            raise ConfigError("--input is required")
+        if not self.output:
+            raise ConfigError("--output is required")
+        if self.pca_k is not None and not 1 <= self.pca_k <= 1280:
+            raise ConfigError(f"--pca-k must be between 1 and 1280, got {self.pca_k}")
+        if not 0 < self.pca_variance <= 1:
+            raise ConfigError(f"--pca-variance must be in (0, 1], got {self.pca_variance}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.files_per_batch < 1:
+            raise ConfigError(f"--files-per-batch must be >= 1, got {self.files_per_batch}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+        if self.sample_fraction is not None and not 0 < self.sample_fraction <= 1:
+            raise ConfigError(f"--sample-fraction must be in (0, 1], got {self.sample_fraction}")
+        if not 0 <= self.max_error_rate <= 1:
+            raise ConfigError(f"--max-error-rate must be in [0, 1], got {self.max_error_rate}")
+        if self.overwrite and self.resume:
+            raise ConfigError("--overwrite and --resume exclude each other")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine}")
+        for item in self.conf:
+            if "=" not in item:
+                raise ConfigError(f"--conf expects KEY=VALUE, got {item!r}")
+
+    @property
+    def weights_spec(self) -> str:
+        """--weights, unless left at its default and FEATURIZER_WEIGHTS is set."""
+        if self.weights == "imagenet":
+            return os.environ.get("FEATURIZER_WEIGHTS") or "imagenet"
+        return self.weights
+
+    @property
+    def spark_conf(self) -> dict[str, str]:
+        return dict(item.split("=", 1) for item in self.conf)
+
+    # ---- argv round trip -------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        for f in dataclasses.fields(cls):
+            meta = dict(f.metadata)
+            flag = "--" + f.name.replace("_", "-")
+            if meta.get("action") not in ("store_true", "append"):
+                meta.setdefault("default", f.default)
+                meta.setdefault("metavar", f.name.upper())
+            parser.add_argument(flag, dest=f.name, **meta)
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> "RunConfig":
+        values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)}
+        values["conf"] = tuple(values["conf"] or ())
+        return cls(**values)
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str]) -> "RunConfig":
+        parser = argparse.ArgumentParser(prog="featurizer run")
+        cls.add_arguments(parser)
+        return cls.from_namespace(parser.parse_args(list(argv)))
+
+    def to_argv(self) -> list[str]:
+        """The shortest argv that parses back to this config (defaults omitted)."""
+        argv: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            flag = "--" + f.name.replace("_", "-")
+            if f.metadata.get("action") == "store_true":
+                argv += [flag] if value else []
+            elif f.metadata.get("action") == "append":
+                for item in value:
+                    argv += [flag, item]
+            elif value != f.default:
+                argv += [flag, str(value)]
+        return argv
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

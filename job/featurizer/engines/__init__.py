@@ -1,0 +1,46 @@
+"""Inference engines: export once on the driver, load once per Python worker.
+
+An engine turns float32 (n, 224, 224, 3) images in [-1, 1] into float32 (n, 1280)
+MobileNetV2 pooled features. `export` runs on the driver and returns the bytes every
+executor needs (they travel once, as a Spark broadcast); `load` runs in a Python worker,
+on a cache miss only (see featurizer.udf).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from featurizer.weights import WeightsFile
+
+
+class Predictor(Protocol):
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Payload:
+    """Everything a worker needs to build the engine; `key` identifies it cheaply."""
+
+    engine: str
+    data: bytes
+
+    @property
+    def key(self) -> str:
+        return f"{self.engine}-{hashlib.sha256(self.data).hexdigest()[:16]}"
+
+
+def _module(engine: str):
+    return importlib.import_module(f"featurizer.engines.{engine}_engine")
+
+
+def export(engine: str, weights: WeightsFile) -> Payload:
+    return Payload(engine, _module(engine).export(weights))
+
+
+def load(engine: str, data: bytes, threads: int) -> Predictor:
+    return _module(engine).load(data, threads)

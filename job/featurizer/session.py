@@ -1,0 +1,79 @@
+"""The SparkSession for a run: local defaults, job tuning and storage settings.
+
+Under spark-submit (clusters, the image, EMR) the launcher's settings win: job defaults
+are only applied where nothing else set the key.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from featurizer import storage
+from featurizer.config import RunConfig
+
+LOG4J = Path(__file__).with_name("log4j2.properties")
+
+
+def launched_by_spark_submit() -> bool:
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def job_defaults(config: RunConfig) -> dict[str, str]:
+    """Settings this workload needs wherever it runs."""
+    return {
+        # Arrow batches of one inference batch: bounded worker memory, steady progress.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(config.batch_size),
+        # Images are small files: count 1 MB per file when packing read tasks, so a task
+        # holds ~100 files (Spark's 4 MB default gives ~30 and more per-task overhead).
+        "spark.sql.files.openCostInBytes": str(1 << 20),
+        "spark.python.worker.reuse": "true",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
+        **{f"spark.hadoop.{key}": value for key, value in storage.s3a_hadoop_conf().items()},
+    }
+
+
+def local_defaults() -> dict[str, str]:
+    """Settings for `featurizer run` on this machine (no spark-submit)."""
+    return {
+        "spark.driver.memory": "3g",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.ui.enabled": "false",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J}",
+    }
+
+
+def create(config: RunConfig) -> Any:
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    local = config.master is not None and config.master.startswith("local") or (
+        config.master is None and not launched_by_spark_submit())
+    if local:
+        # Python workers must run this interpreter (the one with TensorFlow installed).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    existing = SparkConf()
+    settings = {**job_defaults(config), **(local_defaults() if local else {})}
+    builder = SparkSession.builder.appName("featurizer")
+    if config.master or not launched_by_spark_submit():
+        builder = builder.master(config.master or "local[*]")
+    for key, value in settings.items():
+        if not existing.contains(key):
+            builder = builder.config(key, value)
+    for key, value in config.spark_conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    _use_s3a_for_s3(spark)
+    return spark
+
+
+def _use_s3a_for_s3(spark: Any) -> None:
+    """s3:// means S3A unless the platform (EMR's EMRFS) already maps it."""
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    if not hadoop_conf.get("fs.s3.impl"):
+        hadoop_conf.set("fs.s3.impl", "org.apache.hadoop.fs.s3a.S3AFileSystem")

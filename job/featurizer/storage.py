@@ -1,0 +1,149 @@
+"""URIs and file operations on any Hadoop file system (local, s3a://, s3://, hdfs://).
+
+Driver-side only. File operations go through the JVM's Hadoop FileSystem so that local
+paths and object stores behave the same and use the same credentials Spark uses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping
+
+from featurizer.errors import ConfigError
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+S3_SCHEMES = ("s3", "s3a", "s3n")
+
+
+def normalize(uri: str) -> str:
+    """A plain path becomes an absolute file:// URI; URIs keep their scheme.
+    Trailing slashes are dropped so that joins and prefix checks are exact."""
+    uri = uri.strip()
+    if not uri:
+        raise ConfigError("empty path")
+    if uri.startswith("file:") and not uri.startswith("file://"):
+        uri = "file://" + uri[len("file:"):]          # file:/x (Spark's form) -> file:///x
+    if not _SCHEME.match(uri):
+        uri = "file://" + os.path.abspath(os.path.expanduser(uri))
+    scheme = scheme_of(uri)
+    if scheme in S3_SCHEMES and not re.match(r"^[a-z0-9]+://[^/]+", uri):
+        raise ConfigError(f"{uri}: an S3 URI needs a bucket, e.g. s3a://bucket/prefix")
+    stripped = uri.rstrip("/")
+    return stripped if not stripped.endswith(":/") and not stripped.endswith("://") else uri
+
+
+def scheme_of(uri: str) -> str:
+    match = _SCHEME.match(uri)
+    return match.group(1).lower() if match else "file"
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def is_inside(child: str, parent: str) -> bool:
+    """True if `child` is `parent` or below it (both normalized URIs)."""
+    child, parent = _comparable(child), _comparable(parent)
+    return child == parent or child.startswith(parent.rstrip("/") + "/")
+
+
+def _comparable(uri: str) -> str:
+    scheme = scheme_of(uri)
+    if scheme in S3_SCHEMES:                      # s3:// and s3a:// name the same objects
+        return "s3://" + uri.split("://", 1)[1]
+    return uri
+
+
+def local_path(uri: str) -> str | None:
+    """The local file system path of a file:// URI, else None."""
+    return uri[len("file://"):] if uri.startswith("file://") else None
+
+
+def s3_endpoint(env: Mapping[str, str] = os.environ) -> str | None:
+    """The S3-compatible endpoint, if not AWS' own (AWS SDK variable names)."""
+    return (env.get("FEATURIZER_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL_S3")
+            or env.get("AWS_ENDPOINT_URL"))
+
+
+def s3a_hadoop_conf(env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Hadoop settings so s3a:// (and s3:// outside EMR) reach the configured endpoint.
+    Credentials are left to S3A's provider chain (env vars, profile, IRSA, Pod Identity)."""
+    conf: dict[str, str] = {}
+    endpoint = s3_endpoint(env)
+    if endpoint:
+        conf["fs.s3a.endpoint"] = endpoint
+        conf["fs.s3a.path.style.access"] = "true"
+        conf["fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https")).lower()
+        conf["fs.s3a.endpoint.region"] = env.get("AWS_REGION") or env.get(
+            "AWS_DEFAULT_REGION") or "us-east-1"
+    return conf
+
+
+class Storage:
+    """Small file operations through Hadoop's FileSystem API (via py4j)."""
+
+    def __init__(self, spark: Any) -> None:
+        self._jvm = spark.sparkContext._jvm
+        self._hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def _path(self, uri: str) -> Any:
+        return self._jvm.org.apache.hadoop.fs.Path(uri)
+
+    def _fs(self, uri: str) -> Any:
+        return self._path(uri).getFileSystem(self._hadoop_conf)
+
+    def exists(self, uri: str) -> bool:
+        return bool(self._fs(uri).exists(self._path(uri)))
+
+    def list_names(self, uri: str) -> list[str]:
+        """Names directly under a folder ([] if it does not exist)."""
+        if not self.exists(uri):
+            return []
+        statuses = self._fs(uri).listStatus(self._path(uri))
+        return sorted(status.getPath().getName() for status in statuses)
+
+    def size(self, uri: str) -> int:
+        return int(self._fs(uri).getFileStatus(self._path(uri)).getLen())
+
+    def delete(self, uri: str) -> None:
+        self._fs(uri).delete(self._path(uri), True)
+
+    def mkdirs(self, uri: str) -> None:
+        self._fs(uri).mkdirs(self._path(uri))
+
+    def rename(self, source: str, target: str) -> None:
+        if not self._fs(source).rename(self._path(source), self._path(target)):
+            raise OSError(f"could not move {source} to {target}")
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        stream = self._fs(uri).create(self._path(uri), True)
+        try:
+            stream.write(bytearray(data))
+        finally:
+            stream.close()
+
+    def read_bytes(self, uri: str) -> bytes:
+        stream = self._fs(uri).open(self._path(uri))
+        try:
+            return bytes(stream.readAllBytes())   # py4j copies byte[] by value
+        finally:
+            stream.close()
+
+    def check_writable(self, uri: str) -> None:
+        """Create and remove a probe file under `uri` (fails fast on permissions)."""
+        probe = join(uri, "_featurizer_write_probe")
+        try:
+            self.write_bytes(probe, b"")
+            self.delete(probe)
+        except Exception as exc:
+            raise ConfigError(f"output {uri} is not writable: {java_message(exc)}") from None
+
+
+def java_message(exc: BaseException) -> str:
+    """The first line of a py4j/Java exception, without the Java stack."""
+    text = str(exc).strip().splitlines()
+    for line in text:
+        if "Exception" in line or "Error" in line:
+            return line.strip().split(": ", 1)[-1][:300]
+    return (text[0] if text else type(exc).__name__)[:300]

@@ -1,0 +1,88 @@
+"""The featurization pandas UDF and the per-Python-worker engine cache.
+
+Like `pyspark.ml.functions.predict_batch_udf`: the engine is built once per Python
+worker process (Spark reuses workers across tasks and micro-batches) and kept in a
+module-level cache keyed by the payload's hash, so the broadcast is only read, and the
+model only built, on a cache miss.
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from featurizer import engines, images
+
+RESULT_DDL = "struct<features: array<float>, error: string>"
+
+class MaxParam:
+    """Accumulator that keeps the maximum (peak memory across workers)."""
+
+    def zero(self, value: float) -> float:
+        return 0.0
+
+    def addInPlace(self, first: float, second: float) -> float:
+        return max(first, second)
+
+
+_PREDICTORS: dict[str, engines.Predictor] = {}
+
+
+def cached_predictor(key: str, build: Callable[[], engines.Predictor]) -> engines.Predictor:
+    if key not in _PREDICTORS:
+        _PREDICTORS.clear()          # one engine per worker: drop a previous run's model
+        _PREDICTORS[key] = build()
+    return _PREDICTORS[key]
+
+
+def featurize_contents(contents: Sequence[bytes | None], predictor: engines.Predictor,
+                       batch_size: int) -> pd.DataFrame:
+    """Decode + featurize one Arrow batch of file contents, `batch_size` images at a time.
+    Undecodable files get an error message instead of features; engine failures raise
+    (Spark then retries the task)."""
+    features: list[np.ndarray | None] = [None] * len(contents)
+    errors: list[str | None] = [None] * len(contents)
+    for start in range(0, len(contents), batch_size):
+        decoded, chunk_errors = images.decode_many(contents[start:start + batch_size])
+        good = [start + i for i, error in enumerate(chunk_errors) if error is None]
+        if good:
+            vectors = predictor.predict(images.preprocess(decoded))
+            for row, vector in zip(good, vectors):
+                features[row] = vector
+        errors[start:start + len(chunk_errors)] = chunk_errors
+    return pd.DataFrame({"features": features, "error": errors})
+
+
+def _task_cpus() -> int:
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return max(1, int(context.cpus())) if context is not None else 1
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_featurize_udf(payload: Any, key: str, engine: str, batch_size: int,
+                       images_done: Any, worker_rss_mb: Any) -> Any:
+    """A scalar-iterator pandas UDF: content (binary) -> struct<features, error>.
+
+    `payload` is a Broadcast of the engine bytes; `images_done` a counting accumulator
+    (progress); `worker_rss_mb` a max accumulator (peak worker memory).
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(RESULT_DDL)
+    def featurize(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        predictor = cached_predictor(
+            key, lambda: engines.load(engine, payload.value, threads=_task_cpus()))
+        for contents in batches:
+            yield featurize_contents(contents.tolist(), predictor, batch_size)
+            images_done.add(len(contents))
+        worker_rss_mb.add(peak_rss_mb())
+
+    return featurize

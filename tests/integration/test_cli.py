@@ -1,0 +1,59 @@
+"""The user-facing commands, run as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from featurizer.config import RunConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def featurizer(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "featurizer"), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_help_is_instant_and_documents_every_option():
+    start = time.monotonic()
+    result = featurizer("run", "--help")
+    assert result.returncode == 0
+    assert time.monotonic() - start < 5                     # no Spark/TensorFlow import
+    for field in RunConfig.__dataclass_fields__:
+        assert "--" + field.replace("_", "-") in result.stdout
+
+
+def test_bad_option_is_one_clear_line():
+    result = featurizer("run", "--input", "x", "--output", "y", "--pca-k", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "featurizer: error: --pca-k must be between 1 and 1280, got 0"
+
+
+def test_run_prints_the_summary(sample_dir, tmp_path):
+    output = tmp_path / "out"
+    result = featurizer("run", "--input", str(sample_dir), "--output", str(output),
+                        "--master", "local[2]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for word in ("images", "classes", "pca k", "images/s", str(output)):
+        assert word in result.stdout
+    assert "100/100 images" in result.stderr                 # the progress line
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["counts"]["featurized"] == 100
+
+
+def test_spark_submit_entry_point(sample_dir, tmp_path):
+    output = tmp_path / "out"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    result = subprocess.run(
+        [str(BIN / "spark-submit"), "--master", "local[2]", str(ROOT / "job" / "main.py"),
+         "--input", f"file://{sample_dir}", "--output", str(output), "--limit", "12",
+         "--pca-k", "4"], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["counts"]["selected"] == 12 and manifest["pca"]["k"] == 4

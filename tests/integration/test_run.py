@@ -1,0 +1,181 @@
+"""The whole job on real files, real weights and a real local Spark session."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from featurizer import images, pipeline, sample_data, weights
+from featurizer.config import RunConfig
+from featurizer.errors import ConfigError, FeaturizerError
+
+CORRUPT = "Banana/corrupt.jpg"
+
+
+@pytest.fixture(scope="module")
+def dataset(sample_dir: Path, tmp_path_factory) -> Path:
+    """The sample plus a corrupt file and a name with spaces and quotes."""
+    folder = tmp_path_factory.mktemp("data") / "in"
+    shutil.copytree(sample_dir, folder)
+    (folder / "Training" / CORRUPT).write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    shutil.copy(folder / "Test" / "Kiwi" / "0_100.jpg", folder / "Test" / "Kiwi" / "it's a kiwi.JPG")
+    (folder / "Test" / "Kiwi" / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def result(spark, dataset: Path, tmp_path_factory) -> tuple[Path, dict]:
+    output = tmp_path_factory.mktemp("out") / "run"
+    manifest = pipeline.run(RunConfig(input=str(dataset), output=str(output)), spark=spark)
+    return output, manifest
+
+
+def read_features(output: Path):
+    return pq.read_table(output / "features").to_pandas()
+
+
+def test_outputs_are_complete(result):
+    output, manifest = result
+    for name in ("features", "errors", "pca_model", "manifest.json", "explained_variance.png",
+                 "_SUCCESS"):
+        assert (output / name).exists(), name
+    assert not (output / "_work").exists()
+    assert (output / "explained_variance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((output / "manifest.json").read_text()) == manifest
+
+
+def test_row_counts_and_labels_with_spaces(result):
+    output, manifest = result
+    frame = read_features(output)
+    assert len(frame) == 101                               # 100 sample + 1 renamed copy
+    assert frame["path"].is_unique
+    assert set(frame["label"]) == set(sample_data.CLASSES)
+    assert any(path.endswith("/it's a kiwi.JPG") for path in frame["path"])
+    assert manifest["counts"] == {"found": 102, "selected": 102, "featurized": 101, "failed": 1}
+    assert manifest["classes"] == 5
+
+
+def test_vector_lengths(result):
+    output, manifest = result
+    frame = read_features(output)
+    assert {len(v) for v in frame["features"]} == {1280}
+    assert {len(v) for v in frame["pca"]} == {manifest["pca"]["k"]}
+    schema = pq.read_schema(next((output / "features").glob("*.parquet")))
+    assert str(schema.field("features").type) == "list<element: float>"
+
+
+def test_corrupt_file_is_recorded_in_errors(result):
+    output, _ = result
+    errors = pq.read_table(output / "errors").to_pandas()
+    assert len(errors) == 1
+    assert errors["path"][0].endswith(CORRUPT)
+    assert errors["error"][0]
+
+
+def test_features_equal_bare_keras(result, no_top_weights):
+    output, _ = result
+    frame = read_features(output).sort_values("path").head(24)
+    files = [Path(p.removeprefix("file:")).read_bytes() for p in frame["path"]]
+    batch, errors = images.decode_many(files)
+    assert not any(errors)
+    model = weights.build_model(no_top_weights)
+    expected = model(images.preprocess(batch), training=False).numpy()
+    got = np.stack(frame["features"].to_numpy())
+    cosine = np.sum(expected * got, 1) / (np.linalg.norm(expected, axis=1)
+                                         * np.linalg.norm(got, axis=1))
+    assert cosine.min() >= 0.9999, cosine.min()
+
+
+def test_pca_variance_matches_numpy(result):
+    output, manifest = result
+    features = np.stack(read_features(output)["features"].to_numpy()).astype(np.float64)
+    eigenvalues = np.linalg.eigvalsh(np.cov(features, rowvar=False))[::-1]
+    ratios = eigenvalues / eigenvalues.sum()
+    k = manifest["pca"]["k"]
+    assert np.allclose(manifest["pca"]["explained_variance"][:k], ratios[:k], atol=1e-6)
+    assert manifest["pca"]["variance_explained"] >= 0.95
+    assert np.sum(ratios[: k - 1]) < 0.95                   # k is the smallest such k
+
+
+def test_pca_model_reloads_and_reproduces_pca(result, spark):
+    from pyspark.ml.feature import PCAModel
+    from pyspark.ml.functions import array_to_vector, vector_to_array
+
+    output, manifest = result
+    model = PCAModel.load(str(output / "pca_model"))
+    assert model.pc.numCols == manifest["pca"]["k"]
+    frame = spark.read.parquet(str(output / "features"))
+    projected = model.setInputCol("v").setOutputCol("p").transform(
+        frame.withColumn("v", array_to_vector("features")))
+    rows = projected.select("pca", vector_to_array("p").alias("again")).collect()
+    for row in rows:
+        assert np.allclose(row["pca"], row["again"], rtol=1e-4, atol=1e-4)
+
+
+def test_manifest_records_what_ran(result):
+    _, manifest = result
+    assert manifest["weights"]["name"] == weights.NO_TOP_FILE
+    assert len(manifest["weights"]["sha256"]) == 64
+    assert {"spark", "python", "tensorflow-cpu", "numpy"} <= set(manifest["versions"])
+    assert {"discover", "featurize", "reduce", "write", "total"} <= set(manifest["timings_s"])
+    assert manifest["throughput"]["featurize_images_per_s"] > 0
+    assert manifest["memory_mb"]["python_worker_peak"] > 100
+
+
+def test_existing_output_is_refused_without_overwrite(result, spark, dataset):
+    output, _ = result
+    before = sorted(p.name for p in output.iterdir())
+    with pytest.raises(ConfigError, match="--overwrite"):
+        pipeline.run(RunConfig(input=str(dataset), output=str(output)), spark=spark)
+    assert sorted(p.name for p in output.iterdir()) == before
+
+
+def test_overwrite_replaces_the_output(spark, dataset, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "stale.txt").write_text("old")
+    manifest = pipeline.run(RunConfig(input=str(dataset), output=str(output), overwrite=True,
+                                      limit=10, pca_k=3), spark=spark)
+    assert manifest["counts"]["selected"] == 10
+    assert len(read_features(output)) + len(pq.read_table(output / "errors")) == 10
+    assert {len(v) for v in read_features(output)["pca"]} == {3}
+    assert (output / "_SUCCESS").exists()
+
+
+def test_empty_input_is_a_clear_error_and_writes_nothing(spark, tmp_path):
+    (tmp_path / "in" / "Kiwi").mkdir(parents=True)
+    (tmp_path / "in" / "Kiwi" / "readme.txt").write_text("no images here")
+    with pytest.raises(ConfigError, match="no images"):
+        pipeline.run(RunConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out")),
+                     spark=spark)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_input_is_a_clear_error(spark, tmp_path):
+    with pytest.raises(ConfigError, match="cannot read input"):
+        pipeline.run(RunConfig(input=str(tmp_path / "nope"), output=str(tmp_path / "out")),
+                     spark=spark)
+
+
+def test_output_inside_input_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="inside the input"):
+        pipeline.run(RunConfig(input=str(tmp_path), output=str(tmp_path / "out")))
+
+
+def test_too_many_errors_fail_after_writing_errors(spark, sample_dir, tmp_path):
+    folder = tmp_path / "in" / "Kiwi"
+    folder.mkdir(parents=True)
+    for index in range(4):
+        shutil.copy(next(sample_dir.rglob("*.jpg")), folder / f"good{index}.jpg")
+        (folder / f"bad{index}.jpg").write_bytes(b"")
+    output = tmp_path / "out"
+    with pytest.raises(FeaturizerError, match="max-error-rate"):
+        pipeline.run(RunConfig(input=str(tmp_path / "in"), output=str(output)), spark=spark)
+    assert len(pq.read_table(output / "errors")) == 4
+    assert not (output / "_SUCCESS").exists()
+    assert json.loads((output / "manifest.json").read_text())["status"] == "failed"

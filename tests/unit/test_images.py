@@ -1,0 +1,101 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featurizer import images
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def gradient(mode: str = "RGB", size=(100, 100)) -> Image.Image:
+    x = np.linspace(0, 255, size[0], dtype=np.uint8)
+    rgb = np.stack([np.tile(x, (size[1], 1))] * 3, axis=-1)
+    return Image.fromarray(rgb, "RGB").convert(mode)
+
+
+@pytest.mark.parametrize("mode, fmt", [
+    ("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"),
+    ("LA", "PNG"), ("1", "PNG"),
+])
+def test_every_mode_becomes_224x224_rgb(mode, fmt):
+    array = images.decode(encode(gradient(mode), fmt))
+    assert array.shape == (224, 224, 3) and array.dtype == np.uint8
+    assert array[:, -1].mean() > array[:, 0].mean()          # the gradient survives
+
+
+def test_16_bit_png_is_scaled_not_clipped():
+    array16 = (np.tile(np.linspace(0, 65535, 64), (64, 1))).astype(np.uint16)
+    decoded = images.decode(encode(Image.fromarray(array16)))       # mode I;16
+    assert decoded[:, 0].mean() < 10 and decoded[:, -1].mean() > 240
+
+
+def test_transparent_pixels_composite_on_white():
+    clear = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    assert images.decode(encode(clear)).min() == 255
+
+
+def test_exif_orientation_is_applied():
+    tall = gradient("RGB", size=(60, 100))                   # 60 wide, 100 high
+    exif = Image.Exif()
+    exif[0x0112] = 6                                         # rotate 90 CW on display
+    rotated = Image.open(io.BytesIO(encode(tall, "JPEG", exif=exif)))
+    shown = images.ImageOps.exif_transpose(rotated)
+    assert shown.size == (100, 60)
+    assert images.decode(encode(tall, "JPEG", exif=exif)).shape == (224, 224, 3)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty file"),
+    (None, "empty file"),
+    (b"this is not an image at all", "UnidentifiedImageError"),
+    (bytes(range(256)) * 40, "UnidentifiedImageError"),
+])
+def test_broken_files_raise_image_error_with_a_reason(data, reason):
+    with pytest.raises(images.ImageError, match=reason):
+        images.decode(data)
+
+
+def test_truncated_jpeg_is_an_error():
+    data = encode(gradient(), "JPEG")
+    with pytest.raises(images.ImageError):
+        images.decode(data[: len(data) // 2])
+
+
+def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 50 * 50)
+    with pytest.raises(images.ImageError, match="too large"):
+        images.decode(encode(gradient(size=(60, 60))))
+
+
+def test_tiny_and_large_images_decode():
+    assert images.decode(encode(gradient(size=(7, 5)))).shape == (224, 224, 3)
+    big = Image.new("RGB", (6000, 4000), (10, 200, 30))
+    assert images.decode(encode(big, "JPEG", quality=50)).shape == (224, 224, 3)
+
+
+def test_preprocess_scales_to_minus_one_one():
+    batch = np.array([[[[0, 127, 255]]]], dtype=np.uint8)
+    out = images.preprocess(batch)
+    assert out.dtype == np.float32
+    assert np.allclose(out.ravel(), [-1.0, 127 / 127.5 - 1, 1.0])
+
+
+def test_decode_many_keeps_order_and_reports_each_error():
+    good = encode(gradient(), "JPEG")
+    stacked, errors = images.decode_many([good, b"", good])
+    assert stacked.shape == (2, 224, 224, 3)
+    assert errors[0] is None and errors[1] == "empty file" and errors[2] is None
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("a.jpg", True), ("A.JPEG", True), ("x/y/b.Png", True), ("c.gif", False),
+    (".hidden.jpg", False), ("_tmp.jpg", False), ("notes.txt", False),
+])
+def test_image_names(name, expected):
+    assert images.is_image_name(name) is expected

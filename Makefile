@@ -16,7 +16,12 @@ ifneq ($(wildcard $(SHARED)/datasets/fruits360-subset),)
 export FEATURIZER_FRUITS360 ?= $(SHARED)/datasets/fruits360-subset
 endif
 
-.PHONY: help venv run test lock clean
+# Each area (image, k8s, emr, bench, ...) keeps its targets in mk/<area>.mk and appends the
+# targets CI must run to CI_TARGETS.
+CI_TARGETS :=
+include $(sort $(wildcard mk/*.mk))
+
+.PHONY: help venv run test ci lock clean
 
 help:
 	@echo "make run   - featurize the synthetic sample into output/sample (ARGS='...' passes options)"
@@ -39,6 +44,9 @@ run: venv $(SAMPLE)/.done
 
 test: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Everything .ci/run checks beyond `make test` (see mk/*.mk).
+ci: $(CI_TARGETS)
 
 # Re-pin constraints.txt from a fresh resolution of pyproject.toml's dependencies.
 lock:

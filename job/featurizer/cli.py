@@ -1,4 +1,4 @@
-"""`featurizer` command line: run, sample-data.
+"""`featurizer` command line: run, sample-data, and the commands in COMMAND_MODULES.
 
 Imports of Spark and TensorFlow happen inside commands, so `featurizer --help` is instant.
 """
@@ -6,12 +6,18 @@ Imports of Spark and TensorFlow happen inside commands, so `featurizer --help` i
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Sequence
 
 from featurizer import __version__
 from featurizer.config import RunConfig
 from featurizer.errors import FeaturizerError
+
+# Commands defined in their own modules; each module has `register(subparsers)` and keeps
+# heavy imports inside its handlers.
+COMMAND_MODULES: tuple[str, ...] = (
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--scale", type=int, default=1,
                         help="multiply the 100 default images (default 1)")
     sample.set_defaults(handler=_sample_data)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
     return parser
 
 

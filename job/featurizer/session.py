@@ -37,8 +37,13 @@ def job_defaults(config: RunConfig) -> dict[str, str]:
 
 
 def local_defaults() -> dict[str, str]:
-    """Settings for `featurizer run` on this machine (no spark-submit)."""
+    """Settings for `featurizer run` on this machine (no spark-submit).
+
+    FEATURIZER_JARS (comma-separated jar files, e.g. hadoop-aws + the AWS SDK bundle from
+    `hack/fetch-jars.sh`) adds connectors that pip's PySpark does not ship."""
+    jars = {"spark.jars": os.environ["FEATURIZER_JARS"]} if os.environ.get("FEATURIZER_JARS") else {}
     return {
+        **jars,
         "spark.driver.memory": "3g",
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",

@@ -40,6 +40,18 @@ def fruits360() -> Path:
 
 
 @pytest.fixture(scope="session")
+def fruits360_run(spark, fruits360: Path, tmp_path_factory) -> tuple[Path, dict]:
+    """One real run over the whole Fruits-360 subset (7,205 images, 131 classes; a few
+    minutes on 2 cores), shared by every test that needs real features: (output, manifest)."""
+    from featurizer import pipeline
+    from featurizer.config import RunConfig
+
+    output = tmp_path_factory.mktemp("fruits360") / "run"
+    manifest = pipeline.run(RunConfig(input=str(fruits360), output=str(output)), spark=spark)
+    return output, manifest
+
+
+@pytest.fixture(scope="session")
 def spark():
     """One real local Spark session for the integration tests (2 cores, like the machine)."""
     from featurizer import session

@@ -17,6 +17,7 @@ from featurizer.errors import FeaturizerError
 # Commands defined in their own modules; each module has `register(subparsers)` and keeps
 # heavy imports inside its handlers.
 COMMAND_MODULES: tuple[str, ...] = (
+    "featurizer.reporting.command",
 )
 
 

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Headless Chromium for the report tests (Debian's `chromium` package). Idempotent.
+set -euo pipefail
+if command -v chromium >/dev/null 2>&1; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "chromium is missing: run 'sudo apt-get install -y chromium' (Debian) first" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+command -v chromium

@@ -1,0 +1,167 @@
+"""The report's pure parts, without Spark: splits, the probe, summaries, S3 settings, the page."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from featurizer import reporting
+from featurizer.reporting import page, plots, probe, source
+
+
+def blobs(classes: int = 6, per_class: int = 60, dim: int = 40, spread: float = 0.6,
+          seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs around random centres: a linear probe should separate them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((classes, dim)) * 2
+    labels = np.repeat(np.array([f"class {i}" for i in range(classes)], dtype=object), per_class)
+    x = centres[np.repeat(np.arange(classes), per_class)] + spread * rng.standard_normal(
+        (classes * per_class, dim))
+    return x.astype(np.float32), labels
+
+
+def test_folder_split_uses_the_folder_above_the_class():
+    paths = ["s3a://b/fruits/Training/Apple Red 1/0_100.jpg",
+             "file:/d/Test/Apple Red 1/1_100.jpg",
+             "file:/d/training/Kiwi/2.jpg",
+             "file:/d/Other/Kiwi/3.jpg",
+             "file:/d/Test/x/Kiwi/4.jpg"]           # "Test" but not above the class folder
+    split = probe.folder_split(paths)
+    assert split.train.tolist() == [0, 2] and split.test.tolist() == [1]
+    assert split.method == "Training/Test folders"
+    assert probe.folder_split(["file:/d/Training/Kiwi/0.jpg"]) is None     # no test side
+
+
+def test_stratified_split_is_seeded_and_keeps_class_shares():
+    labels = np.array(["a"] * 40 + ["b"] * 8 + ["c"], dtype=object)
+    split = probe.stratified_split(labels, test_fraction=0.25, seed=3)
+    again = probe.stratified_split(labels, test_fraction=0.25, seed=3)
+    assert np.array_equal(split.train, again.train) and np.array_equal(split.test, again.test)
+    assert not set(split.train) & set(split.test)
+    assert len(split.train) + len(split.test) == len(labels)
+    held = labels[split.test].tolist()
+    assert held.count("a") == 10 and held.count("b") == 2 and held.count("c") == 0
+    other = probe.stratified_split(labels, test_fraction=0.25, seed=4)
+    assert not np.array_equal(split.test, other.test)
+    assert probe.choose_split(["file:/x/a/1.jpg"] * len(labels), labels).method.startswith(
+        "stratified 75%/25%")
+
+
+def test_cap_rows_keeps_every_class_in_proportion():
+    labels = np.array(["a"] * 900 + ["b"] * 90 + ["c"] * 10, dtype=object)
+    kept = probe.cap_rows(np.arange(1000), labels, 100)
+    assert [labels[kept].tolist().count(c) for c in "abc"] == [90, 9, 1]
+    assert probe.cap_rows(np.arange(50), labels, 100).tolist() == list(range(50))
+
+
+def test_probe_separates_blobs_and_is_deterministic():
+    x, labels = blobs()
+    split = probe.stratified_split(labels, seed=0)
+    first = probe.run_probe("pca", x, labels, split)
+    second = probe.run_probe("pca", x, labels, split)
+    assert first.test_accuracy >= 0.95, first.test_accuracy
+    assert first.test_accuracy == second.test_accuracy
+    assert first.train_rows == 270 and first.test_rows == 90
+    assert len(first.per_class) == 6
+
+
+def test_probe_is_at_chance_on_noise():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 20)).astype(np.float32)
+    labels = np.array([f"c{i % 4}" for i in range(600)], dtype=object)
+    result = probe.run_probe("features", x, labels, probe.stratified_split(labels))
+    assert result.test_accuracy < 0.4                   # chance = 0.25: no leak from test
+
+
+def test_fit_softmax_matches_the_optimum_on_a_tiny_problem():
+    """Gradient of the objective is ~0 at the returned weights (converged, right loss)."""
+    x, labels = blobs(classes=3, per_class=30, dim=4, spread=2.0)
+    y = np.array([int(label.split()[1]) for label in labels])
+    (xs,) = probe.standardize(x)
+    weights, bias = probe.fit_softmax(xs, y, 3, l2=0.1, iterations=2000)
+    p = probe._softmax(xs @ weights + bias)
+    p[np.arange(len(y)), y] -= 1
+    grad = xs.T @ p / len(y) + 0.1 * weights
+    assert np.abs(grad).max() < 1e-3 and np.abs(p.sum(axis=0) / len(y)).max() < 1e-3
+
+
+def test_per_class_accuracy_and_confusions():
+    truth = np.array(["a", "a", "a", "a", "b", "b", "c"], dtype=object)
+    predicted = np.array(["a", "b", "b", "c", "b", "b", "a"], dtype=object)
+    rows = probe.per_class_accuracy(truth, predicted)
+    assert [(r["label"], r["accuracy"]) for r in rows] == [("c", 0.0), ("a", 0.25), ("b", 1.0)]
+    assert rows[1]["most_confused_with"] == "b" and rows[1]["confused_count"] == 2
+    pairs = probe.confused_pairs(truth, predicted)
+    assert pairs[0] == {"true": "a", "predicted": "b", "count": 2, "share_of_true": 0.5}
+    assert len(pairs) == 3
+
+
+def test_error_summary_folds_addresses_and_ranks():
+    errors = ["UnidentifiedImageError: cannot identify image file <_io.BytesIO object at "
+              f"0x7f{i:04x}>" for i in range(3)] + ["empty file"]
+    summary = reporting.error_summary(errors)
+    assert summary["failed"] == 4 and summary["distinct_reasons"] == 2
+    assert summary["top_reasons"][0]["count"] == 3
+    assert summary["top_reasons"][1] == {"reason": "empty file", "count": 1}
+
+
+def test_class_summary_by_split():
+    paths = np.array(["file:/d/Training/A/1.jpg", "file:/d/Training/A/2.jpg",
+                      "file:/d/Test/A/3.jpg", "file:/d/Training/B/4.jpg"], dtype=object)
+    labels = np.array(["A", "A", "A", "B"], dtype=object)
+    summary = reporting.class_summary(paths, labels)
+    assert summary["per_class"] == {"A": {"Training": 2, "Test": 1}, "B": {"Training": 1}}
+    assert (summary["min"], summary["max"], summary["imbalance"]) == (1, 3, 3.0)
+    flat = reporting.class_summary(np.array(["/x/A/1.jpg"], dtype=object),
+                                   np.array(["A"], dtype=object))
+    assert flat["per_class"] == {"A": {"all": 1}}
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, {}),
+    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"},
+     {"endpoint_override": "127.0.0.1:9000", "scheme": "http", "region": "us-east-1"}),
+    ({"AWS_ENDPOINT_URL_S3": "https://minio.local", "AWS_REGION": "eu-west-1"},
+     {"endpoint_override": "minio.local", "scheme": "https", "region": "eu-west-1"}),
+])
+def test_s3_options_follow_the_job_settings(env, expected):
+    assert source.s3_options(env) == expected
+
+
+def test_s3_options_prefer_the_runs_spark_settings():
+    options = source.s3_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:1"},
+                                {"endpoint": "http://127.0.0.1:2", "access_key": "a",
+                                 "secret_key": "s"})
+    assert options["endpoint_override"] == "127.0.0.1:2"
+    assert (options["access_key"], options["secret_key"]) == ("a", "s")
+
+
+def test_not_an_output_is_one_clear_error(tmp_path):
+    from featurizer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no manifest.json: is it a featurizer output"):
+        source.load(str(tmp_path))
+    with pytest.raises(ConfigError, match="local paths and s3:// or s3a://"):
+        source.locate("hdfs://namenode/out")
+
+
+def test_charts_are_pngs_for_many_classes():
+    rng = np.random.default_rng(0)
+    labels = np.array([f"class {i % 131}" for i in range(3000)], dtype=object)
+    scatter = plots.pca_scatter_png(rng.standard_normal((3000, 5)), labels, [0.3, 0.2])
+    bars = plots.class_counts_png({f"class {i}": {"Training": 40 - i % 7, "Test": 15}
+                                   for i in range(131)})
+    for png in (scatter, bars):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_page_escapes_names():
+    report = {"generated_at": "now", "complete": True,
+              "run": {"status": "succeeded", "output": "/o", "input": "/<i>", "counts": {}},
+              "errors": {"failed": 1, "distinct_reasons": 1,
+                         "top_reasons": [{"reason": "<script>alert(1)</script>", "count": 1}]},
+              "pca": {}, "classes": {"count": 0, "per_class": {}},
+              "probe": {"results": {}, "skipped": "needs 2 classes"}}
+    html = page.render(report, {})
+    assert "<script>" not in html and "&lt;script&gt;" in html and "/&lt;i&gt;" in html
+    assert "needs 2 classes" in html

@@ -18,6 +18,8 @@ from featurizer.errors import FeaturizerError
 # heavy imports inside its handlers.
 COMMAND_MODULES: tuple[str, ...] = (
     "featurizer.reporting.command",
+    "featurizer.launch.emr",
+    "featurizer.launch.k8s",
 )
 
 

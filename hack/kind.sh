@@ -4,6 +4,7 @@
 #   hack/kind.sh up        create the kind cluster (hack/kind-config.yaml) and our namespace
 #   hack/kind.sh load      load the image featurizer:<version> into the cluster's node
 #   hack/kind.sh operator  helm install the kubeflow spark-operator, watching our namespace
+#   hack/kind.sh operator-template   what `operator` installs, rendered (no cluster needed)
 #   hack/kind.sh s3        MinIO in the cluster (hack/kind-s3.yaml), its Secret, the sample data
 #   hack/kind.sh run       install our chart with values-kind.yaml, wait for COMPLETED, print
 #                          the driver log tail and the output summary
@@ -76,13 +77,18 @@ operator_chart() {
   echo "$dir/charts/spark-operator-chart"
 }
 
+# The operator watches our namespace only; our chart brings the driver's service account
+# and RBAC, so the operator chart's are off.
+OPERATOR_VALUES=(--namespace spark-operator --set "spark.jobNamespaces={$NAMESPACE}"
+                 --set spark.serviceAccount.create=false --set spark.rbac.create=false)
+
+cmd_operator_template() {
+  "$(bash "$REPO/hack/tools.sh" helm)" template spark-operator "$(operator_chart)" "${OPERATOR_VALUES[@]}"
+}
+
 cmd_operator() {
-  # Our chart brings the driver's service account and RBAC, so the operator's are off.
-  helm upgrade --install spark-operator "$(operator_chart)" \
-    --namespace spark-operator --create-namespace \
-    --set "spark.jobNamespaces={$NAMESPACE}" \
-    --set spark.serviceAccount.create=false --set spark.rbac.create=false \
-    --wait --timeout 10m
+  helm upgrade --install spark-operator "$(operator_chart)" "${OPERATOR_VALUES[@]}" \
+    --create-namespace --wait --timeout 10m
   kubectl wait --for=condition=Established crd/sparkapplications.sparkoperator.k8s.io --timeout=60s
 }
 
@@ -157,5 +163,6 @@ cmd_down() {
 
 case "${1:-}" in
   up|load|operator|s3|run|down) "cmd_$1" ;;
+  operator-template) cmd_operator_template ;;
   *) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac

@@ -220,3 +220,22 @@ def test_chart_version_and_image_path_match_the_project():
     dockerfile = ROOT / "docker" / "Dockerfile"
     if dockerfile.is_file():  # the image bakes job/main.py where mainApplicationFile points
         assert "/opt/featurizer/job/main.py" in dockerfile.read_text()
+
+
+def test_operator_install_watches_our_namespace_and_leaves_rbac_to_our_chart(helm):
+    """`make operator-install`'s helm values, rendered with the operator's own chart (v2.5.2,
+    from its Go module): controller and webhook watch `featurizer`; in that namespace the
+    operator grants only its own accounts (our chart owns the driver's account and Role)."""
+    proc = subprocess.run(["bash", str(ROOT / "hack" / "kind.sh"), "operator-template"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    docs = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    deployments = [doc for doc in docs if doc["kind"] == "Deployment"]
+    assert len(deployments) == 2  # controller and webhook
+    for deployment in deployments:
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--namespaces=featurizer" in args, deployment["metadata"]["name"]
+    ours = [doc for doc in docs if doc["metadata"].get("namespace") == "featurizer"]
+    assert sorted(doc["kind"] for doc in ours) == ["Role", "Role", "RoleBinding", "RoleBinding"]
+    for binding in (doc for doc in ours if doc["kind"] == "RoleBinding"):
+        assert [subject["namespace"] for subject in binding["subjects"]] == ["spark-operator"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -19,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -138,7 +139,8 @@ def check_arguments(app: dict[str, Any], config: RunConfig) -> None:
     """The rendered arguments must parse back to exactly `config` (chart and job in step)."""
     argv = [str(arg) for arg in app["spec"].get("arguments") or []]
     try:
-        parsed = RunConfig.from_argv(argv)
+        with contextlib.redirect_stderr(io.StringIO()):  # argparse's usage text: not ours
+            parsed = RunConfig.from_argv(argv)
     except (SystemExit, ConfigError):
         parsed = None
     if parsed != config:
@@ -256,7 +258,7 @@ class Cluster:
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
 
-    @contextmanager
+    @contextlib.contextmanager
     def calls(self, action: str) -> Iterator[None]:
         """Turn client errors inside the block into one-line FeaturizerErrors."""
         from kubernetes.client.rest import ApiException
@@ -484,7 +486,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     _cluster_options(group)
     submit.set_defaults(handler=_submit)
 
-    status = commands.add_parser("status", help="state of a SparkApplication; --wait follows it")
+    status = commands.add_parser(
+        "status", help="state of a SparkApplication; --wait follows it",
+        description="Print NAME, STATE, attempts, driver pod and error; exit 1 if the "
+        "application FAILED. With --wait, follow it (state changes, driver log) until "
+        "COMPLETED (exit 0), FAILED (1) or --wait-timeout (3).")
     _name_argument(status)
     _wait_options(status, default_wait=False)
     _cluster_options(status)

@@ -15,8 +15,13 @@ from typing import Any, Sequence
 
 from featurizer.errors import ConfigError
 
-ENGINES = ("keras", "tflite")
-DEFAULT_ENGINE = "keras"
+ENGINES = ("tflite", "keras")
+DEFAULT_ENGINE = "tflite"
+# Images per engine call, measured on CPU (see BENCHMARKS.md): XNNPACK is fastest one image
+# at a time; TensorFlow needs batches to amortize its per-call overhead.
+ENGINE_BATCH = {"tflite": 1, "keras": 64}
+# Rows per Arrow batch sent to a Python worker: bounds worker memory, amortizes transfers.
+ARROW_BATCH = 64
 
 
 def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:
@@ -32,12 +37,15 @@ class RunConfig:
                        "manifest.json, explained_variance.png, _SUCCESS).", required=True)
     weights: str = _opt("imagenet", "'imagenet' (resolved offline first, see README) or a "
                         "Keras .h5 weights file for MobileNetV2. Env: FEATURIZER_WEIGHTS.")
-    engine: str = _opt(DEFAULT_ENGINE, "Inference engine.", choices=ENGINES)
+    engine: str = _opt(DEFAULT_ENGINE, "Inference engine: tflite (LiteRT/XNNPACK, float32, "
+                       "converted from the Keras model) or keras (TensorFlow reference).",
+                       choices=ENGINES)
     pca_k: int | None = _opt(None, "Number of PCA components (overrides --pca-variance).",
                              type=int)
     pca_variance: float = _opt(0.95, "Pick the smallest k whose cumulative explained "
                                "variance reaches this fraction.", type=float)
-    batch_size: int = _opt(64, "Images per inference batch inside a Python worker.", type=int)
+    batch_size: int | None = _opt(None, "Images per inference call (default: the engine's "
+                                  "measured best, tflite 1, keras 64).", type=int)
     files_per_batch: int = _opt(4096, "Files per streaming micro-batch (the unit of progress "
                                 "and of --resume).", type=int)
     master: str | None = _opt(None, "Spark master URL (default: local[*], or whatever "
@@ -65,7 +73,7 @@ class RunConfig:
             raise ConfigError(f"--pca-k must be between 1 and 1280, got {self.pca_k}")
         if not 0 < self.pca_variance <= 1:
             raise ConfigError(f"--pca-variance must be in (0, 1], got {self.pca_variance}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.files_per_batch < 1:
             raise ConfigError(f"--files-per-batch must be >= 1, got {self.files_per_batch}")
@@ -89,6 +97,10 @@ class RunConfig:
         if self.weights == "imagenet":
             return os.environ.get("FEATURIZER_WEIGHTS") or "imagenet"
         return self.weights
+
+    @property
+    def inference_batch(self) -> int:
+        return self.batch_size or ENGINE_BATCH[self.engine]
 
     @property
     def spark_conf(self) -> dict[str, str]:

@@ -196,7 +196,7 @@ def featurize(spark: Any, config: RunConfig, input_uri: str, layout: Layout,
     images_done = sc.accumulator(0)
     worker_rss = sc.accumulator(0.0, udf.MaxParam())
     featurize_udf = udf.make_featurize_udf(sc.broadcast(payload.data), payload.key,
-                                           payload.engine, config.batch_size,
+                                           payload.engine, config.inference_batch,
                                            images_done, worker_rss)
     per_trigger = min(config.files_per_batch, config.limit or config.files_per_batch)
     stream = (spark.readStream.format("binaryFile").schema(BINARY_SCHEMA)
@@ -442,8 +442,9 @@ def _manifest(config: RunConfig, spark: Any, input_uri: str, output_uri: str,
             "featurize_images_per_s": round(counts["selected"] / max(featurize_s, 1e-9), 2),
             "end_to_end_images_per_s": round(counts["selected"] / max(total, 1e-9), 2)},
         "memory_mb": {"driver_python_peak": round(udf.peak_rss_mb(), 1),
+                      "driver_jvm_peak": _jvm_peak_rss_mb(spark),
                       "python_worker_peak": round(worker_rss_mb, 1)},
-        "engine": {"name": config.engine, "batch_size": config.batch_size},
+        "engine": {"name": config.engine, "batch_size": config.inference_batch},
         "weights": {"name": weights_file.name, "sha256": weights_file.sha256},
         "spark": {"master": sc.master, "default_parallelism": sc.defaultParallelism,
                   "task_cpus": int(sc.getConf().get("spark.task.cpus", "1"))},
@@ -451,6 +452,19 @@ def _manifest(config: RunConfig, spark: Any, input_uri: str, output_uri: str,
         "started_at": started_at,
         "finished_at": _now(),
     }
+
+
+def _jvm_peak_rss_mb(spark: Any) -> float | None:
+    """Peak RSS of the driver JVM when it runs on this host (local mode), else None."""
+    try:
+        pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
 
 
 def _now() -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from featurizer import storage
-from featurizer.config import RunConfig
+from featurizer.config import ARROW_BATCH, RunConfig
 
 LOG4J = Path(__file__).with_name("log4j2.properties")
 
@@ -24,8 +24,9 @@ def launched_by_spark_submit() -> bool:
 def job_defaults(config: RunConfig) -> dict[str, str]:
     """Settings this workload needs wherever it runs."""
     return {
-        # Arrow batches of one inference batch: bounded worker memory, steady progress.
-        "spark.sql.execution.arrow.maxRecordsPerBatch": str(config.batch_size),
+        # Small Arrow batches: a worker holds few decoded images at a time.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(max(ARROW_BATCH,
+                                                                config.inference_batch)),
         # Images are small files: count 1 MB per file when packing read tasks, so a task
         # holds ~100 files (Spark's 4 MB default gives ~30 and more per-task overhead).
         "spark.sql.files.openCostInBytes": str(1 << 20),

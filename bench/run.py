@@ -1,0 +1,257 @@
+"""`make bench`: every number the performance issue asks for, measured in one run.
+
+Prints one table and saves the figures as JSON under bench/results/. Each measurement runs
+in its own process so engines, thread pools and JVMs do not disturb each other.
+
+    python bench/run.py [--images 4000] [--scales 1000,4000,16000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DATA = Path(os.environ.get("FEATURIZER_BENCH_DATA", "~/.cache/featurizer/bench-data")).expanduser()
+GFLOP_PER_IMAGE = 0.6            # MobileNetV2 1.0/224: ~0.30 GMAC = 0.6 GFLOP
+
+
+# ---- measurements run in child processes ---------------------------------------------------
+
+def sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    b = a.T.copy()
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def sample_images(count: int) -> np.ndarray:
+    """Decoded, preprocessed real fruit photos when available, else the synthetic sample."""
+    from featurizer import images
+
+    folder = Path(os.environ.get("FEATURIZER_FRUITS360", ROOT.parent / "shared/datasets/fruits360-subset"))
+    files = sorted(folder.rglob("*.jpg"))[:count] or sorted(synthetic(count).rglob("*.jpg"))[:count]
+    decoded, _ = images.decode_many(path.read_bytes() for path in files)
+    return images.preprocess(decoded)
+
+
+def bare_engine(engine: str, threads: int, batch: int, count: int) -> float:
+    """images/s of one engine instance, preprocessed images in memory (no decode, no Spark)."""
+    from featurizer import engines, weights
+
+    predictor = engines.load(engine, engines.export(engine, weights.resolve()).data, threads)
+    pool = sample_images(256)
+    predictor.predict(pool[:batch])
+    done, start = 0, time.perf_counter()
+    while done < count:
+        offset = done % (len(pool) - batch)
+        predictor.predict(pool[offset:offset + batch])
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def decode_rate(count: int = 2000) -> float:
+    from featurizer import images
+
+    files = [p.read_bytes() for p in sorted(synthetic(1000).rglob("*.jpg"))]
+    start = time.perf_counter()
+    for index in range(count):
+        images.preprocess(images.decode(files[index % len(files)])[None])
+    return count / (time.perf_counter() - start)
+
+
+def child(kind: str, *args: str) -> float:
+    """Run one measurement in a fresh interpreter; returns its number."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; "
+            f"print(run.{kind}(*{[int(a) if a.isdigit() else a for a in args]!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def parallel_bare(engine: str, processes: int, batch: int, count: int) -> float:
+    """`processes` single-threaded engines at once, like Spark's Python workers."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; "
+            f"print(run.bare_engine({engine!r}, 1, {batch}, {count}))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+             for _ in range(processes)]
+    return sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
+
+
+# ---- data and whole-job runs -----------------------------------------------------------------
+
+def synthetic(count: int) -> Path:
+    """`count` synthetic 100x100 JPEGs (a multiple of 100), generated once and cached."""
+    from featurizer import sample_data
+
+    scale = max(1, count // 100)
+    folder = DATA / f"synthetic-{scale * 100}"
+    if not (folder / ".done").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        sample_data.generate(folder, seed=7, scale=scale)
+        (folder / ".done").write_text("")
+    return folder
+
+
+def job(folder: Path, engine: str, extra: tuple[str, ...] = ()) -> dict:
+    """`featurizer run` as a user runs it; returns its manifest plus the outside wall time."""
+    with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
+        start = time.monotonic()
+        subprocess.run([str(BIN / "featurizer"), "run", "--input", str(folder), "--output",
+                        out + "/run", "--engine", engine, *extra],
+                       check=True, capture_output=True, text=True)
+        wall = time.monotonic() - start
+        manifest = json.loads(Path(out, "run", "manifest.json").read_text())
+    manifest["wall_s"] = round(wall, 2)
+    return manifest
+
+
+def baseline(folder: Path) -> dict:
+    weights_dir = Path(os.environ["FEATURIZER_WEIGHTS_DIR"])
+    full = weights_dir / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as out:
+        result = subprocess.run([sys.executable, str(ROOT / "bench" / "baseline.py"),
+                                 str(folder), out + "/features", str(full)], check=True,
+                                capture_output=True, text=True,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def job_rates(manifest: dict) -> dict:
+    timings = manifest["timings_s"]
+    images = manifest["counts"]["selected"]
+    after_start = timings["total"] - timings.get("spark_start", 0)
+    return {"images": images,
+            "featurize_ips": manifest["throughput"]["featurize_images_per_s"],
+            "job_ips_excl_spark_start": round(images / after_start, 1),
+            "end_to_end_ips": round(images / manifest["wall_s"], 1),
+            "timings_s": timings, "memory_mb": manifest.get("memory_mb", {})}
+
+
+# ---- the table ---------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4000, help="images for the job comparison")
+    parser.add_argument("--scales", default="1000,4000,16000", help="scale sweep sizes")
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    args = parser.parse_args()
+    if args.quick:
+        args.images, args.scales = 400, "200,400"
+    engines = available_engines()
+    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                 "processor": platform.processor() or platform.machine()},
+                     "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    say("numpy sgemm")
+    results["sgemm_gflops"] = round(child("sgemm_gflops"), 1)
+    say("decode + resize")
+    results["decode_ips_one_core"] = round(child("decode_rate"), 1)
+    say("bare engines")
+    results["bare"] = bare_sweep(engines, quick=args.quick)
+    folder = synthetic(args.images)
+    say(f"jobs on {args.images} images")
+    results["jobs"] = {engine: job_rates(job(folder, engine)) for engine in engines}
+    say("notebook baseline")
+    results["baseline"] = baseline(folder)
+    say("scale sweep")
+    results["scale"] = {str(n): job_rates(job(synthetic(n), engines[0]))
+                        for n in map(int, args.scales.split(","))}
+    results["ratios"] = ratios(results, engines[0])
+    results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    print(table(results))
+    target = ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nsaved {target.relative_to(ROOT)}")
+
+
+def available_engines() -> list[str]:
+    from featurizer.config import DEFAULT_ENGINE, ENGINES
+
+    return [DEFAULT_ENGINE, *(e for e in ENGINES if e != DEFAULT_ENGINE)]
+
+
+def bare_sweep(engines: list[str], quick: bool) -> dict:
+    count = 128 if quick else 512
+    sweep: dict = {}
+    for engine in engines:
+        rows = {}
+        batches = (1, 8) if engine == "tflite" else (16, 64)
+        for threads in (1, 2):
+            for batch in batches:
+                rows[f"{threads} thread x batch {batch}"] = round(
+                    child("bare_engine", engine, str(threads), str(batch), str(count)), 1)
+        best_batch = 1 if engine == "tflite" else 64
+        rows[f"2 processes x 1 thread x batch {best_batch}"] = round(
+            parallel_bare(engine, 2, best_batch, count), 1)
+        sweep[engine] = rows
+    return sweep
+
+
+def ratios(results: dict, default: str) -> dict:
+    bare_best = max(results["bare"][default].values())
+    job_ = results["jobs"][default]
+    scale = results["scale"]
+    small, large = scale[min(scale, key=int)], scale[max(scale, key=int)]
+    achieved = job_["featurize_ips"] * GFLOP_PER_IMAGE
+    return {
+        "bare_best_ips": bare_best,
+        "featurize_stage_over_bare": round(job_["featurize_ips"] / bare_best, 3),
+        "job_excl_start_over_bare": round(job_["job_ips_excl_spark_start"] / bare_best, 3),
+        "end_to_end_over_bare": round(job_["end_to_end_ips"] / bare_best, 3),
+        "job_over_baseline": round(job_["end_to_end_ips"] / results["baseline"]["images_per_s"], 2),
+        "achieved_gflops": round(achieved, 1),
+        "achieved_over_sgemm": round(achieved / results["sgemm_gflops"], 3),
+        "largest_over_smallest_scale": round(large["job_ips_excl_spark_start"]
+                                             / small["job_ips_excl_spark_start"], 3),
+    }
+
+
+def table(results: dict) -> str:
+    lines = [f"{'measurement':<58} {'value':>12}", "-" * 71]
+    add = lambda name, value: lines.append(f"{name:<58} {value:>12}")   # noqa: E731
+    add("numpy sgemm (GFLOP/s, all cores)", results["sgemm_gflops"])
+    add("decode + resize + preprocess (images/s, 1 core)", results["decode_ips_one_core"])
+    for engine, rows in results["bare"].items():
+        for name, value in rows.items():
+            add(f"bare {engine}: {name} (images/s)", value)
+    for engine, rates in results["jobs"].items():
+        add(f"job {engine}, {rates['images']} images: featurize stage (img/s)", rates["featurize_ips"])
+        add(f"job {engine}: excluding Spark start-up (img/s)", rates["job_ips_excl_spark_start"])
+        add(f"job {engine}: end to end, process wall time (img/s)", rates["end_to_end_ips"])
+        memory = rates["memory_mb"]
+        add(f"job {engine}: peak RSS driver python / worker (MB)",
+            f"{memory.get('driver_python_peak', '?')}/{memory.get('python_worker_peak', '?')}")
+    add(f"notebook baseline, {results['baseline']['images']} images (img/s)",
+        results["baseline"]["images_per_s"])
+    for n, rates in results["scale"].items():
+        add(f"scale {n}: job excl. start-up / end to end (img/s)",
+            f"{rates['job_ips_excl_spark_start']}/{rates['end_to_end_ips']}")
+    for name, value in results["ratios"].items():
+        add(f"ratio {name}", value)
+    return "\n".join(lines)
+
+
+def say(message: str) -> None:
+    print(f"bench: {message} ...", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""TFLite (LiteRT) engine: the Keras model converted once to a float32 flatbuffer.
+
+The driver converts the Keras model (no quantization) and caches the flatbuffer on disk,
+keyed by the weights' sha256 and the TensorFlow version, so later runs skip TensorFlow on
+the driver entirely. Workers run it with the LiteRT interpreter (XNNPACK), never
+importing TensorFlow: start-up is sub-second and each worker uses `spark.task.cpus`
+threads.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featurizer.weights import FEATURE_DIM, WeightsFile, build_model
+
+# Measured (bench/): one image per invoke is fastest under XNNPACK on CPU.
+DEFAULT_BATCH = 1
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FEATURIZER_CACHE", "~/.cache/featurizer")).expanduser() / "engines"
+
+
+def _tensorflow_version() -> str:
+    for package in ("tensorflow", "tensorflow-cpu"):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return "none"
+
+
+def export(weights: WeightsFile) -> bytes:
+    cached = cache_dir() / f"mobilenetv2-{weights.sha256[:16]}-tf{_tensorflow_version()}.tflite"
+    if cached.is_file():
+        return cached.read_bytes()
+    data = convert(build_model(weights.path))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as handle:
+        handle.write(data)                       # write-then-rename: no torn cache files
+    os.replace(handle.name, cached)
+    return data
+
+
+def convert(model: Any) -> bytes:
+    """Keras model -> float32 TFLite flatbuffer (no quantization, no optimizations)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = []
+    return converter.convert()
+
+
+def _interpreter_class() -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:                         # images without LiteRT: TF's copy
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+class TflitePredictor:
+    def __init__(self, data: bytes, threads: int) -> None:
+        self._interpreter = _interpreter_class()(model_content=data, num_threads=threads)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._batch = 0
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros((0, FEATURE_DIM), np.float32)
+        if len(images) != self._batch:           # re-plan only when the batch size changes
+            self._interpreter.resize_tensor_input(self._input, list(images.shape))
+            self._interpreter.allocate_tensors()
+            self._batch = len(images)
+        self._interpreter.set_tensor(self._input, np.ascontiguousarray(images, np.float32))
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output).copy()
+
+
+def load(data: bytes, threads: int) -> TflitePredictor:
+    return TflitePredictor(data, threads)

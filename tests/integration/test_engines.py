@@ -1,0 +1,76 @@
+"""Every float32 engine gives the Keras reference's features, on real weights and photos."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from featurizer import engines, images, pipeline, weights
+from featurizer.config import ENGINES, RunConfig
+
+FAST_ENGINES = [engine for engine in ENGINES if engine != "keras"]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def photos(fruits360: Path) -> np.ndarray:
+    """64 real Fruits-360 photos from 64 classes, preprocessed."""
+    files = [sorted(folder.glob("*.jpg"))[0] for folder in sorted((fruits360 / "Test").iterdir())]
+    decoded, errors = images.decode_many(path.read_bytes() for path in files[:64])
+    assert not any(errors)
+    return images.preprocess(decoded)
+
+
+@pytest.fixture(scope="module")
+def reference(photos: np.ndarray) -> np.ndarray:
+    payload = engines.export("keras", weights.resolve())
+    return engines.load("keras", payload.data, threads=2).predict(photos)
+
+
+@pytest.mark.parametrize("engine", FAST_ENGINES)
+def test_engine_matches_keras_features(engine, photos, reference):
+    predictor = engines.load(engine, engines.export(engine, weights.resolve()).data, threads=1)
+    got = np.concatenate([predictor.predict(photos[i:i + 1]) for i in range(len(photos))])
+    assert got.shape == (64, 1280) and got.dtype == np.float32
+    similarity = cosine(got, reference)
+    assert similarity.mean() >= 0.9999, similarity.mean()
+    assert similarity.min() >= 0.999, similarity.min()
+
+
+@pytest.mark.parametrize("engine", FAST_ENGINES)
+def test_batch_size_does_not_change_features(engine, photos):
+    predictor = engines.load(engine, engines.export(engine, weights.resolve()).data, threads=1)
+    one_by_one = np.concatenate([predictor.predict(photos[i:i + 1]) for i in range(8)])
+    assert np.allclose(predictor.predict(photos[:8]), one_by_one, atol=1e-4)
+    assert predictor.predict(photos[:0]).shape == (0, 1280)
+
+
+@pytest.fixture(scope="module")
+def fruit_folder(fruits360: Path, tmp_path_factory) -> Path:
+    """120 photos of 6 classes."""
+    folder = tmp_path_factory.mktemp("fruits")
+    for class_dir in sorted((fruits360 / "Training").iterdir())[:6]:
+        shutil.copytree(class_dir, folder / class_dir.name)
+        for extra in sorted((folder / class_dir.name).glob("*.jpg"))[20:]:
+            extra.unlink()
+    return folder
+
+
+def test_pca_outputs_agree_across_engines(spark, fruit_folder, tmp_path):
+    outputs = {}
+    for engine in ENGINES:
+        pipeline.run(RunConfig(input=str(fruit_folder), output=str(tmp_path / engine),
+                               engine=engine, pca_k=5), spark=spark)
+        frame = pq.read_table(tmp_path / engine / "features").to_pandas().sort_values("path")
+        outputs[engine] = np.stack(frame["pca"].to_numpy())
+    reference_pca = outputs["keras"]
+    for engine in FAST_ENGINES:
+        similarity = cosine(outputs[engine], reference_pca)
+        assert similarity.min() >= 0.999, (engine, similarity.min())

@@ -14,6 +14,8 @@ ARG BASE_IMAGE=public.ecr.aws/emr-on-eks/spark/emr-7.13.0:latest
 # ---- venv: the job's packages, built in a throw-away stage (no wheels in the image) ----
 # hadolint ignore=DL3006
 FROM ${BASE_IMAGE} AS venv
+# A throw-away build stage: root to install, never run. EMR's images name the user.
+# hadolint ignore=DL3002,DL3066
 USER root
 # Amazon Linux 2023 provides python3.11 as a package if the base lacks it.
 # hadolint ignore=DL3041
@@ -34,6 +36,7 @@ RUN python3.11 -m venv /opt/featurizer/venv \
 # hadolint ignore=DL3006
 FROM ${BASE_IMAGE}
 ARG BASE_IMAGE
+# hadolint ignore=DL3066
 USER root
 # hadolint ignore=DL3041
 RUN command -v python3.11 >/dev/null || { dnf install -y python3.11 && dnf clean all; }
@@ -48,4 +51,6 @@ LABEL org.opencontainers.image.title="featurizer-emr-on-eks" \
       org.opencontainers.image.description="featurizer job for Amazon EMR on EKS" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
       io.featurizer.job="local:///opt/featurizer/main.py"
+# EMR on EKS requires its images to end as the hadoop user, named as in its base images.
+# hadolint ignore=DL3066
 USER hadoop:hadoop

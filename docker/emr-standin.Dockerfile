@@ -33,5 +33,6 @@ COPY spark/ /usr/lib/spark/
 RUN ln -s /usr/lib/spark/bin/spark-submit /usr/bin/spark-submit \
  && ln -s /usr/lib/spark/bin/spark-class /usr/bin/spark-class
 
+# hadolint ignore=DL3066
 USER hadoop:hadoop
 WORKDIR /home/hadoop

@@ -204,3 +204,19 @@ def test_local_paths_are_refused(virtual_cluster, submit_args, capsys, tmp_path)
     code = cli.main(_with(submit_args(), input=str(tmp_path)))
     assert code == 2
     assert "--input must be an S3 URI" in _one_error_line(capsys)
+
+
+def test_job_template_run_dry_run(virtual_cluster, submit_args, capsys):
+    args = submit_args("--job-template-id", "tmpl0123", "--pca-k", "12", "--dry-run")
+    assert cli.main(args) == 0
+    request = json.loads(capsys.readouterr().out)
+    emr_spec.validate("StartJobRun", request)
+    assert request["jobTemplateId"] == "tmpl0123"
+    assert "jobDriver" not in request and "executionRoleArn" not in request
+    params = request["jobTemplateParameters"]
+    assert (params["PcaOption"], params["PcaValue"]) == ("--pca-k", "12")
+    assert params["Input"] == args[args.index("--input") + 1]
+
+    assert cli.main(submit_args("--job-template-id", "tmpl0123", "--limit", "5",
+                                "--dry-run")) == 2
+    assert "--limit cannot be passed through the job template" in _one_error_line(capsys)

@@ -62,10 +62,12 @@ def register(commands: argparse._SubParsersAction) -> None:
                      help="start from this job template (emr-on-eks/create-job-template.json)")
     aws.add_argument("--client-token", metavar="TOKEN",
                      help="idempotency token (default: a hash of the request)")
-    for flag, default in (("--executors", "2"), ("--executor-cores", "2"),
-                          ("--executor-memory", "4g"), ("--driver-cores", "1"),
-                          ("--driver-memory", "4g")):
-        aws.add_argument(flag, default=default, help="default %(default)s")
+    sizing = spec.Resources()
+    for flag, what in (("executors", "Spark executors"), ("executor_cores", "cores per executor"),
+                       ("executor_memory", "JVM memory per executor"),
+                       ("driver_cores", "driver cores"), ("driver_memory", "driver JVM memory")):
+        aws.add_argument("--" + flag.replace("_", "-"), default=getattr(sizing, flag),
+                         help=f"{what} (default %(default)s)")
     aws.add_argument("--wait", action="store_true",
                      help="follow the job run until it ends; exit 0 only if it COMPLETED")
     aws.add_argument("--poll-seconds", type=float, default=10.0,
@@ -81,6 +83,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 # ---- plan: everything computed locally ---------------------------------------------
 @dataclass(frozen=True)
 class Plan:
+    config: RunConfig
     operation_params: dict[str, Any]               # the StartJobRun request
     uploads: dict[str, bytes]                      # s3:// URI -> content
     staging_uri: str
@@ -119,7 +122,7 @@ def plan(args: argparse.Namespace) -> Plan:
                              log_group, resources)
         request = spec.start_job_run_request(config, target, name, args.client_token)
     spec.validate("StartJobRun", request)
-    return Plan(request, {uris[role]: templates[role] for role in templates}, staging,
+    return Plan(config, request, {uris[role]: templates[role] for role in templates}, staging,
                 log_uri, log_group)
 
 
@@ -182,9 +185,8 @@ def _submit(args: argparse.Namespace) -> int:
         return 0
     aws = Aws(args.region)
     request = the_plan.operation_params
-    config = RunConfig.from_namespace(args)
     aws.check_virtual_cluster(request["virtualClusterId"])
-    aws.check_buckets(config, the_plan)
+    aws.check_buckets(the_plan)
     for uri, body in the_plan.uploads.items():
         aws.upload(uri, body)
         _info(f"uploaded {uri}")
@@ -299,11 +301,14 @@ class Aws:
         if cluster["state"] != "RUNNING":
             raise ConfigError(f"virtual cluster {vc} is {cluster['state']}, not RUNNING")
 
-    def check_buckets(self, config: RunConfig, the_plan: Plan) -> None:
+    def check_buckets(self, the_plan: Plan) -> None:
+        config, checked = the_plan.config, set()
         for flag, uri in (("--staging-uri", the_plan.staging_uri),
                           ("--log-uri", the_plan.log_uri), ("--output", config.output),
                           ("--input", config.input)):
-            self.call(f"{flag} {uri}", self.s3.head_bucket, Bucket=_bucket(uri))
+            if _bucket(uri) not in checked:
+                self.call(f"{flag} {uri}", self.s3.head_bucket, Bucket=_bucket(uri))
+                checked.add(_bucket(uri))
         prefix = _key(storage.normalize(config.input)).rstrip("/")
         listing = self.call(f"--input {config.input}", self.s3.list_objects_v2,
                             Bucket=_bucket(config.input),

@@ -48,7 +48,7 @@ class RunConfig:
                                   "measured best, tflite 1, keras 64).", type=int)
     files_per_batch: int = _opt(4096, "Files per streaming micro-batch (the unit of progress "
                                 "and of --resume).", type=int)
-    master: str | None = _opt(None, "Spark master URL (default: local[*], or whatever "
+    master: str | None = _opt(None, "Spark master URL (default: local[*,3] = all cores, 3 task attempts; or whatever "
                               "spark-submit set).")
     limit: int | None = _opt(None, "Featurize at most N files (the oldest first).", type=int)
     sample_fraction: float | None = _opt(None, "Featurize a deterministic pseudo-random "

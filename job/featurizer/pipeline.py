@@ -111,7 +111,7 @@ def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print
         payload = engines.export(config.engine, weights_file)
     expected = _expected(found, config)
     with timer.stage("featurize"):
-        worker_rss = featurize(spark, config, input_uri, layout, payload, expected)
+        stream = featurize(spark, config, input_uri, layout, payload, expected)
         if config.limit is None and config.sample_fraction is None:
             record_unread(spark, store, layout, discovered)
 
@@ -127,7 +127,7 @@ def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print
     with timer.stage("write"):
         write_results(spark, store, layout, vectors, staged, pca, counts)
     manifest = _manifest(config, spark, input_uri, output_uri, counts, pca, timer,
-                         weights_file, worker_rss, started_at, status="succeeded")
+                         weights_file, stream, started_at, status="succeeded")
     store.write_bytes(storage.join(layout.result, "manifest.json"),
                       report.manifest_json(manifest))
     store.write_bytes(storage.join(layout.result, "explained_variance.png"),
@@ -189,10 +189,20 @@ def prepare_output(store: storage.Storage, layout: Layout, config: RunConfig,
     store.write_bytes(layout.run_file, json.dumps(fingerprint).encode())
 
 
+@dataclass(frozen=True)
+class StreamStats:
+    resumed: int                 # rows staged by an earlier, interrupted run (--resume)
+    processed: int               # files this run decoded and featurized (or failed)
+    worker_rss_mb: float         # peak RSS of any Python worker
+
+
 def featurize(spark: Any, config: RunConfig, input_uri: str, layout: Layout,
-              payload: engines.Payload, expected: int) -> float:
-    """Stream the input through the UDF into staged Parquet; returns peak worker RSS (MB)."""
+              payload: engines.Payload, expected: int) -> StreamStats:
+    """Stream the input through the UDF into staged Parquet."""
     sc = spark.sparkContext
+    if storage.scheme_of(input_uri) == "file":
+        # Local listings are fast: list on the driver instead of launching a listing job.
+        spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "1000000")
     images_done = sc.accumulator(0)
     worker_rss = sc.accumulator(0.0, udf.MaxParam())
     featurize_udf = udf.make_featurize_udf(sc.broadcast(payload.data), payload.key,
@@ -204,12 +214,13 @@ def featurize(spark: Any, config: RunConfig, input_uri: str, layout: Layout,
               .option("maxFilesPerTrigger", per_trigger)
               .option("maxFileAge", "36500d")           # never skip old files
               .load(input_uri))
-    writer = BatchWriter(config, layout, featurize_udf, _staged_rows(spark, layout))
+    resumed = _staged_rows(spark, layout)
+    writer = BatchWriter(config, layout, featurize_udf, resumed)
     query = (stream.writeStream.foreachBatch(writer)
              .option("checkpointLocation", layout.checkpoint)
              .trigger(availableNow=True).queryName(f"featurize-{uuid.uuid4().hex[:8]}").start())
     try:
-        with Progress("featurize", expected, lambda: images_done.value):
+        with Progress("featurize", max(expected - resumed, 1), lambda: images_done.value):
             while not query.awaitTermination(0.5):
                 if writer.limit_reached:
                     query.stop()
@@ -219,7 +230,8 @@ def featurize(spark: Any, config: RunConfig, input_uri: str, layout: Layout,
                               f"{layout.output}") from None
     except Exception as exc:
         raise FeaturizerError(f"featurization failed: {storage.java_message(exc)}") from None
-    return float(worker_rss.value)
+    return StreamStats(resumed=resumed, processed=int(images_done.value),
+                       worker_rss_mb=float(worker_rss.value))
 
 
 class BatchWriter:
@@ -422,7 +434,7 @@ def _redacted(config: RunConfig) -> dict:
 
 def _manifest(config: RunConfig, spark: Any, input_uri: str, output_uri: str,
               counts: dict[str, int], pca: reduce.PcaResult, timer: Timer,
-              weights_file: weights.WeightsFile, worker_rss_mb: float, started_at: str,
+              weights_file: weights.WeightsFile, stream: StreamStats, started_at: str,
               status: str) -> dict:
     total = timer.total()
     featurize_s = timer.stages.get("featurize", total)
@@ -432,18 +444,19 @@ def _manifest(config: RunConfig, spark: Any, input_uri: str, output_uri: str,
         "input": input_uri,
         "output": output_uri,
         "parameters": _redacted(config),
-        "counts": {key: counts[key] for key in ("found", "selected", "featurized", "failed")},
+        "counts": {**{key: counts[key] for key in ("found", "selected", "featurized", "failed")},
+                   "resumed": stream.resumed, "processed_this_run": stream.processed},
         "classes": counts["classes"],
         "pca": {"k": pca.k, "variance_target": None if config.pca_k else config.pca_variance,
                 "variance_explained": pca.variance_explained,
                 "explained_variance": pca.explained},
         "timings_s": {**timer.stages, "total": round(total, 3)},
         "throughput": {
-            "featurize_images_per_s": round(counts["selected"] / max(featurize_s, 1e-9), 2),
+            "featurize_images_per_s": round(stream.processed / max(featurize_s, 1e-9), 2),
             "end_to_end_images_per_s": round(counts["selected"] / max(total, 1e-9), 2)},
         "memory_mb": {"driver_python_peak": round(udf.peak_rss_mb(), 1),
                       "driver_jvm_peak": _jvm_peak_rss_mb(spark),
-                      "python_worker_peak": round(worker_rss_mb, 1)},
+                      "python_worker_peak": round(stream.worker_rss_mb, 1)},
         "engine": {"name": config.engine, "batch_size": config.inference_batch},
         "weights": {"name": weights_file.name, "sha256": weights_file.sha256},
         "spark": {"master": sc.master, "default_parallelism": sc.defaultParallelism,

@@ -15,6 +15,9 @@ from featurizer import storage
 from featurizer.config import ARROW_BATCH, RunConfig
 
 LOG4J = Path(__file__).with_name("log4j2.properties")
+# All cores; a failed task (e.g. a crashed Python worker) is retried up to 3 times, as on a
+# cluster (plain local[*] never retries).
+LOCAL_MASTER = "local[*,3]"
 
 
 def launched_by_spark_submit() -> bool:
@@ -67,7 +70,7 @@ def create(config: RunConfig) -> Any:
     settings = {**job_defaults(config), **(local_defaults() if local else {})}
     builder = SparkSession.builder.appName("featurizer")
     if config.master or not launched_by_spark_submit():
-        builder = builder.master(config.master or "local[*]")
+        builder = builder.master(config.master or LOCAL_MASTER)
     for key, value in settings.items():
         if not existing.contains(key):
             builder = builder.config(key, value)

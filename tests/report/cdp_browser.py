@@ -31,9 +31,11 @@ class Browser:
     def __init__(self, executable: str = "chromium", timeout: float = 60) -> None:
         self.timeout = timeout
         self.profile = Path(tempfile.mkdtemp(prefix="featurizer-chromium-"))
-        self.process = subprocess.Popen(
-            [executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = self.profile.with_suffix(".log")     # a file: a full pipe would block it
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+                stdout=subprocess.DEVNULL, stderr=log)
         self.port = self._wait_for_port()
         self.events: list[dict] = []
         self._ids = itertools.count(1)
@@ -59,6 +61,7 @@ class Browser:
                 self.process.kill()
                 self.process.wait()
             shutil.rmtree(self.profile, ignore_errors=True)
+            self.log.unlink(missing_ok=True)
 
     def _wait_for_port(self) -> int:
         """Chromium picks a free port (--remote-debugging-port=0) and writes it here."""
@@ -66,7 +69,7 @@ class Browser:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"chromium exited: {self.process.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"chromium exited: {self.log.read_text()[-2000:]}")
             if marker.is_file() and marker.read_text().strip():
                 return int(marker.read_text().split()[0])
             time.sleep(0.1)
@@ -120,9 +123,12 @@ class Browser:
                 found.append("console: " + " ".join(str(a.get("value", a.get("description")))
                                                     for a in params.get("args", [])))
             elif method == "Runtime.exceptionThrown":
-                found.append("exception: " + json.dumps(params.get("exceptionDetails"))[:500])
+                details = params.get("exceptionDetails", {})
+                found.append("exception: " + (details.get("exception", {}).get("description")
+                                              or details.get("text", "")))
             elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
-                found.append("log: " + params["entry"].get("text", ""))
+                entry = params["entry"]
+                found.append(f"log: {entry.get('text', '')} {entry.get('url', '')}".strip())
         return found
 
     def screenshot(self, target: Path, width: int = 1280) -> Path:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -162,3 +166,63 @@ def test_report_of_a_failed_run_shows_why(spark, sample_dir, tmp_path):
     assert report["probe"]["results"] == {}
     html = (output / "report.html").read_text()
     assert "failed" in html and "Why files failed" in html and "<img" not in html
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """A real S3 API on 127.0.0.1: moto's standalone server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                    "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto server did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_report_reads_and_writes_s3(fruits360_run, written, s3_endpoint, monkeypatch):
+    """The same output uploaded to S3 gives the same report, written beside it in the bucket."""
+    import boto3
+    from pyarrow import fs
+
+    env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
+           "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3").create_bucket(Bucket="results")
+    output, _ = fruits360_run
+    s3 = fs.S3FileSystem(endpoint_override=s3_endpoint.split("://")[1], scheme="http",
+                         region="us-east-1")
+    for name in ("features", "errors", "manifest.json", "_SUCCESS"):
+        fs.copy_files(str(output / name), f"results/fruits/{name}",
+                      source_filesystem=fs.LocalFileSystem(), destination_filesystem=s3)
+    result = subprocess.run([str(BIN / "featurizer"), "report", "s3a://results/fruits"],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "wrote s3a://results/fruits/report.html" in result.stdout
+    remote = json.loads(s3.open_input_stream("results/fruits/report.json").read())
+    for name in ("pca", "features"):
+        assert remote["probe"]["results"][name]["test_accuracy"] == \
+            written.report["probe"]["results"][name]["test_accuracy"]
+    assert remote["run"] == written.report["run"] and remote["classes"] == \
+        written.report["classes"]
+    html = s3.open_input_stream("results/fruits/report.html").read().decode()
+    assert html.count('<img src="data:image/png;base64,') == 3

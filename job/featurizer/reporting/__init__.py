@@ -50,6 +50,18 @@ def write_report(spark: Any, output_uri: str, html: str | None = None,
     return Written(report, json_target[2], html_target[2])
 
 
+def after_run(spark: Any, output_uri: str, log: Callable[[str], None] = print) -> None:
+    """The report at the end of `featurizer run`: the run is already committed, so a
+    failing report is a warning with the command to retry, never a failed run."""
+    try:
+        written = write_report(spark, output_uri, log=log)
+    except Exception as exc:                      # noqa: BLE001 - the data is safe; say so
+        log(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+            f"retry with: featurizer report {output_uri}")
+        return
+    log(f"report: {written.html_uri}")
+
+
 def _target(location: Any, override: str | None, default: str, spark: Any
             ) -> tuple[Any, str, str]:
     """(Location, path in its file system, URI) of a report file."""
@@ -122,10 +134,9 @@ def _pca_summary(pca: dict) -> dict:
 def error_summary(errors: list[str], top: int = TOP_ERRORS) -> dict:
     """Failed files grouped by reason (memory addresses and the like folded together)."""
     reasons = Counter(re.sub(r"0x[0-9a-fA-F]+", "0x...", reason) for reason in errors)
+    ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))[:top]
     return {"failed": len(errors), "distinct_reasons": len(reasons),
-            "top_reasons": [{"reason": reason, "count": count}
-                            for reason, count in sorted(reasons.items(),
-                                                        key=lambda item: (-item[1], item[0]))[:top]]}
+            "top_reasons": [{"reason": reason, "count": count} for reason, count in ranked]}
 
 
 def class_summary(paths: Any, labels: Any) -> dict:

@@ -47,8 +47,8 @@ def _img(png: bytes | None, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
 
 
-def _table(head: Sequence[str] | None, rows: Iterable[Sequence[Any]], numeric: set[int] = frozenset()
-           ) -> str:
+def _table(head: Sequence[str] | None, rows: Iterable[Sequence[Any]],
+           numeric: set[int] = frozenset()) -> str:
     header = "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead>" \
         if head else ""
     body = "".join(

@@ -104,10 +104,10 @@ def cap_rows(rows: np.ndarray, labels: np.ndarray, limit: int, seed: int = 0) ->
 def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """Zero mean, unit variance with the training rows' statistics (constant columns
     are left at zero rather than divided by zero)."""
-    mean = train.mean(axis=0, dtype=np.float64)
-    std = train.std(axis=0, dtype=np.float64)
+    mean = train.mean(axis=0, dtype=np.float64).astype(np.float32)
+    std = train.std(axis=0, dtype=np.float64).astype(np.float32)
     std[std < 1e-8] = 1.0
-    return [((x - mean) / std).astype(np.float32) for x in (train, *others)]
+    return [(x.astype(np.float32, copy=False) - mean) / std for x in (train, *others)]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -182,11 +182,14 @@ def prepare_output(store: storage.Storage, layout: Layout, config: RunConfig,
         hint = ("it holds an interrupted run: pass --resume to continue it or --overwrite "
                 "to start over" if names == [WORK] else "pass --overwrite to replace it")
         raise ConfigError(f"output {layout.output} is not empty; {hint}")
-    if interrupted:
-        store.delete(layout.work)
-    store.mkdirs(layout.output)
-    store.check_writable(layout.output)
-    store.write_bytes(layout.run_file, json.dumps(fingerprint).encode())
+    try:
+        if interrupted:
+            store.delete(layout.work)
+        store.mkdirs(layout.output)
+        store.write_bytes(layout.run_file, json.dumps(fingerprint).encode())
+    except Exception as exc:
+        raise ConfigError(f"output {layout.output} is not writable: "
+                          f"{storage.java_message(exc)}") from None
 
 
 @dataclass(frozen=True)

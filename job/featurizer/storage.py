@@ -130,15 +130,6 @@ class Storage:
         finally:
             stream.close()
 
-    def check_writable(self, uri: str) -> None:
-        """Create and remove a probe file under `uri` (fails fast on permissions)."""
-        probe = join(uri, "_featurizer_write_probe")
-        try:
-            self.write_bytes(probe, b"")
-            self.delete(probe)
-        except Exception as exc:
-            raise ConfigError(f"output {uri} is not writable: {java_message(exc)}") from None
-
 
 def java_message(exc: BaseException) -> str:
     """The first line of a py4j/Java exception, without the Java stack."""

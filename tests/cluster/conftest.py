@@ -1,0 +1,168 @@
+"""The local cluster of hack/cluster (`make cluster-e2e`; not part of plain `make test`).
+
+The tests run inside the cluster's network namespace (`cluster.sh exec`), so 127.0.0.1 is the
+node's: the API server (KUBECONFIG), and the S3 server started here on port 9000, which the
+driver and executor pods (host network) reach at the same address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "featurizer"
+VALUES = [CHART / "values-kind.yaml", Path(__file__).with_name("values.yaml")]
+NAMESPACE = "featurizer"
+BUCKET = "featurizer"
+S3_PORT = 9000  # tests/cluster/values.yaml
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "featurizer", "AWS_SECRET_ACCESS_KEY": "featurizer-test"}
+SAMPLE_IMAGES = 100  # featurizer sample-data, scale 1
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def run(*cmd: str | Path, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd[:4]))} ... exited {proc.returncode}:\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    path = os.environ.get("KUBECTL", "")
+    if not os.access(path, os.X_OK):
+        pytest.fail("KUBECTL (the cluster's kubectl) not set: run `make cluster-e2e`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    path = os.environ.get("FEATURIZER_HELM") or run(
+        "bash", ROOT / "hack" / "tools.sh", "helm", timeout=1800).stdout.strip()
+    os.environ["FEATURIZER_HELM"] = path  # for the featurizer processes the tests start
+    return path
+
+
+@pytest.fixture(scope="session")
+def api(kubectl: str):
+    """An ApiClient for the cluster; fails unless its node is Ready."""
+    from kubernetes import client, config
+
+    if not os.path.isfile(os.environ.get("KUBECONFIG", "")):
+        pytest.fail("KUBECONFIG not set: run the tests with `make cluster-e2e`")
+    api = config.new_client_from_config(persist_config=False)
+    node = client.CoreV1Api(api).read_node("127.0.0.1", _request_timeout=10)
+    ready = {c.type: c.status for c in node.status.conditions}.get("Ready")
+    assert ready == "True", f"node 127.0.0.1 is not Ready: {node.status.conditions}"
+    return api
+
+
+@pytest.fixture(scope="session")
+def core(api):
+    from kubernetes import client
+
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture(scope="session")
+def custom(api):
+    from kubernetes import client
+
+    return client.CustomObjectsApi(api)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[str]:
+    """moto's S3 server on the node's 127.0.0.1:9000 (pods use the node's network)."""
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", S3_PORT)) != 0, f"port {S3_PORT} is taken"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                    "-p", str(S3_PORT)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def listening() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", S3_PORT)) == 0 or process.poll() is not None
+        wait_for(listening, 60, "the moto S3 server")
+        assert process.poll() is None, f"moto exited: {log.read_text()[-2000:]}"
+        yield f"http://127.0.0.1:{S3_PORT}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def s3(s3_server: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+
+
+@pytest.fixture(scope="session")
+def sample(s3, core, tmp_path_factory) -> str:
+    """The synthetic sample in the S3 server, and the Secret the chart's pods read it with."""
+    from kubernetes import client
+
+    from featurizer import sample_data
+
+    folder = tmp_path_factory.mktemp("sample")
+    assert sample_data.generate(folder) == SAMPLE_IMAGES
+    s3.create_bucket(Bucket=BUCKET)
+    for path in sorted(folder.rglob("*.jpg")):
+        s3.upload_file(str(path), BUCKET, f"sample/{path.relative_to(folder)}")
+    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="featurizer-s3"),
+                             string_data=S3_CREDENTIALS)
+    try:
+        core.delete_namespaced_secret("featurizer-s3", NAMESPACE)
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+    core.create_namespaced_secret(NAMESPACE, secret)
+    return f"s3a://{BUCKET}/sample"
+
+
+def keys(s3, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def read_output(s3, prefix: str):
+    """features/ as one Arrow table and manifest.json, read back from the S3 server."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert keys(s3, f"{prefix}/_SUCCESS"), f"{prefix} was not committed (no _SUCCESS)"
+    parts = [key for key in keys(s3, f"{prefix}/features/") if key.endswith(".parquet")]
+    table = pa.concat_tables(
+        pq.read_table(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()))
+        for key in parts)
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/manifest.json")["Body"]
+                          .read())
+    return table, manifest

@@ -1,0 +1,174 @@
+"""Reruns, interruptions and crashes: nothing lost, nothing duplicated, same result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from featurizer import pipeline, sample_data
+from featurizer.config import RunConfig
+
+BIN = Path(sys.executable).parent
+IMAGES = 300
+BATCH = 50
+
+
+@pytest.fixture(scope="module")
+def images300(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("three-hundred")
+    sample_data.generate(folder, seed=11, scale=3)
+    return folder
+
+
+def start_run(input_dir: Path, output: Path, *extra: str) -> subprocess.Popen:
+    """`featurizer run` in its own process group (so the JVM and workers die with it)."""
+    return subprocess.Popen(
+        [str(BIN / "featurizer"), "run", "--input", str(input_dir), "--output", str(output),
+         "--files-per-batch", str(BATCH), "--pca-k", "4", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finished_batches(output: Path) -> int:
+    return len(list((output / "_work" / "featurized").glob("batch=*/_SUCCESS")))
+
+
+def wait_for(condition, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"run ended early:\n{process.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting")
+        time.sleep(0.2)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
+def table(output: Path):
+    frame = pq.read_table(output / "features").to_pandas().sort_values("path")
+    return frame.reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference(spark, images300, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("reference") / "run"
+    pipeline.run(RunConfig(input=str(images300), output=str(output), pca_k=4,
+                           files_per_batch=BATCH), spark=spark)
+    return output
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(spark, images300, reference,
+                                                           tmp_path):
+    output = tmp_path / "run"
+    process = start_run(images300, output, "--master", "local[2]")
+    wait_for(lambda: finished_batches(output) >= 2, timeout=600, process=process)
+    kill_group(process)
+    done_before = finished_batches(output)
+    assert not (output / "_SUCCESS").exists()
+
+    manifest = pipeline.run(RunConfig(input=str(images300), output=str(output), pca_k=4,
+                                      files_per_batch=BATCH, resume=True), spark=spark)
+    counts = manifest["counts"]
+    assert counts["resumed"] >= done_before * BATCH
+    assert counts["processed_this_run"] <= IMAGES - done_before * BATCH
+    assert counts["featurized"] == IMAGES and counts["failed"] == 0
+
+    resumed, uninterrupted = table(output), table(reference)
+    assert resumed["path"].is_unique and len(resumed) == IMAGES
+    assert resumed["path"].tolist() == uninterrupted["path"].tolist()
+    assert np.array_equal(np.stack(resumed["features"]), np.stack(uninterrupted["features"]))
+    assert np.allclose(np.stack(resumed["pca"]), np.stack(uninterrupted["pca"]), atol=1e-3)
+
+
+def test_resume_refuses_different_settings(spark, images300, tmp_path):
+    output = tmp_path / "run"
+    process = start_run(images300, output, "--master", "local[2]")
+    wait_for(lambda: finished_batches(output) >= 1, timeout=600, process=process)
+    kill_group(process)
+    with pytest.raises(Exception, match="other inputs or settings"):
+        pipeline.run(RunConfig(input=str(images300), output=str(output), engine="keras",
+                               resume=True), spark=spark)
+
+
+def test_two_runs_give_identical_results(spark, images300, reference, tmp_path):
+    pipeline.run(RunConfig(input=str(images300), output=str(tmp_path / "again"), pca_k=4,
+                           files_per_batch=BATCH), spark=spark)
+    first, second = table(reference), table(tmp_path / "again")
+    assert first["path"].tolist() == second["path"].tolist()
+    assert np.array_equal(np.stack(first["features"]), np.stack(second["features"]))
+    assert np.allclose(np.stack(first["pca"]), np.stack(second["pca"]), atol=1e-5)
+    explained = [json.loads((out / "manifest.json").read_text())["pca"]["explained_variance"]
+                 for out in (reference, tmp_path / "again")]
+    assert np.allclose(explained[0], explained[1], atol=1e-9)
+
+
+def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(spark, images300,
+                                                                     reference, tmp_path):
+    output = tmp_path / "run"
+    pipeline.run(RunConfig(input=str(images300 / "Test"), output=str(output), pca_k=2),
+                 spark=spark)
+    old_rows = len(table(output))
+    process = start_run(images300, output, "--overwrite", "--master", "local[2]")
+    wait_for(lambda: finished_batches(output) >= 1, timeout=600, process=process)
+    kill_group(process)
+    assert (output / "_SUCCESS").exists() and len(table(output)) == old_rows
+
+    pipeline.run(RunConfig(input=str(images300), output=str(output), pca_k=4,
+                           files_per_batch=BATCH, overwrite=True), spark=spark)
+    assert len(table(output)) == IMAGES and not (output / "_work").exists()
+
+
+def _busy_python_workers(session: int) -> list[int]:
+    """Python worker processes forked by pyspark.daemon in our run, currently on CPU."""
+    daemons, workers = set(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != session:
+                continue
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ProcessLookupError):
+            continue
+        if b"pyspark.daemon" in cmdline:
+            daemons.add(int(entry.name))
+            workers.append((int(entry.name), int(stat[1]), stat[0]))
+    return [pid for pid, parent, state in workers if parent in daemons and state == "R"]
+
+
+def test_python_worker_crash_is_retried(images300, tmp_path):
+    output = tmp_path / "run"
+    process = start_run(images300, output, "--master", "local[2,4]")
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + 600
+        while not killed and time.monotonic() < deadline and process.poll() is None:
+            if finished_batches(output) >= 1:
+                for pid in _busy_python_workers(process.pid)[:1]:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    log, _ = process.communicate(timeout=900)
+    thread.join()
+    assert killed, "no busy Python worker was found to kill"
+    assert process.returncode == 0, log[-3000:]
+    frame = table(output)
+    assert len(frame) == IMAGES and frame["path"].is_unique

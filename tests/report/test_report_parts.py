@@ -62,7 +62,9 @@ def test_probe_separates_blobs_and_is_deterministic():
     assert first.test_accuracy >= 0.95, first.test_accuracy
     assert first.test_accuracy == second.test_accuracy
     assert first.train_rows == 270 and first.test_rows == 90
-    assert len(first.per_class) == 6
+    summary = first.to_dict(worst=2)
+    assert len(summary["worst_classes"]) == 2 and len(summary["per_class_accuracy"]) == 6
+    assert summary["classes_evaluated"] == 6
 
 
 def test_probe_is_at_chance_on_noise():

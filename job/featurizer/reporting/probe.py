@@ -45,7 +45,10 @@ class ProbeResult:
                 "test_accuracy": self.test_accuracy, "seconds": round(self.seconds, 2),
                 "unseen_test_rows": self.unseen_test_rows,
                 "classes_perfect": perfect, "classes_evaluated": len(self.per_class),
-                "worst_classes": self.per_class[:worst], "confused_pairs": self.confused_pairs}
+                "worst_classes": self.per_class[:worst], "confused_pairs": self.confused_pairs,
+                "per_class_accuracy": {row["label"]: row["accuracy"]
+                                       for row in sorted(self.per_class,
+                                                         key=lambda r: r["label"])}}
 
 
 # ---- splits ------------------------------------------------------------------------------

@@ -1,0 +1,21 @@
+# The container image (docker/): `make image`, `make image-test`. See docker/README.md.
+IMAGE ?= featurizer:local
+# No registry is reachable here: the default base is built from Debian packages by
+# hack/base-image.sh. Real users: make image BASE_IMAGE=debian:bookworm-slim
+BASE_IMAGE ?= featurizer-base:bookworm
+IMAGE_TEST_ARGS ?=
+
+.PHONY: image image-lint image-test
+
+image: venv
+	bash hack/build-image.sh $(IMAGE) $(BASE_IMAGE)
+
+image-lint: venv
+	$(BIN)/hadolint docker/Dockerfile
+	@echo "image-lint: hadolint clean"
+
+# tests/docker is outside plain `make test` (pyproject's norecursedirs); named here explicitly.
+image-test: image-lint image
+	IMAGE=$(IMAGE) timeout 1800 $(BIN)/pytest tests/docker -v $(IMAGE_TEST_ARGS)
+
+CI_TARGETS += image-test

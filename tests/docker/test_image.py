@@ -1,0 +1,100 @@
+"""Inside the image: versions, user, layout; `featurizer run` in a container, checked from
+the host."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from conftest import JOB, docker, shared_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSIONS_SCRIPT = """
+import json, sys, numpy, pandas, pyarrow, PIL, tensorflow, keras, pyspark, featurizer
+print(json.dumps({"python": sys.version.split()[0], "numpy": numpy.__version__,
+                  "pandas": pandas.__version__, "pyarrow": pyarrow.__version__,
+                  "pillow": PIL.__version__, "tensorflow": tensorflow.__version__,
+                  "keras": keras.__version__, "pyspark": pyspark.__version__,
+                  "featurizer": featurizer.__version__}))
+"""
+
+
+def pins() -> dict[str, str]:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    return dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
+
+
+def run_in(image: str, script: str, timeout: float = 180) -> str:
+    return docker("run", "--rm", "--network", "host", image, "bash", "-c", script,
+                  timeout=timeout).stdout
+
+
+def test_versions_user_and_layout(image: str) -> None:
+    out = run_in(image, f"""
+        python -c '{VERSIONS_SCRIPT}' 2>/dev/null | tail -1
+        echo "uid=$(id -u) pwd=$(pwd)"
+        java -version 2>&1 | head -1
+        spark-submit --version 2>&1 | grep -m1 -o 'version [0-9.]*'
+        ls "$SPARK_HOME/jars" | grep -E '^(hadoop-aws|bundle|hadoop-client-api)-'
+        ls /opt/featurizer/job/main.py "$FEATURIZER_WEIGHTS_DIR"
+        echo "python=$PYSPARK_PYTHON"
+    """)
+    print("\n" + out)
+    versions = json.loads(out.splitlines()[0])
+    pinned = pins()
+    for package, pin in (("numpy", "numpy"), ("pandas", "pandas"), ("pyarrow", "pyarrow"),
+                         ("pillow", "pillow"), ("tensorflow", "tensorflow_cpu"),
+                         ("keras", "keras"), ("pyspark", "pyspark")):
+        assert versions[package] == pinned[pin], f"{package} in image != constraints.txt"
+    assert versions["python"].startswith("3.11.")
+    assert re.search(r"uid=(\d+)", out).group(1) == "185"
+    assert "pwd=/opt/spark/work-dir" in out
+    assert re.search(r'version "17\.', out), "Java 17 expected"
+    assert f"version {pinned['pyspark']}" in out
+    hadoop = re.search(r"hadoop-client-api-([\d.]+)\.jar", out).group(1)
+    assert f"hadoop-aws-{hadoop}.jar" in out, "hadoop-aws must match PySpark's Hadoop"
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in out
+    assert "python=/opt/featurizer/venv/bin/python" in out
+
+
+def test_labels_name_the_versions_inside(image: str) -> None:
+    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}",
+                               image).stdout)
+    pinned = pins()
+    assert labels["io.featurizer.spark.version"] == pinned["pyspark"]
+    assert labels["io.featurizer.tensorflow.version"] == pinned["tensorflow_cpu"]
+    assert labels["io.featurizer.job"] == JOB
+    jars = run_in(image, 'ls "$SPARK_HOME/jars"')
+    assert f"hadoop-aws-{labels['io.featurizer.hadoop.version']}.jar" in jars
+    assert f"bundle-{labels['io.featurizer.aws-sdk.version']}.jar" in jars
+
+
+def test_entrypoint_driver_mode_runs_spark_submit(image: str) -> None:
+    """`driver` is what Spark's Kubernetes backend passes: spark-submit in client mode."""
+    result = docker("run", "--rm", "--network", "host", "-e", "SPARK_DRIVER_BIND_ADDRESS=127.0.0.1",
+                    image, "driver", "--master", "local[1]", JOB, "--help", timeout=180)
+    assert "--input INPUT" in result.stdout and "--pca-variance" in result.stdout
+
+
+def test_featurizer_run_in_a_container(image: str, sample_dir: Path, tmp_path: Path) -> None:
+    output = shared_dir(tmp_path / "out")
+    sample_dir.chmod(0o755)                  # pytest makes it 0700; the image runs as uid 185
+    result = docker("run", "--rm", "--network", "host", "--cpus", "2", "--memory", "6g",
+                    "-v", f"{sample_dir}:/data:ro", "-v", f"{output}:/out", image,
+                    "featurizer", "run", "--input", "/data", "--output", "/out/run",
+                    "--master", "local[2]", "--pca-k", "8", timeout=600)
+    run = output / "run"
+    assert (run / "_SUCCESS").exists(), result.stderr[-3000:]
+    manifest = json.loads((run / "manifest.json").read_text())
+    counts = {key: manifest["counts"][key] for key in ("found", "selected", "featurized", "failed")}
+    assert counts == {"found": 100, "selected": 100, "featurized": 100, "failed": 0}
+    features = pq.read_table(run / "features")
+    assert features.num_rows == 100
+    assert len(set(features.column("path").to_pylist())) == 100
+    assert {len(v) for v in features.column("features").to_pylist()} == {1280}
+    assert {len(v) for v in features.column("pca").to_pylist()} == {8}
+    assert manifest["weights"]["name"].endswith("_no_top.h5")
+    print(f"\ncontainer run: {manifest['throughput']}")

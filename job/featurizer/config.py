@@ -58,6 +58,8 @@ class RunConfig:
     overwrite: bool = _opt(False, "Replace an existing output.", action="store_true")
     resume: bool = _opt(False, "Continue an interrupted run into the same output, featurizing "
                         "only files not done yet.", action="store_true")
+    no_report: bool = _opt(False, "Do not write report.json / report.html at the end of the "
+                           "run (see `featurizer report`).", action="store_true")
     conf: tuple[str, ...] = _opt((), "Extra Spark config KEY=VALUE (repeatable).",
                                  action="append")
 

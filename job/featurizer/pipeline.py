@@ -27,7 +27,8 @@ from featurizer.progress import Progress
 
 IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
 BINARY_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
-ARTIFACTS = ("features", "errors", "pca_model", "manifest.json", "explained_variance.png")
+ARTIFACTS = ("features", "errors", "pca_model", "manifest.json", "explained_variance.png",
+             "report.json", "report.html")
 SUCCESS = "_SUCCESS"
 WORK = "_work"
 FEATURE_DIM = weights.FEATURE_DIM
@@ -134,6 +135,10 @@ def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print
                       report.explained_variance_png(pca.cumulative, pca.k,
                                                     None if config.pca_k else config.pca_variance))
     commit(store, layout)
+    if not config.no_report:
+        from featurizer import reporting
+
+        reporting.after_run(spark, output_uri, log)
     return manifest
 
 

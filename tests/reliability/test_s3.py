@@ -1,0 +1,174 @@
+"""Object storage: the job over s3a:// and s3:// against a real S3 API on 127.0.0.1 (moto's
+server with IAM authentication on), configuration mistakes, and outages mid-run."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pyarrow.parquet as pq
+import pytest
+
+from featurizer import sample_data
+from servers import MotoServer
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+IMAGES = 100
+# Short S3A timeouts and few retries keep the fault tests bounded.
+FAST_FAIL = ("--conf", "spark.hadoop.fs.s3a.connection.timeout=5s",
+             "--conf", "spark.hadoop.fs.s3a.connection.establish.timeout=5s",
+             "--conf", "spark.hadoop.fs.s3a.retry.limit=3",
+             "--conf", "spark.hadoop.fs.s3a.attempts.maximum=2")
+
+
+@pytest.fixture(scope="module")
+def jars() -> str:
+    """hadoop-aws + the AWS SDK bundle for PySpark's Hadoop (checksum-verified, cached)."""
+    result = subprocess.run(["bash", str(ROOT / "hack" / "fetch-jars.sh")], capture_output=True,
+                            text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto with authentication: only the IAM key made in the first 3 calls is accepted."""
+    server = MotoServer(tmp_path_factory.mktemp("moto"),
+                        env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"}).start()
+    iam = boto3.client("iam", endpoint_url=server.url, region_name="us-east-1",
+                       aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+    iam.create_user(UserName="featurizer")
+    key = iam.create_access_key(UserName="featurizer")["AccessKey"]
+    iam.put_user_policy(UserName="featurizer", PolicyName="s3", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    server.credentials = (key["AccessKeyId"], key["SecretAccessKey"])
+    client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1",
+                          aws_access_key_id=key["AccessKeyId"],
+                          aws_secret_access_key=key["SecretAccessKey"])
+    folder = tmp_path_factory.mktemp("sample")
+    sample_data.generate(folder, seed=5)
+    client.create_bucket(Bucket="data")
+    client.create_bucket(Bucket="results")
+    for path in sorted(folder.rglob("*.jpg")):
+        client.upload_file(str(path), "data", "fruits/" + str(path.relative_to(folder)))
+    server.client = client
+    yield server
+    server.stop()
+
+
+def featurizer(s3: MotoServer, jars: str, *args: str, key: tuple[str, str] | None = None,
+               timeout: float = 900) -> subprocess.Popen:
+    env = {**os.environ, **s3.env(*(key or s3.credentials)), "FEATURIZER_JARS": jars}
+    return subprocess.Popen([str(BIN / "featurizer"), "run", "--master", "local[2]", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(process: subprocess.Popen, timeout: float = 900) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("featurizer: error:")]
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def test_s3a_to_s3a_round_trip(s3, jars):
+    code, out, err = finish(featurizer(s3, jars, "--input", "s3a://data/fruits", "--output",
+                                       "s3a://results/run", "--pca-k", "4"))
+    assert code == 0, err[-3000:]
+    objects = {o["Key"] for o in s3.client.list_objects_v2(Bucket="results", Prefix="run/")
+               ["Contents"]}
+    assert "run/_SUCCESS" in objects and not any(k.startswith("run/_work") for k in objects)
+    manifest = json.loads(s3.client.get_object(Bucket="results", Key="run/manifest.json")
+                          ["Body"].read())
+    assert manifest["counts"]["featurized"] == IMAGES
+    assert s3.credentials[1] not in json.dumps(manifest)
+    parts = [k for k in objects if k.startswith("run/features/") and k.endswith(".parquet")]
+    rows = sum(pq.read_table(io.BytesIO(s3.client.get_object(Bucket="results", Key=k)
+                                        ["Body"].read())).num_rows for k in parts)
+    assert rows == IMAGES
+
+
+def test_s3_scheme_reads_through_s3a(s3, jars, tmp_path):
+    code, _, err = finish(featurizer(s3, jars, "--input", "s3://data/fruits/Test",
+                                     "--output", str(tmp_path / "out"), "--pca-k", "2"))
+    assert code == 0, err[-3000:]
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["found"] == 20
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("--input", "s3a://no-such-bucket/fruits", "--output", "OUT"), "cannot read input s3a://no-such-bucket"),
+    (("--input", "s3a://data/fruits", "--output", "s3a://no-such-bucket/run"), "output s3a://no-such-bucket/run"),
+    (("--input", "s3a://data/nothing-here", "--output", "OUT"), "cannot read input"),
+])
+def test_configuration_mistakes_fail_fast_in_one_line(s3, jars, tmp_path, args, expected):
+    args = tuple(str(tmp_path / "out") if a == "OUT" else a for a in args)
+    start = time.monotonic()
+    code, _, err = finish(featurizer(s3, jars, *args, *FAST_FAIL))
+    assert code == 2, err[-3000:]
+    assert expected in error_line(err)
+    assert "Traceback" not in err
+    assert time.monotonic() - start < 180
+
+
+def test_wrong_credentials_fail_fast_in_one_line(s3, jars, tmp_path):
+    code, _, err = finish(featurizer(s3, jars, "--input", "s3a://data/fruits", "--output",
+                                     str(tmp_path / "out"), *FAST_FAIL,
+                                     key=("AKIAWRONGWRONGWRONG1", "wrong-secret")))
+    assert code == 2, err[-3000:]
+    line = error_line(err)
+    assert "cannot read input s3a://data/fruits" in line
+    assert "wrong-secret" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def _batches(output: Path) -> int:
+    return len(list((output / "_work" / "featurized").glob("batch=*/_SUCCESS")))
+
+
+def _wait_batches(process: subprocess.Popen, output: Path, count: int) -> None:
+    deadline = time.monotonic() + 600
+    while _batches(output) < count:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.1)
+
+
+def test_short_outage_is_retried(s3, jars, tmp_path):
+    output = tmp_path / "out"
+    process = featurizer(s3, jars, "--input", "s3a://data/fruits", "--output", str(output),
+                         "--files-per-batch", "20", "--pca-k", "2")
+    _wait_batches(process, output, 1)
+    s3.pause()                               # the server hangs: requests time out
+    time.sleep(6)
+    s3.resume()
+    code, _, err = finish(process)
+    assert code == 0, err[-3000:]
+    rows = pq.read_table(output / "features").to_pandas()
+    assert len(rows) == IMAGES and rows["path"].is_unique
+
+
+def test_lasting_outage_fails_clearly_without_success_marker(s3, jars, tmp_path):
+    output = tmp_path / "out"
+    process = featurizer(s3, jars, "--input", "s3a://data/fruits", "--output", str(output),
+                         "--files-per-batch", "20", "--pca-k", "2", *FAST_FAIL)
+    _wait_batches(process, output, 1)
+    s3.pause()
+    try:
+        code, _, err = finish(process, timeout=600)
+    finally:
+        s3.resume()
+    assert code == 1, err[-3000:]
+    assert "featurization failed" in error_line(err) or "cannot" in error_line(err)
+    assert not (output / "_SUCCESS").exists()
+    assert (output / "_work").exists()                # --resume can continue it

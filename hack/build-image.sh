@@ -11,7 +11,8 @@
 # docker/context/ (git-ignored) gets: wheels/ (third-party, hack/wheelhouse.sh), app/ (the
 # featurizer wheel + job/main.py), jars/ (hack/fetch-jars.sh), models/ (the MobileNetV2
 # weights, resolved like the job does: FEATURIZER_WEIGHTS_DIR, Keras cache, download) and
-# constraints.txt. Env: IMAGE_EXTRAS (default "spark") = featurizer extras installed.
+# constraints.txt. Env: IMAGE_EXTRAS (default "spark") = featurizer extras installed;
+# IMAGE_BUILD_FLAGS = extra `docker build` flags (e.g. --no-cache for a cold build).
 set -euo pipefail
 
 IMAGE=${1:-featurizer:local}
@@ -62,7 +63,8 @@ log "context ready in $((SECONDS - T0))s ($(du -sh --apparent-size "$CONTEXT" | 
 
 version_of() { basename "$(tr ',' '\n' <<<"$jars" | grep "/$1-[0-9]")" .jar | sed "s/^$1-//"; }
 T1=$SECONDS
-DOCKER_BUILDKIT=0 "$DOCKER" build --network host -q -f "$REPO_DIR/docker/Dockerfile" -t "$IMAGE" \
+# shellcheck disable=SC2086  # IMAGE_BUILD_FLAGS is a list of flags
+DOCKER_BUILDKIT=0 "$DOCKER" build --network host -q ${IMAGE_BUILD_FLAGS:-} -f "$REPO_DIR/docker/Dockerfile" -t "$IMAGE" \
   --build-arg BASE_IMAGE="$BASE_IMAGE" \
   --build-arg FEATURIZER_VERSION="$("$PY" -c 'import featurizer; print(featurizer.__version__)')" \
   --build-arg SPARK_VERSION="$(pin pyspark)" \

@@ -7,8 +7,9 @@ IMAGE_TEST_ARGS ?=
 
 .PHONY: image image-lint image-test
 
+# IMAGE_BUILD_FLAGS=--no-cache for a cold build.
 image: venv
-	bash hack/build-image.sh $(IMAGE) $(BASE_IMAGE)
+	IMAGE_BUILD_FLAGS="$(IMAGE_BUILD_FLAGS)" bash hack/build-image.sh $(IMAGE) $(BASE_IMAGE)
 
 image-lint: venv
 	$(BIN)/hadolint docker/Dockerfile
@@ -16,6 +17,6 @@ image-lint: venv
 
 # tests/docker is outside plain `make test` (pyproject's norecursedirs); named here explicitly.
 image-test: image-lint image
-	IMAGE=$(IMAGE) timeout 1800 $(BIN)/pytest tests/docker -v $(IMAGE_TEST_ARGS)
+	IMAGE=$(IMAGE) timeout 1800 $(BIN)/pytest tests/docker -v -s $(IMAGE_TEST_ARGS)
 
 CI_TARGETS += image-test

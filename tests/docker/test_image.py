@@ -98,3 +98,19 @@ def test_featurizer_run_in_a_container(image: str, sample_dir: Path, tmp_path: P
     assert {len(v) for v in features.column("pca").to_pylist()} == {8}
     assert manifest["weights"]["name"].endswith("_no_top.h5")
     print(f"\ncontainer run: {manifest['throughput']}")
+
+
+def test_spark_ml_uses_native_blas_and_lapack(image: str) -> None:
+    """PCA's eigen-decomposition goes through netlib: native OpenBLAS/LAPACK, not the ~6x
+    slower JVM fallback."""
+    script = """
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
+netlib = spark.sparkContext._jvm.dev.ludovic.netlib
+print("impl", netlib.blas.BLAS.getInstance().getClass().getSimpleName(),
+      netlib.lapack.LAPACK.getInstance().getClass().getSimpleName())
+spark.stop()
+"""
+    out = docker("run", "--rm", "--network", "host", image, "python", "-c", script,
+                 timeout=180).stdout
+    assert re.search(r"^impl JNIBLAS JNILAPACK$", out, re.M), out

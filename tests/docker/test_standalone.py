@@ -88,6 +88,7 @@ def submit(containers: Containers, cluster: Cluster, role: str, input_uri: str,
         # Executors share the host name 127.0.0.1 but not a disk (separate containers): shuffle
         # blocks must be fetched over the network, not read from "host-local" files.
         "--conf", "spark.shuffle.readHostLocalDisk=false",
+        "--conf", "spark.sql.shuffle.partitions=8",       # 300 rows: not 200 tiny tasks
         JOB, "--input", input_uri, "--output", output_uri,
         "--files-per-batch", str(FILES_PER_BATCH), "--pca-k", "16",
         env=cluster.env, cpus="1", memory="4g")
@@ -143,7 +144,8 @@ def test_standalone_cluster_s3a(containers: Containers, cluster: Cluster, s3,
     print(f"\nstandalone (2 workers x 1 core, s3a on moto): {IMAGES} images, featurize "
           f"{manifest['throughput']['featurize_images_per_s']} images/s, end to end "
           f"{manifest['throughput']['end_to_end_images_per_s']} images/s "
-          f"(job {manifest['timings_s']['total']:.0f}s, submit to exit {wall:.0f}s)")
+          f"(job {manifest['timings_s']['total']:.0f}s, submit to exit {wall:.0f}s)\n"
+          f"stages (s): {manifest['timings_s']}")
 
 
 def test_worker_lost_during_featurization(containers: Containers, cluster: Cluster, s3,

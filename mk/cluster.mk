@@ -7,7 +7,7 @@
 CLUSTER_IMAGE ?= featurizer:local
 CLUSTER_E2E_ARGS ?=
 CLUSTER_KEEP ?=
-CLUSTER := IMAGE=$(CLUSTER_IMAGE) bash hack/cluster/cluster.sh
+CLUSTER := env IMAGE=$(CLUSTER_IMAGE) bash hack/cluster/cluster.sh
 
 .PHONY: cluster-up cluster-e2e cluster-down
 

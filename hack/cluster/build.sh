@@ -59,7 +59,7 @@ build() {
       tmp=$(mktemp -d "$dir.tmp-XXXXXX")
       (cd "$HERE/$wrapper" && go build -trimpath -ldflags "$ldflags" -o "$tmp/" "$@") ||
         { rm -rf "$tmp"; die "go build of $name $version failed"; }
-      rm -rf "$dir" && mv "$tmp" "$dir" && touch "$dir/.complete"
+      chmod 755 "$tmp" && rm -rf "$dir" && mv "$tmp" "$dir" && touch "$dir/.complete"
       log "$name $version built in $((SECONDS - start)) s: $dir"
     fi
     exec 9>&-
@@ -68,9 +68,9 @@ build() {
 }
 
 version_ldflags() {  # version_ldflags PACKAGE vX.Y.Z: what `make` of the project stamps
-  local v=$2 minor
-  minor=$(cut -d. -f2 <<<"$v")
-  echo "-X $1.gitVersion=$v -X $1.gitMajor=1 -X $1.gitMinor=$minor -X $1.gitTreeState=clean"
+  local v=$2 major minor
+  major=$(cut -d. -f1 <<<"${v#v}") minor=$(cut -d. -f2 <<<"$v")
+  echo "-X $1.gitVersion=$v -X $1.gitMajor=$major -X $1.gitMinor=$minor -X $1.gitTreeState=clean"
 }
 
 build_kube() {
@@ -93,7 +93,8 @@ build_etcd() {
 build_operator() {
   local v
   v=$(required operator github.com/kubeflow/spark-operator/v2)
-  build operator operator "$v" "-s -w -X github.com/kubeflow/spark-operator/v2/pkg/version.version=$v" tool
+  # The operator's Makefile stamps component-base's version too (`operator version`, its logs).
+  build operator operator "$v" "-s -w $(version_ldflags k8s.io/component-base/version "$v")" tool
 }
 
 build_pause() {
@@ -109,7 +110,7 @@ build_pause() {
       { rm -rf "$tmp"; die "compiling pause.c failed (static libc: apt-get install libc6-dev)"; }
     strip "$tmp/pause"
     echo "$version" >"$tmp/version"
-    rm -rf "$dir" && mv "$tmp" "$dir" && touch "$dir/.complete"
+    chmod 755 "$tmp" && rm -rf "$dir" && mv "$tmp" "$dir" && touch "$dir/.complete"
   fi
   echo "$dir"
 }

@@ -18,12 +18,13 @@
 # Network: every process runs in the network namespace `featurizer-cluster`, which has only a
 # loopback interface. All servers listen on its 127.0.0.1 (ports cannot clash with anything on
 # the host), and no packet can leave it: there is no route anywhere else. There is no pod
-# network: the CNI config is loopback-only and the MutatingAdmissionPolicy `host-network`
-# puts every pod on the node's (the namespace's) network, so pods reach the API server, the
-# operator's webhook and the S3 server at 127.0.0.1. The kubelet registers its node as
-# 127.0.0.1 (--hostname-override), which makes 127.0.0.1 the IP of every pod. The API server
-# insists on a service range: 198.18.0.0/24 (RFC 2544 benchmarking range), which nothing
-# routes to and nothing uses (no kube-proxy, no DNS; Spark is told the API server's address).
+# network and no DNS: the CNI config is loopback-only and the MutatingAdmissionPolicy
+# `host-network` puts every pod on the node's (the namespace's) network, with /etc/hosts
+# entries for the API server's in-cluster names (kubernetes.default.svc, ...) -> 127.0.0.1,
+# where it listens on 443. So pods reach the API server, the operator's webhook and the S3
+# server at 127.0.0.1. The kubelet registers its node as 127.0.0.1 (--hostname-override),
+# which makes 127.0.0.1 the IP of every pod. The API server insists on a service range:
+# 198.18.0.0/24 (RFC 2544 benchmarking range), which nothing uses and nothing routes to.
 #
 # Must run as root (network namespace, cgroups, mounts). Knobs: FEATURIZER_CLUSTER_STATE
 # (default /var/lib/featurizer-cluster), FEATURIZER_CLUSTER_CACHE (build.sh), IMAGE
@@ -43,7 +44,7 @@ LOGS=$STATE/logs
 PIDS=$STATE/pids
 CTR_SOCK=$STATE/containerd/containerd.sock
 CTR_ROOT=$CACHE/containerd   # images survive `down`: the next `up` need not import them again
-API=https://127.0.0.1:6443
+API=https://127.0.0.1   # port 443, where in-cluster clients expect it (see the policy)
 SERVICE_CIDR=198.18.0.0/24
 NODE=127.0.0.1
 JOB_NAMESPACE=featurizer
@@ -155,6 +156,8 @@ pki() {
   # The operator runs as its own user with cluster-wide rights, like its chart's ClusterRoles.
   sign spark-operator "/O=system:masters/CN=spark-operator" clientAuth
   sign webhook /CN=spark-operator-webhook serverAuth "IP:127.0.0.1"
+  # The operator reads only PKCS#1 ("RSA PRIVATE KEY") keys.
+  openssl rsa -in "$PKI/webhook.key" -traditional -out "$PKI/webhook.key" 2>/dev/null
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   touch "$PKI/.complete"
@@ -193,7 +196,7 @@ control_plane() {
   wait_for etcd 60 etcd in_ns curl -sf --max-time 5 http://127.0.0.1:2379/health
 
   start kube-apiserver "$KUBE_BIN/kube-apiserver" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=6443 \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=443 \
     --etcd-servers=http://127.0.0.1:2379 \
     --service-cluster-ip-range="$SERVICE_CIDR" --endpoint-reconciler-type=none \
     --client-ca-file="$PKI/ca.crt" \
@@ -241,6 +244,9 @@ state = "$STATE/containerd/state"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_cdi = false
+  # Processes here lack CAP_SYS_RESOURCE: an oom_score_adj below containerd's own (such as
+  # the sandbox's -998) cannot be set, so keep every container's at or above it.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -248,6 +254,7 @@ state = "$STATE/containerd/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "$STATE/containerd/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni"
@@ -334,22 +341,34 @@ EOF
 # --------------------------------------------------------------- cluster objects --
 
 policies() {
-  kubectl apply --server-side -f - >/dev/null <<'EOF'
-# This cluster has no pod network: every pod uses the node's network (its 127.0.0.1).
+  kubectl apply --server-side --force-conflicts -f - >/dev/null <<'EOF'
+# This cluster has neither a pod network nor DNS: every pod uses the node's network (its
+# 127.0.0.1), where the API server listens on 443 under its in-cluster names.
 apiVersion: admissionregistration.k8s.io/v1beta1
 kind: MutatingAdmissionPolicy
 metadata: {name: host-network}
 spec:
   failurePolicy: Fail
-  reinvocationPolicy: IfNeeded
+  reinvocationPolicy: Never
   matchConstraints:
     resourceRules:
     - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods]}
+  variables:
+  - name: alias  # the API server's in-cluster names
+    expression: >-
+      {"ip": dyn("127.0.0.1"), "hostnames": dyn(["kubernetes", "kubernetes.default",
+       "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"])}
   mutations:
   - patchType: ApplyConfiguration
     applyConfiguration:
       expression: >-
         Object{spec: Object.spec{hostNetwork: true, dnsPolicy: "ClusterFirstWithHostNet"}}
+  - patchType: JSONPatch  # (hostAliases' hostnames are atomic: no ApplyConfiguration)
+    jsonPatch:
+      expression: >-
+        has(object.spec.hostAliases)
+        ? [JSONPatch{op: "add", path: "/spec/hostAliases/-", value: variables.alias}]
+        : [JSONPatch{op: "add", path: "/spec/hostAliases", value: [variables.alias]}]
 ---
 apiVersion: admissionregistration.k8s.io/v1beta1
 kind: MutatingAdmissionPolicyBinding
@@ -365,8 +384,9 @@ operator_crds() {
   local crds
   crds=$(dirname "$(bash "$REPO/hack/tools.sh" crd)")
   kubectl apply --server-side --force-conflicts -f "$crds" >/dev/null
-  kubectl wait --for=condition=Established --timeout=60s \
-    crd/sparkapplications.sparkoperator.k8s.io crd/scheduledsparkapplications.sparkoperator.k8s.io >/dev/null
+  # (kubectl wait errs instead of waiting while a new CRD has no status yet: hence the retry)
+  wait_for "the spark-operator CRDs" 60 - kubectl wait --for=condition=Established --timeout=10s \
+    crd/sparkapplications.sparkoperator.k8s.io crd/scheduledsparkapplications.sparkoperator.k8s.io
 }
 
 # The webhook's certificate in the Secret the operator reads in its cert-manager mode (it then
@@ -374,7 +394,7 @@ operator_crds() {
 # with our CA: what the operator's chart renders, with a URL instead of its Service.
 webhook_objects() {
   local ca webhooks="" kind path
-  kubectl apply -f - >/dev/null <<EOF
+  kubectl apply --server-side --force-conflicts -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Secret
 metadata: {name: spark-operator-webhook-certs, namespace: $OPERATOR_NAMESPACE}
@@ -414,7 +434,7 @@ EOF
       path=ValidatingWebhookConfiguration
     fi
     printf 'apiVersion: admissionregistration.k8s.io/v1\nkind: %s\nmetadata: {name: spark-operator-webhook}\nwebhooks:\n%s\n' \
-      "$path" "$webhooks" | kubectl apply -f - >/dev/null
+      "$path" "$webhooks" | kubectl apply --server-side --force-conflicts -f - >/dev/null
   done
 }
 
@@ -425,7 +445,7 @@ operator_up() {
   # GetMasterURL() of the operator reads the in-cluster variables for spark-submit's --master.
   (
     export KUBECONFIG=$STATE/spark-operator.kubeconfig SPARK_HOME=$spark_home
-    export KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=6443
+    export KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=443
     start spark-operator-webhook "$OPERATOR_BIN/operator" webhook start \
       --namespaces="$JOB_NAMESPACE" --webhook-port=9443 --webhook-cert-dir="$STATE/webhook-certs" \
       --enable-cert-manager=true --webhook-secret-name=spark-operator-webhook-certs \
@@ -505,14 +525,18 @@ status() {
   kubectl get nodes -o wide || true
 }
 
-case ${1:-} in
-  up) up ;;
-  down) down ;;
-  status) status ;;
-  exec) shift; [[ -e $NETNS_PATH ]] || die "the cluster is not up: hack/cluster/cluster.sh up"
-        binaries
-        exec nsenter --net="$NETNS_PATH" env KUBECONFIG="$STATE/admin.kubeconfig" \
-          KUBECTL="$KUBE_BIN/kubectl" PATH="$KUBE_BIN:$PATH" "$@" ;;
-  kubectl) shift; binaries; kubectl "$@" ;;
-  *) die "usage: cluster.sh up | down | status | exec CMD... | kubectl ARGS..." ;;
-esac
+main() {
+  case ${1:-} in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    exec) shift; [[ -e $NETNS_PATH ]] || die "the cluster is not up: hack/cluster/cluster.sh up"
+          binaries
+          exec nsenter --net="$NETNS_PATH" env KUBECONFIG="$STATE/admin.kubeconfig" \
+            KUBECTL="$KUBE_BIN/kubectl" PATH="$KUBE_BIN:$PATH" "$@" ;;
+    kubectl) shift; binaries; kubectl "$@" ;;
+    *) die "usage: cluster.sh up | down | status | exec CMD... | kubectl ARGS..." ;;
+  esac
+}
+
+[[ ${BASH_SOURCE[0]} != "$0" ]] || main "$@"

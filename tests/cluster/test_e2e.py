@@ -186,13 +186,14 @@ def test_submit_bad_input_fails(release, tmp_path: Path, custom) -> None:
                       "--output", f"s3a://{BUCKET}/output/bad")
     assert proc.returncode == 1, f"{proc.stderr[-3000:]}"
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"featurizer: SparkApplication {name} FAILED:"), proc.stderr[-3000:]
+    assert last.startswith(f"featurizer: error: SparkApplication {name} FAILED:"), \
+        proc.stderr[-3000:]
     assert f"featurizer logs {name}" in last
 
     status = featurizer("status", name)
     assert status.returncode == 1 and f"{name}\tFAILED" in status.stdout, status
     logs = featurizer("logs", name)
-    assert "no-such-folder" in logs.stdout, logs.stdout[-3000:]
+    assert f"cannot read input s3a://{BUCKET}/no-such-folder" in logs.stdout, logs.stdout[-3000:]
 
     deleted = featurizer("delete", name)
     assert deleted.returncode == 0, deleted.stderr

@@ -80,7 +80,9 @@ def child(kind: str, *args: str) -> float:
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; "
             f"print(run.{kind}(*{[int(a) if a.isdigit() else a for a in args]!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if out.returncode != 0:
+        raise RuntimeError(f"{kind}{args} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -114,7 +116,7 @@ def job(folder: Path, engine: str, extra: tuple[str, ...] = ()) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
         start = time.monotonic()
         subprocess.run([str(BIN / "featurizer"), "run", "--input", str(folder), "--output",
-                        out + "/run", "--engine", engine, *extra],
+                        out + "/run", "--engine", engine, "--no-report", *extra],
                        check=True, capture_output=True, text=True)
         wall = time.monotonic() - start
         manifest = json.loads(Path(out, "run", "manifest.json").read_text())

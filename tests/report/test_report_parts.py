@@ -167,3 +167,31 @@ def test_page_escapes_names():
     html = page.render(report, {})
     assert "<script>" not in html and "&lt;script&gt;" in html and "/&lt;i&gt;" in html
     assert "needs 2 classes" in html
+
+
+def test_load_reads_vectors_of_a_bounded_deterministic_sample(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "features").mkdir()
+    rows = 50
+    for part in range(2):                               # two files, several batches
+        paths = [f"file:/in/C{i % 5}/{part}_{i}.jpg" for i in range(rows // 2)]
+        pq.write_table(pa.table({
+            "path": paths, "label": [p.split("/")[-2] for p in paths],
+            "features": [np.full(1280, i, np.float32) for i in range(rows // 2)],
+            "pca": [np.full(3, part * 100 + i, np.float32) for i in range(rows // 2)],
+        }), tmp_path / "features" / f"part-{part}.parquet", row_group_size=7)
+    (tmp_path / "manifest.json").write_text(json.dumps({"status": "succeeded"}))
+    output = source.load(str(tmp_path), max_vector_rows=10)
+    assert len(output.paths) == rows and output.features.shape == (10, 1280)
+    assert output.pca.shape == (10, 3)
+    chosen = output.paths[output.vector_rows]
+    for row, path in enumerate(chosen):                 # vectors belong to their own rows
+        part, index = path.rsplit("/", 1)[1][:-4].split("_")
+        assert output.pca[row, 0] == int(part) * 100 + int(index)
+    again = source.load(str(tmp_path), max_vector_rows=10)
+    assert list(again.paths[again.vector_rows]) == list(chosen)
+    assert len(source.load(str(tmp_path)).vector_rows) == rows

@@ -41,10 +41,13 @@ def export(weights: WeightsFile) -> bytes:
     if cached.is_file():
         return cached.read_bytes()
     data = convert(build_model(weights.path))
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as handle:
-        handle.write(data)                       # write-then-rename: no torn cache files
-    os.replace(handle.name, cached)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as handle:
+            handle.write(data)                   # write-then-rename: no torn cache files
+        os.replace(handle.name, cached)
+    except OSError:                              # read-only cache: fine, just not cached
+        pass
     return data
 
 

@@ -101,7 +101,7 @@ def build_report(output: Any, log: Callable[[str], None] = lambda message: None
             cumulative, pca_info["k"], pca_info.get("variance_target"))
     if output.pca is not None and len(output.labels):
         images["pca_scatter"] = plots.pca_scatter_png(
-            output.pca, output.labels, pca_info.get("explained_variance") or [])
+            output.pca, output.labels[output.vector_rows], pca_info.get("explained_variance") or [])
     if report["classes"]["count"]:
         images["class_counts"] = plots.class_counts_png(report["classes"]["per_class"])
     seconds["charts"] = time.monotonic() - started
@@ -167,11 +167,12 @@ def probe_summary(output: Any, log: Callable[[str], None]) -> dict:
 
     settings = {"seed": PROBE_SEED, "l2": PROBE_L2, "iterations": PROBE_ITERATIONS,
                 "max_train_rows": PROBE_MAX_TRAIN_ROWS}
-    labels = output.labels
+    paths, labels = output.paths[output.vector_rows], output.labels[output.vector_rows]
+    settings["rows"] = len(labels)
     if len(set(labels.tolist())) < 2:
         return {**settings, "split": None, "results": {},
                 "skipped": "the probe needs featurized images of at least 2 classes"}
-    split = probe.choose_split(output.paths, labels, seed=PROBE_SEED)
+    split = probe.choose_split(paths, labels, seed=PROBE_SEED)
     if len(split.test) == 0:
         return {**settings, "split": split.method, "results": {},
                 "skipped": "no class has enough images to hold some out for testing"}

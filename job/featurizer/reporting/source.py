@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,15 +108,21 @@ class RunOutput:
 
     location: Location
     manifest: dict
-    paths: np.ndarray               # (n,) object
+    paths: np.ndarray               # (n,) object: every featurized row
     labels: np.ndarray              # (n,) object
-    pca: np.ndarray | None          # (n, k) float32
-    features: np.ndarray | None     # (n, 1280) float32
+    vector_rows: np.ndarray         # (m,) indices of the rows whose vectors were read
+    pca: np.ndarray | None          # (m, k) float32, rows `vector_rows`
+    features: np.ndarray | None     # (m, 1280) float32
     errors: list[str]               # one reason per failed file
     complete: bool                  # _SUCCESS present
 
 
-def load(uri: str, spark: Any = None) -> RunOutput:
+# Vectors of at most this many rows are read (a deterministic sample by path): the report's
+# memory stays ~0.2 GB however big the output (all paths and labels are still read).
+MAX_VECTOR_ROWS = 20_000
+
+
+def load(uri: str, spark: Any = None, max_vector_rows: int = MAX_VECTOR_ROWS) -> RunOutput:
     """Read manifest.json, features/ and errors/ (one clear error when it is not an output)."""
     location = locate(uri, spark)
     try:
@@ -126,34 +133,68 @@ def load(uri: str, spark: Any = None) -> RunOutput:
     except OSError as exc:
         raise ConfigError(f"cannot read {location.uri}: {exc}") from None
     paths = labels = pca = features = None
+    rows = np.array([], dtype=np.int64)
     if location.exists("features"):
-        table = _read_table(location, "features", ["path", "label", "pca", "features"])
-        paths = np.array(table.column("path").to_pylist(), dtype=object)
-        labels = np.array(table.column("label").to_pylist(), dtype=object)
-        pca, features = _matrix(table, "pca"), _matrix(table, "features")
+        dataset = _dataset(location, "features")
+        names = dataset.to_table(columns=["path", "label"], use_threads=False)
+        paths = np.array(names.column("path").to_pylist(), dtype=object)
+        labels = np.array(names.column("label").to_pylist(), dtype=object)
+        rows = sample_rows(paths, max_vector_rows)
+        pca, features = _vectors(dataset, rows, ["pca", "features"])
     errors = []
     if location.exists("errors"):
         errors = _read_table(location, "errors", ["error"]).column("error").to_pylist()
     empty = np.array([], dtype=object)
     return RunOutput(location, manifest, empty if paths is None else paths,
-                     empty if labels is None else labels, pca, features,
+                     empty if labels is None else labels, rows, pca, features,
                      [e or "unknown" for e in errors], location.exists("_SUCCESS"))
 
 
-def _read_table(location: Location, name: str, columns: list[str]) -> Any:
+def _dataset(location: Location, name: str) -> Any:
     import pyarrow.dataset as ds
 
-    dataset = ds.dataset(location.child(name), format="parquet", filesystem=location.fs,
-                         exclude_invalid_files=False, ignore_prefixes=["_", "."])
+    return ds.dataset(location.child(name), format="parquet", filesystem=location.fs,
+                      exclude_invalid_files=False, ignore_prefixes=["_", "."])
+
+
+def _read_table(location: Location, name: str, columns: list[str]) -> Any:
+    dataset = _dataset(location, name)
     present = [c for c in columns if c in dataset.schema.names]
     return dataset.to_table(columns=present)
+
+
+def sample_rows(paths: np.ndarray, limit: int) -> np.ndarray:
+    """Sorted indices of at most `limit` rows, chosen by a hash of the path (the same rows
+    on every run, independent of file order)."""
+    if len(paths) <= limit:
+        return np.arange(len(paths))
+    keys = np.array([zlib.crc32(str(p).encode()) for p in paths], dtype=np.uint64)
+    return np.sort(np.argsort(keys, kind="stable")[:limit])
+
+
+def _vectors(dataset: Any, rows: np.ndarray, columns: list[str]) -> list[np.ndarray | None]:
+    """The vector columns of rows `rows`, read batch by batch (never the whole column)."""
+    present = [c for c in columns if c in dataset.schema.names]
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in present}
+    start = 0
+    for batch in dataset.to_batches(columns=present, use_threads=False):
+        end = start + batch.num_rows
+        wanted = rows[(rows >= start) & (rows < end)] - start
+        if len(wanted):
+            taken = batch.take(wanted)
+            for column in present:
+                parts[column].append(_matrix(taken, column))
+        start = end
+    return [np.concatenate(parts[c]) if c in parts and parts[c] else None for c in columns]
 
 
 def _matrix(table: Any, column: str) -> np.ndarray | None:
     """A list<float> column as an (n, d) float32 matrix, without a Python loop."""
     if column not in table.column_names or table.num_rows == 0:
         return None
-    values = table.column(column).combine_chunks()
+    values = table.column(column)
+    if hasattr(values, "combine_chunks"):             # a Table's ChunkedArray
+        values = values.combine_chunks()
     width = len(values[0].as_py())
     flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     if flat.size != width * table.num_rows:

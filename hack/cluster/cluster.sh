@@ -79,6 +79,9 @@ start() {  # start NAME CMD...: a daemon inside the namespace; log and pid under
   setsid nohup nsenter --net="$NETNS_PATH" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$PIDS/$name.pid"
   echo "$1" >"$PIDS/$name.cmd"
+  # Until the background shell has exec'd the command, its pid shows another command line.
+  for _ in $(seq 50); do pid_of "$name" >/dev/null && return 0; sleep 0.1; done
+  die "$name did not start (log: $LOGS/$name.log)"
 }
 
 stop() {  # stop NAME: TERM, then KILL after 20 s
@@ -93,7 +96,11 @@ stop() {  # stop NAME: TERM, then KILL after 20 s
 wait_for() {  # wait_for WHAT SECONDS LOG CMD...: until CMD succeeds; the log's tail if not
   local what=$1 seconds=$2 name=$3 deadline=$((SECONDS + $2)); shift 3
   until "$@" >/dev/null 2>&1; do
-    if ((SECONDS >= deadline)) || { [[ $name != - ]] && ! pid_of "$name" >/dev/null; }; then
+    if [[ $name != - ]] && ! pid_of "$name" >/dev/null; then
+      tail -n 40 "$LOGS/$name.log" >&2
+      die "$name exited before $what was ready (log: $LOGS/$name.log)"
+    fi
+    if ((SECONDS >= deadline)); then
       [[ $name == - ]] || tail -n 40 "$LOGS/$name.log" >&2
       die "$what not ready after $seconds s$([[ $name == - ]] || echo " (log: $LOGS/$name.log)")"
     fi

@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "featurizer"
-VALUES = [CHART / "values-kind.yaml", Path(__file__).with_name("values.yaml")]
+VALUES = [CHART / "values-kind.yaml", Path(__file__).with_name("values.yaml")]  # + image_values
 NAMESPACE = "featurizer"
 BUCKET = "featurizer"
 S3_PORT = 9000  # tests/cluster/values.yaml
@@ -44,6 +44,19 @@ def run(*cmd: str | Path, timeout: float = 120, check: bool = True) -> subproces
         raise AssertionError(f"{' '.join(map(str, cmd[:4]))} ... exited {proc.returncode}:\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture(scope="session", autouse=True)
+def image_values(tmp_path_factory) -> Path:
+    """The image under test (IMAGE, as imported by cluster.sh) as one more values file."""
+    image = os.environ.get("IMAGE", "featurizer:local")
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag:
+        pytest.fail(f"IMAGE={image} has no tag: use REPOSITORY:TAG (never latest)")
+    path = tmp_path_factory.mktemp("values") / "image.yaml"
+    path.write_text(f"image:\n  repository: {name}\n  tag: {tag}\n")
+    VALUES.append(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,7 @@ def export(weights: WeightsFile) -> bytes:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as handle:
             handle.write(data)                   # write-then-rename: no torn cache files
+        os.chmod(handle.name, 0o644)             # temp files are 0600; others read it too
         os.replace(handle.name, cached)
     except OSError:                              # read-only cache: fine, just not cached
         pass

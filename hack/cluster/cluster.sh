@@ -369,7 +369,7 @@ spec:
   - patchType: ApplyConfiguration
     applyConfiguration:
       expression: >-
-        Object{spec: Object.spec{hostNetwork: true, dnsPolicy: "ClusterFirstWithHostNet"}}
+        Object{spec: Object.spec{hostNetwork: true, dnsPolicy: "Default"}}
   - patchType: JSONPatch  # (hostAliases' hostnames are atomic: no ApplyConfiguration)
     jsonPatch:
       expression: >-

@@ -3,13 +3,15 @@ runs spark-submit, the driver pod starts executor pods, images are read from and
 written to the S3 server, and the outputs are checked by reading them back.
 
 Covered: k8s/ manifests dry-run by the API server (the real CRD schemas and the operator's
-webhooks), a bad manifest rejected; `helm install` of the chart -> COMPLETED; `featurizer
-submit k8s` / `status` / `logs` / `delete` -> COMPLETED, and a bad input URI -> FAILED with a
-non-zero exit and a one-line message.
+webhooks), a bad manifest rejected; the submitter's one-line errors for a missing service
+account, an RBAC denial and bad credentials; `helm install` of the chart -> COMPLETED;
+`featurizer submit k8s` / `status` / `logs` / `delete` -> COMPLETED, and a bad input URI ->
+FAILED with a non-zero exit and a one-line message.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
@@ -111,6 +113,49 @@ def test_submit_refuses_a_namespace_without_the_service_account(helm: str, sampl
     message = proc.stderr.strip().splitlines()
     assert len(message) == 1 and "service account 'featurizer' not found in namespace default" \
         in message[0], proc.stderr
+
+
+def kubeconfig_with_token(path: Path, token: str) -> Path:
+    """A copy of the admin kubeconfig (same server and CA) that authenticates with `token`."""
+    config = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
+    config["users"] = [{"name": "token", "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = "token"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def nobody(core, tmp_path_factory) -> Path:
+    """A kubeconfig for a real service account that no Role grants anything."""
+    from kubernetes import client
+
+    account = client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="nobody"))
+    try:
+        core.create_namespaced_service_account(NAMESPACE, account)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=900))
+    token = core.create_namespaced_service_account_token("nobody", NAMESPACE, request)
+    return kubeconfig_with_token(tmp_path_factory.mktemp("nobody") / "kubeconfig",
+                                 token.status.token)
+
+
+def test_submit_forbidden_by_rbac(nobody: Path, helm: str, sample: str) -> None:
+    proc = featurizer("submit", "k8s", *values_args(), "--kubeconfig", nobody,
+                      "--input", sample, "--output", f"s3a://{BUCKET}/output/never")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "forbidden by RBAC" in lines[0] and \
+        "system:serviceaccount:featurizer:nobody" in lines[0], proc.stderr
+
+
+def test_status_with_bad_credentials(tmp_path: Path) -> None:
+    proc = featurizer("status", "--kubeconfig", kubeconfig_with_token(tmp_path / "kc", "bogus"))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "401 Unauthorized" in lines[0], proc.stderr
 
 
 # ---- SparkApplications --------------------------------------------------------------------

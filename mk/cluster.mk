@@ -21,7 +21,7 @@ cluster-down:
 cluster-e2e: venv
 	$(MAKE) image IMAGE=$(CLUSTER_IMAGE)
 	$(MAKE) cluster-up
-	status=0; timeout 2700 $(CLUSTER) exec $(BIN)/pytest tests/cluster -v -p no:cacheprovider \
+	status=0; timeout 2700 $(CLUSTER) exec $(BIN)/pytest tests/cluster -v -s -p no:cacheprovider \
 	    $(CLUSTER_E2E_ARGS) || status=$$?; \
 	[ -n "$(CLUSTER_KEEP)" ] || $(CLUSTER) down; exit $$status
 

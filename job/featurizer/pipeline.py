@@ -122,7 +122,7 @@ def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print
         _check_error_rate(store, layout, config, counts, staged)
         vectors = _vectors(staged)
         pca = reduce.fit_pca(vectors, "vector", "pca_vector", FEATURE_DIM, config.pca_k,
-                             config.pca_variance)
+                             config.pca_variance, rows=counts["featurized"])
     log(f"PCA: k = {pca.k}, {pca.variance_explained:.1%} of the variance")
 
     with timer.stage("write"):

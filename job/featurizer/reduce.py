@@ -49,11 +49,10 @@ def canonical_signs(components: np.ndarray) -> np.ndarray:
 
 
 def fit_pca(df: Any, input_col: str, output_col: str, dim: int, k: int | None,
-            variance: float) -> PcaResult:
-    """Fit PCA on a DataFrame of `dim`-d ML vectors."""
+            variance: float, rows: int) -> PcaResult:
+    """Fit PCA on a DataFrame of `rows` `dim`-d ML vectors."""
     from pyspark.ml.feature import PCA
 
-    rows = df.limit(2).count()
     if rows < 2:
         raise FeaturizerError("PCA needs at least 2 featurized images")
     full = PCA(k=dim, inputCol=input_col, outputCol=output_col).fit(df)

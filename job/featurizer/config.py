@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from featurizer.errors import ConfigError
 
 ENGINES = ("tflite", "keras")
+PRECISIONS = ("float32", "int8")
 DEFAULT_ENGINE = "tflite"
 # Images per engine call, measured on CPU (see BENCHMARKS.md): XNNPACK is fastest one image
 # at a time; TensorFlow needs batches to amortize its per-call overhead.
@@ -40,6 +41,10 @@ class RunConfig:
     engine: str = _opt(DEFAULT_ENGINE, "Inference engine: tflite (LiteRT/XNNPACK, float32, "
                        "converted from the Keras model) or keras (TensorFlow reference).",
                        choices=ENGINES)
+    precision: str = _opt("float32", "Engine arithmetic: float32, or int8 (tflite only: "
+                          "weights and activations quantized, calibrated on up to 128 of the "
+                          "input's images; ~2x faster, see BENCHMARKS.md for its accuracy).",
+                          choices=PRECISIONS)
     pca_k: int | None = _opt(None, "Number of PCA components (overrides --pca-variance).",
                              type=int)
     pca_variance: float = _opt(0.95, "Pick the smallest k whose cumulative explained "
@@ -87,6 +92,11 @@ class RunConfig:
             raise ConfigError(f"--max-error-rate must be in [0, 1], got {self.max_error_rate}")
         if self.overwrite and self.resume:
             raise ConfigError("--overwrite and --resume exclude each other")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {self.precision}")
+        if self.precision != "float32" and self.engine != "tflite":
+            raise ConfigError(f"--precision {self.precision} needs --engine tflite")
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine}")
         for item in self.conf:

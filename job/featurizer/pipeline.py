@@ -109,7 +109,8 @@ def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print
     prepare_output(store, layout, config, fingerprint)
 
     with timer.stage("export"):
-        payload = engines.export(config.engine, weights_file)
+        payload = engines.export(config.engine, weights_file, config.precision,
+                                 lambda: calibration_images(store, discovered))
     expected = _expected(found, config)
     with timer.stage("featurize"):
         stream = featurize(spark, config, input_uri, layout, payload, expected)
@@ -282,6 +283,27 @@ class BatchWriter:
         return files.orderBy("path").limit(remaining).repartition(partitions), remaining
 
 
+def calibration_images(store: storage.Storage, discovered: list[str],
+                       count: int = 128) -> tuple[str, list[Any]]:
+    """Up to `count` of the input's images, evenly spaced in path order (so every class
+    folder tends to contribute), preprocessed for the engine; with a digest of their bytes."""
+    import hashlib
+
+    from featurizer import images
+
+    ordered = sorted(discovered)
+    step = max(1, len(ordered) // count)
+    digest, samples = hashlib.sha256(), []
+    for path in ordered[::step][:count]:
+        data = store.read_bytes(path)
+        try:
+            samples.append(images.preprocess(images.decode(data)))
+        except images.ImageError:
+            continue
+        digest.update(data)
+    return digest.hexdigest(), samples
+
+
 def record_unread(spark: Any, store: storage.Storage, layout: Layout,
                   discovered: list[str]) -> None:
     """Spark's file scan skips zero-byte files silently; record every discovered file
@@ -429,6 +451,7 @@ def _expected(found: int, config: RunConfig) -> int:
 
 def _fingerprint(config: RunConfig, input_uri: str, weights_file: weights.WeightsFile) -> dict:
     return {"input": input_uri, "weights_sha256": weights_file.sha256, "engine": config.engine,
+            "precision": config.precision,
             "limit": config.limit, "sample_fraction": config.sample_fraction}
 
 
@@ -465,7 +488,8 @@ def _manifest(config: RunConfig, spark: Any, input_uri: str, output_uri: str,
         "memory_mb": {"driver_python_peak": round(udf.peak_rss_mb(), 1),
                       "driver_jvm_peak": _jvm_peak_rss_mb(spark),
                       "python_worker_peak": round(stream.worker_rss_mb, 1)},
-        "engine": {"name": config.engine, "batch_size": config.inference_batch},
+        "engine": {"name": config.engine, "precision": config.precision,
+                   "batch_size": config.inference_batch},
         "weights": {"name": weights_file.name, "sha256": weights_file.sha256},
         "spark": {"master": sc.master, "default_parallelism": sc.defaultParallelism,
                   "task_cpus": int(sc.getConf().get("spark.task.cpus", "1"))},

@@ -74,3 +74,22 @@ def test_pca_outputs_agree_across_engines(spark, fruit_folder, tmp_path):
     for engine in FAST_ENGINES:
         similarity = cosine(outputs[engine], reference_pca)
         assert similarity.min() >= 0.999, (engine, similarity.min())
+
+
+def test_int8_stays_close_to_float32(photos, reference):
+    """The opt-in int8 mode: calibrated on other photos, features stay close to Keras'."""
+    calibration = lambda: ("photos-0-32", list(photos[32:]))          # noqa: E731
+    data = engines.export("tflite", weights.resolve(), "int8", calibration).data
+    float_data = engines.export("tflite", weights.resolve()).data
+    assert len(data) < len(float_data) / 3                     # int8 weights
+    predictor = engines.load("tflite", data, threads=1)
+    got = np.concatenate([predictor.predict(photos[i:i + 1]) for i in range(32)])
+    similarity = cosine(got, reference[:32])
+    assert similarity.mean() >= 0.95, similarity.mean()
+
+
+def test_int8_run_calibrates_on_the_input(spark, fruit_folder, tmp_path):
+    manifest = pipeline.run(RunConfig(input=str(fruit_folder), output=str(tmp_path / "int8"),
+                                      precision="int8", pca_k=5, no_report=True), spark=spark)
+    assert manifest["engine"]["precision"] == "int8"
+    assert manifest["counts"]["featurized"] == 120

@@ -37,3 +37,9 @@ def test_weights_env_applies_only_to_the_default(monkeypatch):
     monkeypatch.setenv("FEATURIZER_WEIGHTS", "/w.h5")
     assert RunConfig(input="i", output="o").weights_spec == "/w.h5"
     assert RunConfig(input="i", output="o", weights="/x.h5").weights_spec == "/x.h5"
+
+
+def test_int8_needs_the_tflite_engine():
+    with pytest.raises(ConfigError, match="--engine tflite"):
+        RunConfig(input="i", output="o", engine="keras", precision="int8")
+    assert RunConfig(input="i", output="o", precision="int8").precision == "int8"

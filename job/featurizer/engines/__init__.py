@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
@@ -38,8 +38,16 @@ def _module(engine: str):
     return importlib.import_module(f"featurizer.engines.{engine}_engine")
 
 
-def export(engine: str, weights: WeightsFile) -> Payload:
-    return Payload(engine, _module(engine).export(weights))
+# Preprocessed sample images (float32, (224, 224, 3) each) and a digest naming them: what
+# reduced-precision exports calibrate on.
+Calibration = Callable[[], tuple[str, Iterable[np.ndarray]]]
+
+
+def export(engine: str, weights: WeightsFile, precision: str = "float32",
+           calibration: Calibration | None = None) -> Payload:
+    if precision == "float32":
+        return Payload(engine, _module(engine).export(weights))
+    return Payload(engine, _module(engine).export(weights, precision, calibration))
 
 
 def load(engine: str, data: bytes, threads: int) -> Predictor:

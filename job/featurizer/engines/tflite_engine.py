@@ -36,11 +36,17 @@ def _tensorflow_version() -> str:
     return "none"
 
 
-def export(weights: WeightsFile) -> bytes:
-    cached = cache_dir() / f"mobilenetv2-{weights.sha256[:16]}-tf{_tensorflow_version()}.tflite"
+def export(weights: WeightsFile, precision: str = "float32", calibration: Any = None) -> bytes:
+    """The flatbuffer for these weights: float32, or int8 calibrated on `calibration`."""
+    name = f"mobilenetv2-{weights.sha256[:16]}-tf{_tensorflow_version()}"
+    samples = None
+    if precision == "int8":
+        digest, samples = calibration()
+        name += f"-int8-{digest[:16]}"
+    cached = cache_dir() / f"{name}.tflite"
     if cached.is_file():
         return cached.read_bytes()
-    data = convert(build_model(weights.path))
+    data = convert(build_model(weights.path), samples)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as handle:
@@ -52,12 +58,18 @@ def export(weights: WeightsFile) -> bytes:
     return data
 
 
-def convert(model: Any) -> bytes:
-    """Keras model -> float32 TFLite flatbuffer (no quantization, no optimizations)."""
+def convert(model: Any, calibration: Any = None) -> bytes:
+    """Keras model -> TFLite flatbuffer: float32 (no quantization), or, given calibration
+    images, int8 weights and activations (full-integer quantization; float input and
+    output, so the engine is used the same way)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = []
+    if calibration is not None:
+        images = list(calibration)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None]] for image in images)
     return converter.convert()
 
 

@@ -54,6 +54,7 @@ build() {
     exec 9>"$CACHE/.$name.lock"
     flock 9
     if [[ ! -e $dir/.complete ]]; then
+      command -v go >/dev/null || die "go not found: install Go >= 1.24 to build $name $version"
       start=$SECONDS
       log "building $name $version ($*) - a cold build takes long on 2 cores; cached after"
       tmp=$(mktemp -d "$dir.tmp-XXXXXX")

@@ -2,7 +2,7 @@
 # A real single-node Kubernetes cluster with the kubeflow spark-operator, assembled from what
 # the package registries provide (no node image, nothing pulled), for the SparkApplication e2e.
 #
-#   hack/cluster/cluster.sh up          start everything (idempotent; ~1 min once built)
+#   hack/cluster/cluster.sh up          start everything (idempotent; ~15 s once built)
 #   hack/cluster/cluster.sh down        stop everything, remove the cluster's state
 #   hack/cluster/cluster.sh status      processes and node
 #   hack/cluster/cluster.sh exec CMD..  run CMD inside the cluster's network (KUBECONFIG set)
@@ -93,7 +93,7 @@ stop() {  # stop NAME: TERM, then KILL after 20 s
   rm -f "$PIDS/$1.pid"
 }
 
-wait_for() {  # wait_for WHAT SECONDS LOG CMD...: until CMD succeeds; the log's tail if not
+wait_for() {  # wait_for WHAT SECONDS NAME|- CMD...: until CMD succeeds, while daemon NAME runs
   local what=$1 seconds=$2 name=$3 deadline=$((SECONDS + $2)); shift 3
   until "$@" >/dev/null 2>&1; do
     if [[ $name != - ]] && ! pid_of "$name" >/dev/null; then
@@ -108,7 +108,7 @@ wait_for() {  # wait_for WHAT SECONDS LOG CMD...: until CMD succeeds; the log's 
   done
 }
 
-https_ok() {  # https_ok URL CERT: a 200 from URL with the admin's client certificate
+https_ok() {  # https_ok URL CERT: a 200 from URL, authenticated with client certificate CERT
   in_ns curl -sf --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/$2.crt" --key "$PKI/$2.key" "$1"
 }
 

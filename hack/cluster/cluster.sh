@@ -303,8 +303,12 @@ job_image() {
     return 0
   fi
   log "importing $IMAGE into containerd ($("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE" | numfmt --to=iec))"
+  local old
+  old=$(cat "$stamp" 2>/dev/null || true)
   "$DOCKER" save "$IMAGE" | ctr images import - >/dev/null
   echo "$id" >"$stamp"
+  # The replaced image's last reference (its id): without it containerd frees its layers.
+  [[ -z $old || $old == "$id" ]] || ctr images rm "$old" >/dev/null 2>&1 || true
 }
 
 kubelet_up() {

@@ -234,6 +234,8 @@ def test_submit_bad_input_fails(release, tmp_path: Path, custom) -> None:
     assert last.startswith(f"featurizer: error: SparkApplication {name} FAILED:"), \
         proc.stderr[-3000:]
     assert f"featurizer logs {name}" in last
+    # The job's own reason, read from the driver log, leads the message.
+    assert f"cannot read input s3a://{BUCKET}/no-such-folder" in last, last
 
     status = featurizer("status", name)
     assert status.returncode == 1 and f"{name}\tFAILED" in status.stdout, status

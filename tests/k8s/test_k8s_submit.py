@@ -115,7 +115,14 @@ def test_dry_run_prints_the_application(helm):
     app = yaml.safe_load(proc.stdout)
     assert (app["kind"], app["metadata"]["name"]) == ("SparkApplication", "fruits")
     assert RunConfig.from_argv(app["spec"]["arguments"]) == RunConfig(
-        input="s3a://featurizer/sample", output="s3a://featurizer/o", pca_k=8)
+        input="s3a://featurizer/sample", output="s3a://featurizer/o", pca_k=8, resume=True)
+
+
+def test_overwrite_replaces_the_default_resume(helm):
+    proc = featurizer("submit", "k8s", "--dry-run", "-f", str(KIND_VALUES), "--input",
+                      "s3a://featurizer/sample", "--output", "s3a://featurizer/o", "--overwrite")
+    arguments = yaml.safe_load(proc.stdout)["spec"]["arguments"]
+    assert "--overwrite" in arguments and "--resume" not in arguments
 
 
 # ---- argument errors ---------------------------------------------------------------------------

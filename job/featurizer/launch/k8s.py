@@ -448,14 +448,27 @@ class Follower:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
-def outcome(app: dict[str, Any], namespace: str) -> int:
-    """Exit code for a finished application: 0 COMPLETED, else ApplicationFailed."""
+def outcome(app: dict[str, Any], namespace: str, cluster: "Cluster | None" = None) -> int:
+    """Exit code for a finished application: 0 COMPLETED, else ApplicationFailed whose
+    message leads with the job's own one-line error when the driver log has one."""
     name, state = app["metadata"]["name"], app_state(app)
     if state == "FAILED":
-        error = app_error(app) or "see its driver log"
+        reasons = [job_error(cluster, app) if cluster else None, app_error(app)]
+        error = "; ".join(r for r in reasons if r) or "see its driver log"
         raise ApplicationFailed(f"SparkApplication {name} FAILED: {error} "
                                 f"(`featurizer logs {name} -n {namespace}`)")
     return 0
+
+
+def job_error(cluster: "Cluster", app: dict[str, Any]) -> str | None:
+    """The last `featurizer: error:` line of the driver log (what the job itself said)."""
+    prefix = "featurizer: error:"
+    try:
+        text = "".join(cluster.log(driver_pod(app), follow=False, tail=200))
+    except Exception:  # the pod may be gone already: the operator's message still stands
+        return None
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return lines[-1][len(prefix):].strip() if lines else None
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -466,9 +479,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Render the SparkApplication with the helm chart (helm/featurizer) from "
         "--values files and the job options below, create it (deleting an earlier one of the "
         "same name), then follow it: state changes, the driver log, and an exit code of 0 "
-        "(COMPLETED), 1 (FAILED) or 3 (still running at --wait-timeout). The chart's "
-        "retries rerun the driver with the same options: add --resume so that a retry "
-        "continues the run.")
+        "(COMPLETED), 1 (FAILED) or 3 (still running at --wait-timeout). Unless --overwrite "
+        "is given the job runs with --resume (like the chart's default), so the operator's "
+        "retries continue the run; a complete output is still refused.")
     RunConfig.add_arguments(submit.add_argument_group("job options (as for `featurizer run`)"))
     group = submit.add_argument_group("Kubernetes")
     group.add_argument("--name", default=DEFAULT_NAME,
@@ -549,13 +562,15 @@ def _follow(cluster: Cluster, name: str, args: argparse.Namespace) -> int:
                               f"(`featurizer status {name} -n {cluster.namespace} --wait`)"
                               ) from None
     follower.finish()
-    return outcome(app, cluster.namespace)
+    return outcome(app, cluster.namespace, cluster)
 
 
 def _submit(args: argparse.Namespace) -> int:
     import yaml
 
     config = RunConfig.from_namespace(args)
+    if not config.overwrite:            # retries of the driver must continue, not refuse
+        config = dataclasses.replace(config, resume=True)
     chart = chart_path(args.chart)
     app = render(config, name=args.name, namespace=args.namespace, values_files=args.values,
                  chart=chart, helm=helm_binary(args.helm))
@@ -577,7 +592,7 @@ def _status(args: argparse.Namespace) -> int:
     status = app.get("status") or {}
     print(f"{args.name}\t{app_state(app)}\tattempts={status.get('executionAttempts', 0)}"
           f"\tdriver={driver_pod(app)}\t{app_error(app)}".rstrip())
-    return outcome(app, args.namespace) if app_state(app) in TERMINAL else 0
+    return outcome(app, args.namespace, cluster) if app_state(app) in TERMINAL else 0
 
 
 def _logs(args: argparse.Namespace) -> int:

@@ -485,7 +485,7 @@ def _manifest(config: RunConfig, spark: Any, input_uri: str, output_uri: str,
         "throughput": {
             "featurize_images_per_s": round(stream.processed / max(featurize_s, 1e-9), 2),
             "end_to_end_images_per_s": round(counts["selected"] / max(total, 1e-9), 2)},
-        "memory_mb": {"driver_python_peak": round(udf.peak_rss_mb(), 1),
+        "memory_mb": {"driver_python_peak": udf.peak_rss_mb(),
                       "driver_jvm_peak": _jvm_peak_rss_mb(spark),
                       "python_worker_peak": round(stream.worker_rss_mb, 1)},
         "engine": {"name": config.engine, "precision": config.precision,
@@ -500,16 +500,11 @@ def _manifest(config: RunConfig, spark: Any, input_uri: str, output_uri: str,
 
 
 def _jvm_peak_rss_mb(spark: Any) -> float | None:
-    """Peak RSS of the driver JVM when it runs on this host (local mode), else None."""
+    """Peak RSS of the driver JVM (it runs beside this process, in every deploy mode)."""
     try:
-        pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError, AttributeError):
-        pass
-    return None
+        return udf.peak_rss_mb(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
+    except Exception:                            # no gateway JVM (e.g. Spark Connect)
+        return None
 
 
 def _now() -> str:

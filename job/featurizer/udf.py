@@ -63,8 +63,19 @@ def _task_cpus() -> int:
     return max(1, int(context.cpus())) if context is not None else 1
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(pid: int | str = "self") -> float | None:
+    """Peak resident memory of a process (VmHWM). Not getrusage's ru_maxrss: Linux carries
+    that across exec, so a process started by a big parent would report the parent's peak."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    if pid == "self":                            # no /proc (macOS): the best we have
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
 
 
 def make_featurize_udf(payload: Any, key: str, engine: str, batch_size: int,
@@ -83,6 +94,6 @@ def make_featurize_udf(payload: Any, key: str, engine: str, batch_size: int,
         for contents in batches:
             yield featurize_contents(contents.tolist(), predictor, batch_size)
             images_done.add(len(contents))
-        worker_rss_mb.add(peak_rss_mb())
+        worker_rss_mb.add(peak_rss_mb() or 0.0)
 
     return featurize

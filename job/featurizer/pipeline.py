@@ -224,7 +224,7 @@ def featurize(spark: Any, config: RunConfig, input_uri: str, layout: Layout,
               .option("maxFileAge", "36500d")           # never skip old files
               .load(input_uri))
     resumed = _staged_rows(spark, layout)
-    writer = BatchWriter(config, layout, featurize_udf, resumed)
+    writer = BatchWriter(config, layout, storage.Storage(spark), featurize_udf, resumed)
     query = (stream.writeStream.foreachBatch(writer)
              .option("checkpointLocation", layout.checkpoint)
              .trigger(availableNow=True).queryName(f"featurize-{uuid.uuid4().hex[:8]}").start())
@@ -246,16 +246,20 @@ def featurize(spark: Any, config: RunConfig, input_uri: str, layout: Layout,
 class BatchWriter:
     """foreachBatch sink: featurize one micro-batch of files into batch=N (idempotent)."""
 
-    def __init__(self, config: RunConfig, layout: Layout, featurize_udf: Any,
-                 already_selected: int) -> None:
-        self.config, self.layout, self.featurize_udf = config, layout, featurize_udf
+    def __init__(self, config: RunConfig, layout: Layout, store: storage.Storage,
+                 featurize_udf: Any, already_selected: int) -> None:
+        self.config, self.layout, self.store = config, layout, store
+        self.featurize_udf = featurize_udf
         self.selected = already_selected
         self.limit_reached = config.limit is not None and already_selected >= config.limit
 
     def __call__(self, files: Any, batch_id: int) -> None:
         from pyspark.sql import functions as F
 
-        if self.limit_reached:
+        target = storage.join(self.layout.featurized, f"batch={batch_id:06d}")
+        if self.limit_reached or self.store.exists(storage.join(target, "_SUCCESS")):
+            # A run killed between staging a batch and checkpointing its commit replays
+            # that batch (same files, same id): its rows are staged and counted already.
             return
         if self.config.sample_fraction is not None:
             files = files.where(_sampled(self.config.sample_fraction))
@@ -267,8 +271,7 @@ class BatchWriter:
             "length", "modificationTime", self.featurize_udf("content").alias("result"),
         ).select("path", "label", "length", "modificationTime", "result.features",
                  "result.error")
-        rows.write.mode("overwrite").parquet(
-            storage.join(self.layout.featurized, f"batch={batch_id:06d}"))
+        rows.write.mode("overwrite").parquet(target)
         if taken is not None:           # only now: the driver stops the query on this flag
             self.selected += taken
             self.limit_reached = self.selected >= self.config.limit

@@ -24,14 +24,17 @@ def free_port() -> int:
 class MotoServer:
     """`python -m moto.server` on 127.0.0.1; restartable, pausable (SIGSTOP) for fault tests."""
 
-    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, log_dir: Path, env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = Path(log_dir) / f"moto-{self.port}.log"
         self._env = {**os.environ, **(env or {})}
         self._process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30) -> "MotoServer":
+        if self._answers():
+            raise RuntimeError(f"port {self.port} is taken")
         with self._log.open("ab") as out:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
@@ -78,3 +81,25 @@ class MotoServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def s3_keys(s3, bucket: str, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def read_s3_output(s3, bucket: str, prefix: str):
+    """A committed run's features/ (one Arrow table) and manifest.json, read from S3."""
+    import io
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert s3_keys(s3, bucket, f"{prefix}/_SUCCESS"), f"{prefix} was not committed (no _SUCCESS)"
+    parts = [key for key in s3_keys(s3, bucket, f"{prefix}/features/") if key.endswith(".parquet")]
+    table = pa.concat_tables(
+        pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+        for key in parts)
+    body = s3.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read()
+    return table, json.loads(body)

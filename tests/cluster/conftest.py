@@ -7,16 +7,15 @@ driver and executor pods (host network) reach at the same address.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+
+from servers import MotoServer, read_s3_output
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "featurizer"
@@ -106,25 +105,8 @@ def custom(api):
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> Iterator[str]:
     """moto's S3 server on the node's 127.0.0.1:9000 (pods use the node's network)."""
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", S3_PORT)) != 0, f"port {S3_PORT} is taken"
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                    "-p", str(S3_PORT)], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        def listening() -> bool:
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", S3_PORT)) == 0 or process.poll() is not None
-        wait_for(listening, 60, "the moto S3 server")
-        assert process.poll() is None, f"moto exited: {log.read_text()[-2000:]}"
-        yield f"http://127.0.0.1:{S3_PORT}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with MotoServer(tmp_path_factory.mktemp("moto"), port=S3_PORT) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")
@@ -159,23 +141,5 @@ def sample(s3, core, tmp_path_factory) -> str:
     return f"s3a://{BUCKET}/sample"
 
 
-def keys(s3, prefix: str) -> list[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return [item["Key"] for page in pages for item in page.get("Contents", [])]
-
-
 def read_output(s3, prefix: str):
-    """features/ as one Arrow table and manifest.json, read back from the S3 server."""
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    assert keys(s3, f"{prefix}/_SUCCESS"), f"{prefix} was not committed (no _SUCCESS)"
-    parts = [key for key in keys(s3, f"{prefix}/features/") if key.endswith(".parquet")]
-    table = pa.concat_tables(
-        pq.read_table(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()))
-        for key in parts)
-    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/manifest.json")["Body"]
-                          .read())
-    return table, manifest
+    return read_s3_output(s3, BUCKET, prefix)

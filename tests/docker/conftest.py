@@ -11,13 +11,14 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+from servers import MotoServer
 
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
 JOB = "local:///opt/featurizer/job/main.py"
@@ -31,12 +32,6 @@ def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
         raise AssertionError(f"docker {' '.join(args[:3])} ... failed ({result.returncode}):\n"
                              f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str,
@@ -109,21 +104,8 @@ def containers(image: str) -> Iterator[Containers]:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> Iterator[str]:
     """moto's standalone S3 server on 127.0.0.1 (see docker/README.md for why moto)."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                    "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: port_open(port) or process.poll() is not None, 60, "moto server")
-        assert process.poll() is None, f"moto server exited: {log.read_text()[-2000:]}"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with MotoServer(tmp_path_factory.mktemp("moto")) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")

@@ -9,20 +9,18 @@ back out of the S3 server.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from conftest import JOB, S3_CREDENTIALS, Containers, docker, free_port, port_open, wait_for
+from conftest import JOB, S3_CREDENTIALS, Containers, docker, port_open, wait_for
+from servers import free_port, read_s3_output, s3_keys
 
 BUCKET = "featurizer"
 IMAGES = 300                    # featurizer sample-data --scale 3
@@ -104,21 +102,8 @@ def finish(containers: Containers, driver: str) -> str:
     return log
 
 
-def keys(s3, prefix: str) -> list[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return [item["Key"] for page in pages for item in page.get("Contents", [])]
-
-
 def read_output(s3, prefix: str) -> tuple[pa.Table, dict]:
-    """The committed output, read from the S3 server on the host."""
-    assert f"{prefix}/_SUCCESS" in keys(s3, f"{prefix}/_SUCCESS"), f"{prefix} not committed"
-    parts = [key for key in keys(s3, f"{prefix}/features/") if key.endswith(".parquet")]
-    table = pa.concat_tables(
-        pq.read_table(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()))
-        for key in parts)
-    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/manifest.json")["Body"]
-                          .read())
-    return table, manifest
+    return read_s3_output(s3, BUCKET, prefix)
 
 
 def check_complete(table: pa.Table, manifest: dict) -> None:
@@ -156,7 +141,7 @@ def test_worker_lost_during_featurization(containers: Containers, cluster: Clust
     staged = "out/fault/_work/featurized/"
 
     def batch_done(n: int) -> bool:
-        return bool(keys(s3, f"{staged}batch={n:06d}/_SUCCESS"))
+        return bool(s3_keys(s3, BUCKET, f"{staged}batch={n:06d}/_SUCCESS"))
 
     # The fault lands mid-featurization: the first micro-batch is committed, the last is not.
     wait_for(lambda: batch_done(0) or not containers.running(driver), RUN_TIMEOUT,

@@ -4,7 +4,6 @@ its report), every process of the run sampled from /proc while it runs."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from featurizer import sample_data
+from processes import session_processes
 
 BIN = Path(sys.executable).parent
 IMAGES = 20_000
@@ -28,16 +28,8 @@ PYTHON_WORKER_MB = 600
 def rss_by_role(session: int) -> dict[str, float]:
     """Current RSS (MB) of the largest process of each role in a process session."""
     peaks: dict[str, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) != session:
-                continue
-            cmdline = (entry / "cmdline").read_bytes()
-            status = (entry / "status").read_text()
-        except (OSError, ProcessLookupError):
-            continue
+    for process in session_processes(session):
+        cmdline, status = process.cmdline, process.status
         rss = next((int(line.split()[1]) / 1024 for line in status.splitlines()
                     if line.startswith("VmRSS:")), 0.0)
         role = ("jvm" if b"java" in cmdline.split(b"\0")[0] else

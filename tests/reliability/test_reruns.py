@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurizer import pipeline, sample_data
+from processes import session_processes
 from featurizer.config import RunConfig
 
 BIN = Path(sys.executable).parent
@@ -134,19 +135,10 @@ def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(spark, ima
 def _busy_python_workers(session: int) -> list[int]:
     """Python worker processes forked by pyspark.daemon in our run, currently on CPU."""
     daemons, workers = set(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) != session:
-                continue
-            cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, ProcessLookupError):
-            continue
-        if b"pyspark.daemon" in cmdline:
-            daemons.add(int(entry.name))
-            workers.append((int(entry.name), int(stat[1]), stat[0]))
+    for process in session_processes(session):
+        if b"pyspark.daemon" in process.cmdline:
+            daemons.add(process.pid)
+            workers.append((process.pid, int(process.stat[1]), process.stat[0]))
     return [pid for pid, parent, state in workers if parent in daemons and state == "R"]
 
 

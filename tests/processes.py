@@ -1,0 +1,31 @@
+"""The processes of one session (a run started with `start_new_session=True`), from /proc."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    cmdline: bytes
+    stat: list[str]          # /proc/PID/stat fields after the command name: state, ppid, ...
+    status: str              # /proc/PID/status text (VmRSS, VmHWM, ...)
+
+
+def session_processes(session: int) -> Iterator[Process]:
+    """Snapshot of the live processes whose session id is `session` (vanished ones skipped)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != session:
+                continue
+            yield Process(int(entry.name), (entry / "cmdline").read_bytes(),
+                          (entry / "stat").read_text().rsplit(")", 1)[1].split(),
+                          (entry / "status").read_text())
+        except (OSError, ProcessLookupError):
+            continue

@@ -50,12 +50,15 @@ def sample_images(count: int) -> np.ndarray:
     return images.preprocess(decoded)
 
 
-def bare_engine(engine: str, threads: int, batch: int, count: int) -> float:
+def bare_engine(engine: str, threads: int, batch: int, count: int,
+                precision: str = "float32") -> float:
     """images/s of one engine instance, preprocessed images in memory (no decode, no Spark)."""
     from featurizer import engines, weights
 
-    predictor = engines.load(engine, engines.export(engine, weights.resolve()).data, threads)
     pool = sample_images(256)
+    payload = engines.export(engine, weights.resolve(), precision,
+                             lambda: ("bench-pool", list(pool[::2])))
+    predictor = engines.load(engine, payload.data, threads)
     predictor.predict(pool[:batch])
     done, start = 0, time.perf_counter()
     while done < count:
@@ -86,10 +89,11 @@ def child(kind: str, *args: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def parallel_bare(engine: str, processes: int, batch: int, count: int) -> float:
+def parallel_bare(engine: str, processes: int, batch: int, count: int,
+                  precision: str = "float32") -> float:
     """`processes` single-threaded engines at once, like Spark's Python workers."""
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; "
-            f"print(run.bare_engine({engine!r}, 1, {batch}, {count}))")
+            f"print(run.bare_engine({engine!r}, 1, {batch}, {count}, {precision!r}))")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
              for _ in range(processes)]
@@ -111,17 +115,85 @@ def synthetic(count: int) -> Path:
     return folder
 
 
-def job(folder: Path, engine: str, extra: tuple[str, ...] = ()) -> dict:
-    """`featurizer run` as a user runs it; returns its manifest plus the outside wall time."""
+def job(folder: Path, engine: str, extra: tuple[str, ...] = (), report: bool = False) -> dict:
+    """`featurizer run` as a user runs it; returns its manifest plus the outside wall time
+    (and the report's linear probe when `report`)."""
+    engine, _, precision = engine.partition("-")
+    extra = (*extra, "--precision", precision or "float32", *(() if report else ("--no-report",)))
     with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
         start = time.monotonic()
-        subprocess.run([str(BIN / "featurizer"), "run", "--input", str(folder), "--output",
-                        out + "/run", "--engine", engine, "--no-report", *extra],
-                       check=True, capture_output=True, text=True)
+        process = subprocess.Popen([str(BIN / "featurizer"), "run", "--input", str(folder),
+                                    "--output", out + "/run", "--engine", engine, *extra],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cpu = cpu_seconds_by_kind(process)
         wall = time.monotonic() - start
+        if process.returncode:
+            raise RuntimeError(f"featurizer run failed: {process.stdout.read()[-3000:]!r}")
         manifest = json.loads(Path(out, "run", "manifest.json").read_text())
+        manifest["cpu_s"] = cpu
+        if report:
+            probe = json.loads(Path(out, "run", "report.json").read_text())["probe"]
+            manifest["probe_test_accuracy"] = {name: round(result["test_accuracy"], 4)
+                                               for name, result in probe["results"].items()}
     manifest["wall_s"] = round(wall, 2)
     return manifest
+
+
+def cpu_seconds_by_kind(process: subprocess.Popen, interval: float = 0.5) -> dict:
+    """Wait for `process`, sampling the CPU time (user + system) of its whole process tree:
+    where the cores went (JVM, Python workers, driver Python)."""
+    import threading
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    last: dict[int, tuple[str, float]] = {}
+    output = threading.Thread(target=process.stdout.read, daemon=True)   # never block on a pipe
+    output.start()
+    while True:
+        done = process.poll() is not None
+        for pid in process_tree(process.pid):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                argv0, *rest = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            kind = ("jvm" if argv0.endswith(b"java") else
+                    "python_workers" if b"pyspark.daemon" in rest else "driver_python")
+            last[pid] = (kind, (int(stat[11]) + int(stat[12])) / ticks)
+        if done:
+            break
+        time.sleep(interval)
+    totals: dict[str, float] = {}
+    for kind, seconds in last.values():
+        totals[kind] = round(totals.get(kind, 0.0) + seconds, 1)
+    return totals
+
+
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        tree.append(pid)
+        stack.extend(children.get(pid, []))
+    return tree
+
+
+def accuracy(engines: list[str]) -> dict:
+    """Linear-probe Test accuracy (Training -> Test) of each engine/precision on the real
+    Fruits-360 subset: the criterion for keeping a reduced-precision mode."""
+    folder = Path(os.environ.get("FEATURIZER_FRUITS360",
+                                 ROOT.parent / "shared/datasets/fruits360-subset"))
+    if not (folder / "Training").is_dir():
+        return {}
+    return {engine: job(folder, engine, ("--pca-variance", "0.95"), report=True)
+            ["probe_test_accuracy"] for engine in engines}
 
 
 def baseline(folder: Path) -> dict:
@@ -143,7 +215,8 @@ def job_rates(manifest: dict) -> dict:
             "featurize_ips": manifest["throughput"]["featurize_images_per_s"],
             "job_ips_excl_spark_start": round(images / after_start, 1),
             "end_to_end_ips": round(images / manifest["wall_s"], 1),
-            "timings_s": timings, "memory_mb": manifest.get("memory_mb", {})}
+            "timings_s": timings, "memory_mb": manifest.get("memory_mb", {}),
+            "cpu_s": manifest.get("cpu_s", {})}
 
 
 # ---- the table ---------------------------------------------------------------------------------
@@ -170,6 +243,8 @@ def main() -> None:
     folder = synthetic(args.images)
     say(f"jobs on {args.images} images")
     results["jobs"] = {engine: job_rates(job(folder, engine)) for engine in engines}
+    say("linear-probe accuracy per precision (Fruits-360 subset)")
+    results["accuracy"] = {} if args.quick else accuracy(["tflite", "tflite-int8"])
     say("notebook baseline")
     results["baseline"] = baseline(folder)
     say("scale sweep")
@@ -187,29 +262,38 @@ def main() -> None:
 def available_engines() -> list[str]:
     from featurizer.config import DEFAULT_ENGINE, ENGINES
 
-    return [DEFAULT_ENGINE, *(e for e in ENGINES if e != DEFAULT_ENGINE)]
+    return [DEFAULT_ENGINE, *(e for e in ENGINES if e != DEFAULT_ENGINE), "tflite-int8"]
 
 
 def bare_sweep(engines: list[str], quick: bool) -> dict:
     count = 128 if quick else 512
     sweep: dict = {}
-    for engine in engines:
+    for name in engines:
+        engine, _, precision = name.partition("-")
+        precision = precision or "float32"
         rows = {}
         batches = (1, 8) if engine == "tflite" else (16, 64)
         for threads in (1, 2):
             for batch in batches:
-                rows[f"{threads} thread x batch {batch}"] = round(
-                    child("bare_engine", engine, str(threads), str(batch), str(count)), 1)
+                rows[f"{threads} thread x batch {batch}"] = round(child(
+                    "bare_engine", engine, str(threads), str(batch), str(count), precision), 1)
         best_batch = 1 if engine == "tflite" else 64
         rows[f"2 processes x 1 thread x batch {best_batch}"] = round(
-            parallel_bare(engine, 2, best_batch, count), 1)
-        sweep[engine] = rows
+            parallel_bare(engine, 2, best_batch, count, precision), 1)
+        sweep[name] = rows
     return sweep
 
 
 def ratios(results: dict, default: str) -> dict:
     bare_best = max(results["bare"][default].values())
     job_ = results["jobs"][default]
+    int8 = results["jobs"].get(f"{default}-int8")
+    accuracy = results.get("accuracy", {})
+    drops = {}
+    if accuracy.get(default) and accuracy.get(f"{default}-int8"):
+        drops = {f"int8_probe_drop_points_{name}": round(
+            100 * (accuracy[default][name] - accuracy[f"{default}-int8"][name]), 2)
+            for name in accuracy[default]}
     scale = results["scale"]
     small, large = scale[min(scale, key=int)], scale[max(scale, key=int)]
     achieved = job_["featurize_ips"] * GFLOP_PER_IMAGE
@@ -223,6 +307,9 @@ def ratios(results: dict, default: str) -> dict:
         "achieved_over_sgemm": round(achieved / results["sgemm_gflops"], 3),
         "largest_over_smallest_scale": round(large["job_ips_excl_spark_start"]
                                              / small["job_ips_excl_spark_start"], 3),
+        **({"int8_job_over_float32_job": round(int8["featurize_ips"] / job_["featurize_ips"], 2)}
+           if int8 else {}),
+        **drops,
     }
 
 
@@ -238,11 +325,19 @@ def table(results: dict) -> str:
         add(f"job {engine}, {rates['images']} images: featurize stage (img/s)", rates["featurize_ips"])
         add(f"job {engine}: excluding Spark start-up (img/s)", rates["job_ips_excl_spark_start"])
         add(f"job {engine}: end to end, process wall time (img/s)", rates["end_to_end_ips"])
+        add(f"job {engine}: seconds start/discover/featurize/reduce/write", "/".join(
+            str(round(rates["timings_s"].get(stage, 0), 1))
+            for stage in ("spark_start", "discover", "featurize", "reduce", "write")))
+        add(f"job {engine}: CPU s JVM/python workers/driver python", "/".join(
+            str(rates["cpu_s"].get(kind, 0)) for kind in ("jvm", "python_workers", "driver_python")))
         memory = rates["memory_mb"]
         add(f"job {engine}: peak RSS driver python / worker (MB)",
             f"{memory.get('driver_python_peak', '?')}/{memory.get('python_worker_peak', '?')}")
     add(f"notebook baseline, {results['baseline']['images']} images (img/s)",
         results["baseline"]["images_per_s"])
+    for name, scores in results.get("accuracy", {}).items():
+        for column, value in scores.items():
+            add(f"linear probe Test accuracy, {name}, from {column}", value)
     for n, rates in results["scale"].items():
         add(f"scale {n}: job excl. start-up / end to end (img/s)",
             f"{rates['job_ips_excl_spark_start']}/{rates['end_to_end_ips']}")

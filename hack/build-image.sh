@@ -61,7 +61,8 @@ cmp -s "$weights" "$CONTEXT/models/${weights##*/}" || cp "$weights" "$CONTEXT/mo
 find "$CONTEXT/models" -type f ! -name "${weights##*/}" -delete
 log "context ready in $((SECONDS - T0))s ($(du -sh --apparent-size "$CONTEXT" | cut -f1))"
 
-version_of() { basename "$(tr ',' '\n' <<<"$jars" | grep "/$1-[0-9]")" .jar | sed "s/^$1-//"; }
+# the version in a jar's name: hadoop-aws-3.5.0.jar, bundle-2.35.4-s3-sts-....jar (slimmed)
+version_of() { tr ',' '\n' <<<"$jars" | sed -nE "s|.*/$1-([0-9][0-9.]*[0-9])(-.*)?\.jar$|\1|p"; }
 T1=$SECONDS
 # shellcheck disable=SC2086  # IMAGE_BUILD_FLAGS is a list of flags
 DOCKER_BUILDKIT=0 "$DOCKER" build --network host -q ${IMAGE_BUILD_FLAGS:-} -f "$REPO_DIR/docker/Dockerfile" -t "$IMAGE" \

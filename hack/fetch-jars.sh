@@ -11,6 +11,9 @@
 # hadoop-project) declares: read from Maven Central, never guessed.
 # Verification: Maven Central's .sha1 for each download AND the sha256 pinned in
 # docker/jars.sha256 (committed): a version without a pinned sha256 is refused.
+# The SDK bundle (655 MB: every AWS service's client) is slimmed to the clients S3A can load
+# (S3; STS, SSO, SSO-OIDC and Sign-In for the credential chain, e.g. IRSA's web identity) plus
+# the SDK core: ~16 MB. Derived from the verified bundle, never downloaded as such.
 # Cache: ~/.cache/featurizer/jars/ (re-verified against docker/jars.sha256 on every call).
 # Progress goes to stderr; only the list goes to stdout.
 set -euo pipefail
@@ -95,6 +98,30 @@ fetch() {  # g:a:v -> $CACHE/a-v.jar, verified by .sha1 (Maven Central) and pinn
   pinned_ok "$name" || { rm -f "$CACHE/$name"; die "$name: sha256 differs from docker/jars.sha256"; }
 }
 
+SDK_SERVICES=${FEATURIZER_SDK_SERVICES:-s3 sts sso ssooidc signin}
+
+slim_bundle() {  # $CACHE/bundle-V.jar -> $CACHE/bundle-V-<services>.jar (path on stdout)
+  local bundle=$1 slim
+  slim=${bundle%.jar}-${SDK_SERVICES// /-}.jar
+  if [[ ! -s $slim || $slim -ot $bundle ]]; then
+    log "slimming ${bundle##*/} to the SDK core + services: $SDK_SERVICES"
+    python3 - "$bundle" "$slim.tmp" $SDK_SERVICES <<'PY' || { rm -f "$slim.tmp"; die "could not slim $bundle"; }
+import sys, zipfile
+
+source, target, keep = sys.argv[1], sys.argv[2], set(sys.argv[3:])
+prefix = ["software", "amazon", "awssdk", "services"]
+with zipfile.ZipFile(source) as jar, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as out:
+    for entry in jar.infolist():
+        parts = entry.filename.split("/")
+        if parts[:4] == prefix and len(parts) > 5 and parts[4] not in keep:
+            continue                                    # another service's client
+        out.writestr(entry, jar.read(entry), compress_type=entry.compress_type)
+PY
+    mv "$slim.tmp" "$slim"
+  fi
+  echo "$slim"
+}
+
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"; flock 9        # parallel callers share one download
 if [[ ! -s $LIST ]]; then
@@ -105,7 +132,9 @@ fi
 jars=()
 while read -r gav; do
   fetch "$gav"
-  jars+=("$CACHE/$(jar_name "$gav")")
+  jar=$CACHE/$(jar_name "$gav")
+  [[ $gav == software.amazon.awssdk:bundle:* ]] && jar=$(slim_bundle "$jar")
+  jars+=("$jar")
 done <"$LIST"
 if [[ -n $copy_to ]]; then
   mkdir -p "$copy_to"

@@ -477,6 +477,12 @@ need_root() { [[ $(id -u) == 0 ]] || die "run as root (network namespace, cgroup
 up() {
   local start=$SECONDS
   need_root
+  if [[ -d $STATE ]]; then
+    # Restarting components of a live cluster one by one mixes old and new credentials
+    # (the kubelet then fails TLS against the API server): start from a clean state instead.
+    log "a cluster is already up: taking it down first (built binaries and images stay cached)"
+    down
+  fi
   packages
   binaries
   PAUSE_IMAGE=registry.k8s.io/pause:$(cat "$PAUSE_BIN/version")

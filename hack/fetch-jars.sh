@@ -13,7 +13,7 @@
 # docker/jars.sha256 (committed): a version without a pinned sha256 is refused.
 # The SDK bundle (655 MB: every AWS service's client) is slimmed to the clients S3A can load
 # (S3; STS, SSO, SSO-OIDC and Sign-In for the credential chain, e.g. IRSA's web identity) plus
-# the SDK core: ~16 MB. Derived from the verified bundle, never downloaded as such.
+# the SDK core: 19 MB. Derived from the verified bundle, never downloaded as such.
 # Cache: ~/.cache/featurizer/jars/ (re-verified against docker/jars.sha256 on every call).
 # Progress goes to stderr; only the list goes to stdout.
 set -euo pipefail

@@ -113,7 +113,7 @@ def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print
                                  lambda: calibration_images(store, discovered))
     expected = _expected(found, config)
     with timer.stage("featurize"):
-        stream = featurize(spark, config, input_uri, layout, payload, expected)
+        stream = featurize(spark, store, config, input_uri, layout, payload, expected)
         if config.limit is None and config.sample_fraction is None:
             record_unread(spark, store, layout, discovered)
 
@@ -205,8 +205,8 @@ class StreamStats:
     worker_rss_mb: float         # peak RSS of any Python worker
 
 
-def featurize(spark: Any, config: RunConfig, input_uri: str, layout: Layout,
-              payload: engines.Payload, expected: int) -> StreamStats:
+def featurize(spark: Any, store: storage.Storage, config: RunConfig, input_uri: str,
+              layout: Layout, payload: engines.Payload, expected: int) -> StreamStats:
     """Stream the input through the UDF into staged Parquet."""
     sc = spark.sparkContext
     if storage.scheme_of(input_uri) == "file":
@@ -224,7 +224,7 @@ def featurize(spark: Any, config: RunConfig, input_uri: str, layout: Layout,
               .option("maxFileAge", "36500d")           # never skip old files
               .load(input_uri))
     resumed = _staged_rows(spark, layout)
-    writer = BatchWriter(config, layout, storage.Storage(spark), featurize_udf, resumed)
+    writer = BatchWriter(config, layout, store, featurize_udf, resumed)
     query = (stream.writeStream.foreachBatch(writer)
              .option("checkpointLocation", layout.checkpoint)
              .trigger(availableNow=True).queryName(f"featurize-{uuid.uuid4().hex[:8]}").start())

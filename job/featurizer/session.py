@@ -53,8 +53,8 @@ def local_defaults() -> dict[str, str]:
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": "false",
         # C1 JIT only: a local run is short and its JVM shares the cores with the Python
-        # workers; C2 compiles burned ~22 CPU-s of a 47 s, 4k-image run (bench/, JFR), C1
-        # ~3 s, for the same throughput at 16k images.
+        # workers; C2 compiles burned ~22 CPU-s of a 47 s, 4k-image run (per-thread CPU from
+        # /proc), C1 ~3 s, for the same throughput at 16k images (BENCHMARKS.md).
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J} "
                                          "-XX:TieredStopAtLevel=1",
     }

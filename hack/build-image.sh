@@ -65,14 +65,14 @@ log "context ready in $((SECONDS - T0))s ($(du -sh --apparent-size "$CONTEXT" | 
 version_of() { tr ',' '\n' <<<"$jars" | sed -nE "s|.*/$1-([0-9][0-9.]*[0-9])(-.*)?\.jar$|\1|p"; }
 T1=$SECONDS
 # shellcheck disable=SC2086  # IMAGE_BUILD_FLAGS is a list of flags
-DOCKER_BUILDKIT=0 "$DOCKER" build --network host -q ${IMAGE_BUILD_FLAGS:-} -f "$REPO_DIR/docker/Dockerfile" -t "$IMAGE" \
+bash "$REPO_DIR/hack/docker-build.sh" "$IMAGE" deps ${IMAGE_BUILD_FLAGS:-} -f "$REPO_DIR/docker/Dockerfile" \
   --build-arg BASE_IMAGE="$BASE_IMAGE" \
   --build-arg FEATURIZER_VERSION="$("$PY" -c 'import featurizer; print(featurizer.__version__)')" \
   --build-arg SPARK_VERSION="$(pin pyspark)" \
   --build-arg TENSORFLOW_VERSION="$(pin tensorflow_cpu)" \
   --build-arg HADOOP_VERSION="$(version_of hadoop-aws)" \
   --build-arg AWS_SDK_VERSION="$(version_of bundle)" \
-  "$REPO_DIR/docker" >/dev/null
+  "$REPO_DIR/docker"
 size=$("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE")
 log "built $IMAGE in $((SECONDS - T1))s (docker build) / $((SECONDS - T0))s (total)," \
     "size $(awk -v b="$size" 'BEGIN { printf "%.2f GB (%d MB)", b / 1e9, b / 1e6 }')"

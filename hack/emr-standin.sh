@@ -41,7 +41,7 @@ mv "$CONTEXT/unpacked/pyspark" "$CONTEXT/spark" && rm -rf "$CONTEXT/unpacked"
 chmod -R a+rX "$CONTEXT/spark" && chmod a+x "$CONTEXT"/spark/bin/* "$CONTEXT"/spark/sbin/*
 
 log "building $TAG (Spark $SPARK_VERSION, key $key)"
-DOCKER_BUILDKIT=0 "$DOCKER" build --network host -q -f "$REPO_DIR/docker/emr-standin.Dockerfile" \
-  --label "featurizer.emr-standin.key=$key" -t "$TAG" "$CONTEXT" >&2
+bash "$REPO_DIR/hack/docker-build.sh" "$TAG" "" -f "$REPO_DIR/docker/emr-standin.Dockerfile" \
+  --label "featurizer.emr-standin.key=$key" "$CONTEXT"
 rm -rf "$CONTEXT"
 log "built $TAG"

@@ -16,7 +16,6 @@ EMR_TEST_IMAGE ?= featurizer-emr:standin
 # e.g. EMR_ECR_REPO=123456789012.dkr.ecr.eu-west-1.amazonaws.com/featurizer-emr
 EMR_ECR_REPO ?=
 EMR_ARGS ?=
-EMR_DOCKER := DOCKER_BUILDKIT=0 docker
 
 .PHONY: emr-context emr-image emr-push emr-submit emr-lint emr-standin emr-test emr-render
 
@@ -24,8 +23,8 @@ emr-context: venv
 	bash hack/emr-context.sh $(EMR_CONTEXT)
 
 emr-image: emr-context
-	$(EMR_DOCKER) build --network host -f docker/emr-on-eks.Dockerfile \
-	  --build-arg BASE_IMAGE=$(EMR_BASE_IMAGE) -t $(EMR_IMAGE) $(EMR_CONTEXT)
+	bash hack/docker-build.sh $(EMR_IMAGE) venv -f docker/emr-on-eks.Dockerfile \
+	  --build-arg BASE_IMAGE=$(EMR_BASE_IMAGE) $(EMR_CONTEXT)
 
 # The registry host is the part of EMR_ECR_REPO before the first '/'.
 emr-push:
@@ -47,8 +46,8 @@ emr-standin: venv
 	bash hack/emr-standin.sh $(EMR_STANDIN)
 
 emr-test: emr-lint emr-standin emr-context
-	$(EMR_DOCKER) build --network host -q -f docker/emr-on-eks.Dockerfile \
-	  --build-arg BASE_IMAGE=$(EMR_STANDIN) -t $(EMR_TEST_IMAGE) $(EMR_CONTEXT)
+	bash hack/docker-build.sh $(EMR_TEST_IMAGE) venv -f docker/emr-on-eks.Dockerfile \
+	  --build-arg BASE_IMAGE=$(EMR_STANDIN) $(EMR_CONTEXT)
 	EMR_IMAGE=$(EMR_TEST_IMAGE) EMR_BASE_IMAGE=$(EMR_STANDIN) \
 	  timeout 1800 $(BIN)/pytest tests/emr_image -v
 

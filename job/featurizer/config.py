@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from featurizer.errors import ConfigError
@@ -22,6 +23,11 @@ DEFAULT_ENGINE = "tflite"
 # at a time; TensorFlow needs batches to amortize its per-call overhead.
 ENGINE_BATCH = {"tflite": 1, "keras": 64}
 # Rows per Arrow batch sent to a Python worker: bounds worker memory, amortizes transfers.
+def cache_dir(*parts: str) -> Path:
+    """Where featurizer keeps what it builds once per machine (FEATURIZER_CACHE)."""
+    return Path(os.environ.get("FEATURIZER_CACHE", "~/.cache/featurizer")).expanduser().joinpath(*parts)
+
+
 ARROW_BATCH = 64
 
 

@@ -11,6 +11,7 @@ place, and `_SUCCESS` is written last.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -87,17 +88,26 @@ class _Stage:
 
 
 def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print) -> dict:
-    """Run the whole job; returns the manifest. Raises FeaturizerError on failure."""
+    """Run the whole job; returns the manifest. Raises FeaturizerError on failure.
+
+    Without `spark` the run starts its own session (session.started) and stops it at the end."""
     timer = Timer()
     started_at = _now()
     input_uri, output_uri = storage.normalize(config.input), storage.normalize(config.output)
     _check_locations(input_uri, output_uri)
     weights_file = weights.resolve(config.weights_spec)        # before Spark: fail fast
-    with timer.stage("spark_start"):
-        if spark is None:
+    with contextlib.ExitStack() as owned:
+        if spark is None:                   # our own session: stopped when the run ends
             from featurizer import session
 
-            spark = session.create(config)
+            with timer.stage("spark_start"):
+                spark = owned.enter_context(session.started(config, log))
+        return _run(config, spark, log, timer, started_at, weights_file)
+
+
+def _run(config: RunConfig, spark: Any, log: Callable[[str], None], timer: Timer,
+         started_at: str, weights_file: weights.WeightsFile) -> dict:
+    input_uri, output_uri = storage.normalize(config.input), storage.normalize(config.output)
     store = storage.Storage(spark)
     layout = Layout(output_uri)
 

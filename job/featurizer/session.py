@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from featurizer import storage
+from featurizer import class_archive, storage
 from featurizer.config import ARROW_BATCH, RunConfig
 
 LOG4J = Path(__file__).with_name("log4j2.properties")
@@ -22,6 +23,12 @@ LOCAL_MASTER = "local[*,3]"
 
 def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def is_local(config: RunConfig) -> bool:
+    """A local session this process launches itself (not spark-submit, not a cluster)."""
+    return config.master is not None and config.master.startswith("local") or (
+        config.master is None and not launched_by_spark_submit())
 
 
 def job_defaults(config: RunConfig) -> dict[str, str]:
@@ -40,12 +47,13 @@ def job_defaults(config: RunConfig) -> dict[str, str]:
     }
 
 
-def local_defaults() -> dict[str, str]:
+def local_defaults(archive: class_archive.ClassArchive | None = None) -> dict[str, str]:
     """Settings for `featurizer run` on this machine (no spark-submit).
 
     FEATURIZER_JARS (comma-separated jar files, e.g. hadoop-aws + the AWS SDK bundle from
     `hack/fetch-jars.sh`) adds connectors that pip's PySpark does not ship."""
     jars = {"spark.jars": os.environ["FEATURIZER_JARS"]} if os.environ.get("FEATURIZER_JARS") else {}
+    cds = f" {archive.java_options()}" if archive else ""
     return {
         **jars,
         "spark.driver.memory": "3g",
@@ -56,22 +64,39 @@ def local_defaults() -> dict[str, str]:
         # workers; C2 compiles burned ~22 CPU-s of a 47 s, 4k-image run (per-thread CPU from
         # /proc), C1 ~3 s, for the same throughput at 16k images (BENCHMARKS.md).
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J} "
-                                         "-XX:TieredStopAtLevel=1",
+                                         f"-XX:TieredStopAtLevel=1{cds}",
     }
 
 
-def create(config: RunConfig) -> Any:
+@contextmanager
+def started(config: RunConfig, log: Callable[[str], None]) -> Iterator[Any]:
+    """A session this process owns: a local one maps the JVM class-data archive (or records
+    it on its first run, class_archive.py); stopped when the block ends."""
+    archive = class_archive.for_this_jvm(record=True) if is_local(config) else None
+    if archive is not None and archive.recording is not None:
+        log("first local run with this Java and Spark: the JVM records its classes at exit "
+            "(once, ~15 s; later runs start faster)")
+    spark = create(config, archive)
+    try:
+        yield spark
+    finally:
+        spark.stop()
+        if archive is not None and class_archive.publish(archive):
+            log(f"JVM class-data archive saved to {archive.path}")
+
+
+def create(config: RunConfig, archive: class_archive.ClassArchive | None = None) -> Any:
+    """The session for `config`; a local one maps (or records) `archive` (class_archive.py)."""
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
-    local = config.master is not None and config.master.startswith("local") or (
-        config.master is None and not launched_by_spark_submit())
+    local = is_local(config)
     if local:
         # Python workers must run this interpreter (the one with TensorFlow installed).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     existing = SparkConf()
-    settings = {**job_defaults(config), **(local_defaults() if local else {})}
+    settings = {**job_defaults(config), **(local_defaults(archive) if local else {})}
     builder = SparkSession.builder.appName("featurizer")
     if config.master or not launched_by_spark_submit():
         builder = builder.master(config.master or LOCAL_MASTER)

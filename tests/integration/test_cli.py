@@ -57,3 +57,23 @@ def test_spark_submit_entry_point(sample_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["counts"]["selected"] == 12 and manifest["pca"]["k"] == 4
+
+
+def test_first_run_records_the_jvm_class_archive_and_later_runs_map_it(sample_dir, tmp_path):
+    cache = tmp_path / "cache"
+    args = ("run", "--input", str(sample_dir), "--limit", "20", "--pca-k", "2", "--no-report")
+    env = {**os.environ, "FEATURIZER_CACHE": str(cache)}
+    first = subprocess.run([str(BIN / "featurizer"), *args, "--output", str(tmp_path / "a")],
+                           capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "records its classes at exit" in first.stderr
+    archives = sorted((cache / "cds").iterdir())
+    assert [p.suffix for p in archives] == [".jsa"], archives        # published, no .part left
+    assert "archive saved to " + str(archives[0]) in first.stderr
+    # -Xshare:on: a JVM that cannot map its archive refuses to start (so the run fails).
+    second = subprocess.run([str(BIN / "featurizer"), *args, "--output", str(tmp_path / "b")],
+                            capture_output=True, text=True, timeout=600,
+                            env={**env, "JAVA_TOOL_OPTIONS": "-Xshare:on"})
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "records its classes" not in second.stderr
+    assert sorted((cache / "cds").iterdir()) == archives

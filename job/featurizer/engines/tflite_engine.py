@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from featurizer import config
 from featurizer.weights import FEATURE_DIM, WeightsFile, build_model
 
 # Measured (bench/): one image per invoke is fastest under XNNPACK on CPU.
@@ -24,7 +25,7 @@ DEFAULT_BATCH = 1
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("FEATURIZER_CACHE", "~/.cache/featurizer")).expanduser() / "engines"
+    return config.cache_dir("engines")
 
 
 def _tensorflow_version() -> str:

@@ -1,0 +1,49 @@
+"""Which JVM class-data archive a local run maps or records (class_archive.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from featurizer import class_archive
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATURIZER_CACHE", str(tmp_path))
+    monkeypatch.delenv("FEATURIZER_CDS", raising=False)
+    return tmp_path / "cds"
+
+
+def test_without_an_archive_a_run_records_one_named_by_its_process(cache):
+    assert class_archive.for_this_jvm(record=False) is None
+    archive = class_archive.for_this_jvm(record=True)
+    assert archive.path.parent == cache and archive.path.suffix == ".jsa"
+    assert archive.recording == archive.path.with_suffix(f".{os.getpid()}.part")
+    assert archive.java_options().startswith(f"-XX:ArchiveClassesAtExit={archive.recording} ")
+
+
+def test_a_published_archive_is_mapped_not_recorded_again(cache):
+    path = class_archive.for_this_jvm(record=True).path
+    path.write_bytes(b"archive")
+    archive = class_archive.for_this_jvm(record=True)
+    assert archive.recording is None
+    assert archive.java_options() == f"-XX:SharedArchiveFile={path}"
+
+
+def test_recordings_of_dead_runs_are_removed_live_ones_kept(cache):
+    cache.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = cache / f"spark-0123456789abcdef.{dead.pid}.part"
+    live = cache / f"spark-0123456789abcdef.{os.getpid()}.part"
+    orphan.write_bytes(b"x"), live.write_bytes(b"x")
+    class_archive.for_this_jvm(record=False)
+    assert not orphan.exists() and live.exists()
+
+
+def test_turned_off_by_the_environment(cache, monkeypatch):
+    monkeypatch.setenv("FEATURIZER_CDS", "0")
+    assert class_archive.for_this_jvm(record=True) is None

@@ -14,15 +14,18 @@ its JDK or class path (and then starts without it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from featurizer.config import cache_dir
 
 EXIT_TIMEOUT_S = 120
+KEEP = 3                         # archives of different installs (~240 MB each)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ def for_this_jvm(record: bool) -> ClassArchive | None:
     path = cache_dir("cds") / f"spark-{_key(Path(java).resolve())}.jsa"
     _remove_orphans(path.parent)
     if path.is_file():
+        with contextlib.suppress(OSError):
+            os.utime(path)                  # last used: publish() keeps the recent ones
         return ClassArchive(path, None)
     if not record:
         return None
@@ -66,7 +71,7 @@ def publish(archive: ClassArchive) -> bool:
     process.stdin.close()                 # the gateway JVM exits on EOF of its stdin
     try:
         process.wait(timeout=EXIT_TIMEOUT_S)
-    except Exception:
+    except subprocess.TimeoutExpired:     # its recording is removed once it is gone
         return False
     finally:
         SparkContext._gateway = SparkContext._jvm = None   # a later session starts a new JVM
@@ -74,10 +79,15 @@ def publish(archive: ClassArchive) -> bool:
         archive.recording.unlink(missing_ok=True)
         return False
     os.replace(archive.recording, archive.path)
-    for stale in archive.path.parent.glob("spark-*.jsa"):       # other Java/Spark installs
-        if stale != archive.path:
-            stale.unlink(missing_ok=True)
+    keep_recent(archive.path.parent, KEEP)
     return True
+
+
+def keep_recent(folder: Path, keep: int) -> None:
+    """One archive per Java + Spark install (checkouts, virtualenvs): keep the last used."""
+    archives = sorted(folder.glob("spark-*.jsa"), key=lambda path: path.stat().st_mtime)
+    for stale in archives[:-keep]:
+        stale.unlink(missing_ok=True)
 
 
 def _remove_orphans(folder: Path) -> None:

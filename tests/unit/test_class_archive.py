@@ -47,3 +47,13 @@ def test_recordings_of_dead_runs_are_removed_live_ones_kept(cache):
 def test_turned_off_by_the_environment(cache, monkeypatch):
     monkeypatch.setenv("FEATURIZER_CDS", "0")
     assert class_archive.for_this_jvm(record=True) is None
+
+
+def test_only_the_most_recently_used_archives_are_kept(cache):
+    cache.mkdir()
+    for age, name in enumerate(["c", "b", "a", "d"]):       # d is the oldest
+        path = cache / f"spark-{name}.jsa"
+        path.write_bytes(b"x")
+        os.utime(path, (1_000_000 - age * 100, 1_000_000 - age * 100))
+    class_archive.keep_recent(cache, 3)
+    assert sorted(p.name for p in cache.iterdir()) == ["spark-a.jsa", "spark-b.jsa", "spark-c.jsa"]

@@ -3,7 +3,7 @@
 A local run spends seconds of its two cores loading and verifying the same ~20,000 Spark
 classes every time. Java 17 can record them once into a dynamic CDS archive and map it on
 later starts: measured on 200 images, Spark start-up 4.3 -> 2.0 s and the whole run
-17.1 -> 11.0 s (BENCHMARKS.md). The first local run records the archive when its JVM exits
+17.1 -> 10.7 s (BENCHMARKS.md). The first local run records the archive when its JVM exits
 (~240 MB under ~/.cache/featurizer/cds/); `FEATURIZER_CDS=0` turns this off.
 
 The JVM writes the archive after the Python driver lets it go, so a recording run waits for

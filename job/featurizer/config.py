@@ -23,12 +23,12 @@ DEFAULT_ENGINE = "tflite"
 # at a time; TensorFlow needs batches to amortize its per-call overhead.
 ENGINE_BATCH = {"tflite": 1, "keras": 64}
 # Rows per Arrow batch sent to a Python worker: bounds worker memory, amortizes transfers.
+ARROW_BATCH = 64
+
+
 def cache_dir(*parts: str) -> Path:
     """Where featurizer keeps what it builds once per machine (FEATURIZER_CACHE)."""
     return Path(os.environ.get("FEATURIZER_CACHE", "~/.cache/featurizer")).expanduser().joinpath(*parts)
-
-
-ARROW_BATCH = 64
 
 
 def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:

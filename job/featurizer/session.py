@@ -80,7 +80,10 @@ def started(config: RunConfig, log: Callable[[str], None]) -> Iterator[Any]:
     try:
         yield spark
     finally:
-        spark.stop()
+        try:
+            spark.stop()
+        except Exception:        # a dead JVM: the run's own error is the one to report
+            pass
         if archive is not None and class_archive.publish(archive):
             log(f"JVM class-data archive saved to {archive.path}")
 

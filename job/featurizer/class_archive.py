@@ -53,9 +53,8 @@ def for_this_jvm(record: bool) -> ClassArchive | None:
         with contextlib.suppress(OSError):
             os.utime(path)                  # last used: publish() keeps the recent ones
         return ClassArchive(path, None)
-    if not record:
+    if not record or not _writable(path.parent):
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
     return ClassArchive(path, path.with_suffix(f".{os.getpid()}.part"))
 
 
@@ -90,6 +89,15 @@ def keep_recent(folder: Path, keep: int) -> None:
         stale.unlink(missing_ok=True)
 
 
+def _writable(folder: Path) -> bool:
+    """A read-only cache (the image's, as user 185) means: run without recording."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
 def _remove_orphans(folder: Path) -> None:
     """Recordings of runs that died before publishing (named by the recording process)."""
     for part in folder.glob("spark-*.part"):
@@ -97,7 +105,8 @@ def _remove_orphans(folder: Path) -> None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            part.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                part.unlink(missing_ok=True)
         except PermissionError:           # alive, another user's
             pass
 

@@ -57,3 +57,10 @@ def test_only_the_most_recently_used_archives_are_kept(cache):
         os.utime(path, (1_000_000 - age * 100, 1_000_000 - age * 100))
     class_archive.keep_recent(cache, 3)
     assert sorted(p.name for p in cache.iterdir()) == ["spark-a.jsa", "spark-b.jsa", "spark-c.jsa"]
+
+
+def test_a_cache_that_cannot_be_written_means_no_recording(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("FEATURIZER_CACHE", str(tmp_path / "file" / "cache"))  # not a folder
+    monkeypatch.delenv("FEATURIZER_CDS", raising=False)
+    assert class_archive.for_this_jvm(record=True) is None

@@ -117,10 +117,10 @@ def _java_path() -> str | None:
 
 
 def _key(java: Path) -> str:
-    """Java binary and Spark jars: an archive is only valid for the classes it recorded."""
+    """The Java binary and every jar on the class path, as the JVM checks them (path, size,
+    mtime): a reinstalled virtualenv at the same path must not reuse an archive it rejects."""
     import pyspark
 
-    jars = Path(pyspark.__file__).parent / "jars"
-    parts = [str(java), str(java.stat().st_mtime_ns), pyspark.__version__, str(jars),
-             os.environ.get("FEATURIZER_JARS", "")]
+    jars = sorted((Path(pyspark.__file__).parent / "jars").glob("*.jar"))
+    parts = [f"{path} {path.stat().st_size} {path.stat().st_mtime_ns}" for path in [java, *jars]]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -64,3 +64,14 @@ def test_a_cache_that_cannot_be_written_means_no_recording(tmp_path, monkeypatch
     monkeypatch.setenv("FEATURIZER_CACHE", str(tmp_path / "file" / "cache"))  # not a folder
     monkeypatch.delenv("FEATURIZER_CDS", raising=False)
     assert class_archive.for_this_jvm(record=True) is None
+
+
+def test_the_key_follows_the_files_not_just_their_paths(tmp_path):
+    """A virtualenv reinstalled at the same path gets new jars: the JVM would reject the old
+    archive, so it must not be looked up under the same name."""
+    java = tmp_path / "java"
+    java.write_bytes(b"x")
+    os.utime(java, (1_000_000, 1_000_000))
+    before = class_archive._key(java)
+    os.utime(java, (2_000_000, 2_000_000))
+    assert class_archive._key(java) != before

@@ -521,7 +521,9 @@ down() {
   for name in containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
   # Volumes the kubelet mounted and rootfs mounts of containerd, deepest first.
   if [[ -d $STATE ]]; then
-    findmnt -rn -o TARGET | grep "^$STATE/" | sort -r | while read -r mount; do umount -l "$mount" || true; done
+    # (none: a cluster whose start failed early; grep's status must not end `down` here)
+    findmnt -rn -o TARGET | { grep "^$STATE/" || true; } | sort -r |
+      while read -r mount; do umount -l "$mount" || true; done
   fi
   for name in /sys/fs/cgroup/*/kubepods; do
     [[ -d $name ]] && find "$name" -depth -type d -exec rmdir {} + 2>/dev/null || true

@@ -280,9 +280,12 @@ EOF
 pause_image() {
   ctr images ls -q | grep -qx "$PAUSE_IMAGE" && return 0
   docker_up
-  log "building the sandbox image $PAUSE_IMAGE from the release's pause.c"
-  tar -C "$PAUSE_BIN" -c pause |
-    "$DOCKER" import --change 'ENTRYPOINT ["/pause"]' --change 'USER 65535:65535' - "$PAUSE_IMAGE" >/dev/null
+  # Docker keeps the image between clusters: importing it again would leave the old one dangling.
+  if ! "$DOCKER" image inspect "$PAUSE_IMAGE" >/dev/null 2>&1; then
+    log "building the sandbox image $PAUSE_IMAGE from the release's pause.c"
+    tar -C "$PAUSE_BIN" -c pause |
+      "$DOCKER" import --change 'ENTRYPOINT ["/pause"]' --change 'USER 65535:65535' - "$PAUSE_IMAGE" >/dev/null
+  fi
   "$DOCKER" save "$PAUSE_IMAGE" | ctr images import - >/dev/null
 }
 

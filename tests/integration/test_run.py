@@ -103,6 +103,19 @@ def test_pca_variance_matches_numpy(result):
     assert np.sum(ratios[: k - 1]) < 0.95                   # k is the smallest such k
 
 
+def test_pca_projections_are_numpys_leading_eigenvectors(result):
+    from featurizer.reduce import canonical_signs
+
+    output, _ = result
+    frame = read_features(output)
+    features = np.stack(frame["features"].to_numpy()).astype(np.float64)
+    pca = np.stack(frame["pca"].to_numpy()).astype(np.float64)
+    _, vectors = np.linalg.eigh(np.cov(features, rowvar=False))
+    leading = canonical_signs(vectors[:, ::-1][:, :5])     # Spark ML PCA does not center
+    expected = features @ leading
+    assert np.allclose(pca[:, :5], expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
 def test_pca_model_reloads_and_reproduces_pca(result, spark):
     from pyspark.ml.feature import PCAModel
     from pyspark.ml.functions import array_to_vector, vector_to_array

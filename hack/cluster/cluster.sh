@@ -286,7 +286,21 @@ pause_image() {
     tar -C "$PAUSE_BIN" -c pause |
       "$DOCKER" import --change 'ENTRYPOINT ["/pause"]' --change 'USER 65535:65535' - "$PAUSE_IMAGE" >/dev/null
   fi
-  "$DOCKER" save "$PAUSE_IMAGE" | ctr images import - >/dev/null
+  ctr_import "$PAUSE_IMAGE"
+}
+
+# Docker -> containerd. An import cut short (a killed run) can leave the cached image store
+# damaged so that every later import fails (seen: "parent snapshot ... does not exist"). The
+# store is only a cache of Docker's images: start containerd on an empty one, import again.
+ctr_import() {
+  local error
+  error=$("$DOCKER" save "$1" | ctr images import - 2>&1 >/dev/null) && return 0
+  log "importing $1 into containerd failed (${error##*$'\n'}); its image store is only a cache: emptying $CTR_ROOT and importing again"
+  stop containerd
+  rm -rf "$CTR_ROOT"
+  containerd_up
+  [[ $1 == "$PAUSE_IMAGE" ]] || "$DOCKER" save "$PAUSE_IMAGE" | ctr images import - >/dev/null
+  "$DOCKER" save "$1" | ctr images import - >/dev/null
 }
 
 docker_up() { "$DOCKER" info >/dev/null 2>&1 || bash "$REPO/hack/docker-up.sh" >&2; }
@@ -308,7 +322,7 @@ job_image() {
   log "importing $IMAGE into containerd ($("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE" | numfmt --to=iec))"
   local old
   old=$(cat "$stamp" 2>/dev/null || true)
-  "$DOCKER" save "$IMAGE" | ctr images import - >/dev/null
+  ctr_import "$IMAGE"
   echo "$id" >"$stamp"
   # The replaced image's last reference (its id): without it containerd frees its layers.
   [[ -z $old || $old == "$id" ]] || ctr images rm "$old" >/dev/null 2>&1 || true

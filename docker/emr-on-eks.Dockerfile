@@ -31,6 +31,11 @@ RUN python3.11 -m venv /opt/featurizer/venv \
       /tmp/featurizer/app/featurizer-*.whl \
  && /opt/featurizer/venv/bin/pip check \
  && rm -rf /opt/featurizer/venv/lib/python3.11/site-packages/tensorflow/include
+# COPY keeps the build context's modes, which depend on the host's umask (0600 under 077):
+# the files the hadoop user reads get theirs here, so the image does not depend on the host.
+COPY models/ /tmp/featurizer/files/models/
+COPY main.py /tmp/featurizer/files/main.py
+RUN chmod -R u=rwX,go=rX /tmp/featurizer/files
 
 # ---- the image ----
 # hadolint ignore=DL3006
@@ -41,8 +46,8 @@ USER root
 # hadolint ignore=DL3041
 RUN command -v python3.11 >/dev/null || { dnf install -y python3.11 && dnf clean all; }
 COPY --from=venv /opt/featurizer/venv /opt/featurizer/venv
-COPY models/ /opt/featurizer/models/
-COPY main.py /opt/featurizer/main.py
+COPY --from=venv /tmp/featurizer/files/models/ /opt/featurizer/models/
+COPY --from=venv /tmp/featurizer/files/main.py /opt/featurizer/main.py
 ENV FEATURIZER_WEIGHTS_DIR=/opt/featurizer/models \
     PYSPARK_PYTHON=/opt/featurizer/venv/bin/python \
     PYSPARK_DRIVER_PYTHON=/opt/featurizer/venv/bin/python \

@@ -11,6 +11,9 @@
 #   3. otherwise debootstrap from scratch (minutes), write the tar atomically, import.
 # <key> hashes the apt sources + this script's REV, so changing either rebuilds.
 set -euo pipefail
+# System packages, daemons and root file systems get Debian's modes whatever the caller's umask
+# (under 077, files root makes would be unreadable to every other user).
+umask 022
 
 TAG="${1:-featurizer-base:bookworm}"
 SUITE=bookworm

@@ -65,7 +65,7 @@ log "context ready in $((SECONDS - T0))s ($(du -sh --apparent-size "$CONTEXT" | 
 version_of() { tr ',' '\n' <<<"$jars" | sed -nE "s|.*/$1-([0-9][0-9.]*[0-9])(-.*)?\.jar$|\1|p"; }
 T1=$SECONDS
 # shellcheck disable=SC2086  # IMAGE_BUILD_FLAGS is a list of flags
-bash "$REPO_DIR/hack/docker-build.sh" "$IMAGE" deps ${IMAGE_BUILD_FLAGS:-} -f "$REPO_DIR/docker/Dockerfile" \
+bash "$REPO_DIR/hack/docker-build.sh" "$IMAGE" deps,files ${IMAGE_BUILD_FLAGS:-} -f "$REPO_DIR/docker/Dockerfile" \
   --build-arg BASE_IMAGE="$BASE_IMAGE" \
   --build-arg FEATURIZER_VERSION="$("$PY" -c 'import featurizer; print(featurizer.__version__)')" \
   --build-arg SPARK_VERSION="$(pin pyspark)" \

@@ -12,6 +12,9 @@
 #   FEATURIZER_CACHE          cache/log dir (default ~/.cache/featurizer)
 #   FEATURIZER_DOCKER_DRIVERS storage drivers to try, in order (default "overlay2 fuse-overlayfs vfs")
 set -euo pipefail
+# System packages, daemons and root file systems get Debian's modes whatever the caller's umask
+# (under 077, files root makes would be unreadable to every other user).
+umask 022
 
 CACHE="${FEATURIZER_CACHE:-$HOME/.cache/featurizer}"
 LOG="$CACHE/dockerd.log"

@@ -11,6 +11,7 @@ set -euo pipefail
 SPARK_VERSION=${FEATURIZER_EMR_SPARK_VERSION:-3.5.6}
 TAG=${1:-featurizer-emr-standin:spark-$SPARK_VERSION}
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$REPO_DIR/hack/lib.sh"
 PIP=${PIP:-$REPO_DIR/.venv/bin/pip}
 CACHE=${FEATURIZER_CACHE:-$HOME/.cache/featurizer}/emr
 CONTEXT=$REPO_DIR/.build/emr-standin
@@ -19,21 +20,21 @@ log() { printf 'emr-standin: %s\n' "$*" >&2; }
 
 bash "$REPO_DIR/hack/base-image.sh" >&2
 base_key=$("$DOCKER" image inspect -f '{{index .Config.Labels "featurizer.base.key"}}' featurizer-base:bookworm)
-key=$( { cat "$REPO_DIR/docker/emr-standin.Dockerfile"; echo "$SPARK_VERSION $base_key"; } |
+key=$( { cat "$REPO_DIR/docker/emr-standin.Dockerfile" "${BASH_SOURCE[0]}"; echo "$SPARK_VERSION $base_key"; } |
        sha256sum | cut -c1-16)
 if [[ $("$DOCKER" image inspect -f '{{index .Config.Labels "featurizer.emr-standin.key"}}' "$TAG" 2>/dev/null) == "$key" ]]; then
   log "$TAG is up to date (key $key)"; exit 0
 fi
 
-# The pyspark wheel (pip verifies PyPI's hashes); complete only once its stamp exists.
+# The pyspark wheel (pip verifies PyPI's hashes), used only while sealed (hack/lib.sh).
 wheel_dir=$CACHE/pyspark-$SPARK_VERSION
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"; flock 9
-if [[ ! -f $wheel_dir/.stamp ]]; then
+if ! sealed "$wheel_dir" 2>/dev/null; then
   log "building the pyspark $SPARK_VERSION wheel from PyPI (once)"
   rm -rf "$wheel_dir" && mkdir -p "$wheel_dir"
   "$PIP" wheel -q --no-deps -w "$wheel_dir" "pyspark==$SPARK_VERSION" >&2
-  touch "$wheel_dir/.stamp"
+  seal "$wheel_dir"
 fi
 rm -rf "$CONTEXT" && mkdir -p "$CONTEXT"
 python3 -m zipfile -e "$wheel_dir"/pyspark-"$SPARK_VERSION"-*.whl "$CONTEXT/unpacked"

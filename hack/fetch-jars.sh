@@ -14,13 +14,16 @@
 # The SDK bundle (655 MB: every AWS service's client) is slimmed to the clients S3A can load
 # (S3; STS, SSO, SSO-OIDC and Sign-In for the credential chain, e.g. IRSA's web identity) plus
 # the SDK core: 19 MB. Derived from the verified bundle, never downloaded as such.
-# Cache: ~/.cache/featurizer/jars/ (re-verified against docker/jars.sha256 on every call).
+# Cache: ~/.cache/featurizer/jars/ (FEATURIZER_JARS_CACHE moves it; .ci/run starts from an
+# empty one). Every call re-verifies what it reuses: each download against docker/jars.sha256,
+# the slimmed bundle against the digest recorded when it was made from the verified bundle
+# by the current recipe. Files are 0644 whatever the umask: the image and other users read them.
 # Progress goes to stderr; only the list goes to stdout.
 set -euo pipefail
 
 HADOOP_VERSION=${FEATURIZER_HADOOP_VERSION:-3.5.0}   # = hadoop-client-api-*.jar in PySpark 4.3.0
 MAVEN=${FEATURIZER_MAVEN_URL:-https://repo1.maven.org/maven2}
-CACHE=${FEATURIZER_CACHE:-$HOME/.cache/featurizer}/jars
+CACHE=${FEATURIZER_JARS_CACHE:-${FEATURIZER_CACHE:-$HOME/.cache/featurizer}/jars}
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PINS=$REPO_DIR/docker/jars.sha256
 LIST=$CACHE/hadoop-aws-$HADOOP_VERSION.deps   # group:artifact:version lines from the POMs
@@ -86,7 +89,7 @@ PY
 fetch() {  # g:a:v -> $CACHE/a-v.jar, verified by .sha1 (Maven Central) and pinned sha256
   local gav=$1 name url tmp sha1
   name=$(jar_name "$gav"); url=$(jar_url "$gav")
-  pinned_ok "$name" && return 0
+  if pinned_ok "$name"; then chmod 0644 "$CACHE/$name"; return 0; fi   # an older cache may hold 0600
   grep -q " $name\$" "$PINS" ||
     die "$name has no sha256 in docker/jars.sha256; verify it and add its \`sha256sum\` line"
   log "downloading $url"
@@ -94,18 +97,15 @@ fetch() {  # g:a:v -> $CACHE/a-v.jar, verified by .sha1 (Maven Central) and pinn
   curl -fsS --retry 3 -m 900 -o "$tmp" "$url" || { rm -f "$tmp"; die "download failed: $url"; }
   sha1=$(curl -fsS --retry 3 -m 60 "$url.sha1" | cut -c1-40)
   [[ $(sha1sum "$tmp" | cut -d' ' -f1) == "$sha1" ]] || { rm -f "$tmp"; die "$name: sha1 mismatch with $url.sha1"; }
+  chmod 0644 "$tmp"                     # mktemp made it 0600
   mv "$tmp" "$CACHE/$name"
   pinned_ok "$name" || { rm -f "$CACHE/$name"; die "$name: sha256 differs from docker/jars.sha256"; }
 }
 
 SDK_SERVICES=${FEATURIZER_SDK_SERVICES:-s3 sts sso ssooidc signin}
-
-slim_bundle() {  # $CACHE/bundle-V.jar -> $CACHE/bundle-V-<services>.jar (path on stdout)
-  local bundle=$1 slim
-  slim=${bundle%.jar}-${SDK_SERVICES// /-}.jar
-  if [[ ! -s $slim || $slim -ot $bundle ]]; then
-    log "slimming ${bundle##*/} to the SDK core + services: $SDK_SERVICES"
-    python3 - "$bundle" "$slim.tmp" $SDK_SERVICES <<'PY' || { rm -f "$slim.tmp"; die "could not slim $bundle"; }
+# argv: bundle jar, output jar, the services to keep. Copies every entry but the other
+# services' clients.
+SLIM_PY='
 import sys, zipfile
 
 source, target, keep = sys.argv[1], sys.argv[2], set(sys.argv[3:])
@@ -114,11 +114,27 @@ with zipfile.ZipFile(source) as jar, zipfile.ZipFile(target, "w", zipfile.ZIP_DE
     for entry in jar.infolist():
         parts = entry.filename.split("/")
         if parts[:4] == prefix and len(parts) > 5 and parts[4] not in keep:
-            continue                                    # another service's client
+            continue                                    # a client S3A never loads
         out.writestr(entry, jar.read(entry), compress_type=entry.compress_type)
-PY
-    mv "$slim.tmp" "$slim"
+'
+
+slim_bundle() {  # $CACHE/bundle-V.jar (verified) -> $CACHE/bundle-V-<services>.jar (path on stdout)
+  local bundle=$1 slim recipe stamp
+  slim=${bundle%.jar}-${SDK_SERVICES// /-}.jar
+  stamp=$slim.stamp                                # "<recipe> <sha256 of the slim jar>"
+  # The recipe: which bundle (its pinned sha256), which services, which code made it.
+  recipe=$({ sha256sum "$bundle" | cut -d' ' -f1; echo "$SDK_SERVICES"; echo "$SLIM_PY"; } |
+           sha256sum | cut -c1-16)
+  if [[ -s $slim && -s $stamp && $(cat "$stamp") == "$recipe $(sha256sum "$slim" | cut -d' ' -f1)" ]]; then
+    chmod 0644 "$slim"; echo "$slim"; return 0
   fi
+  log "slimming ${bundle##*/} to the SDK core + services: $SDK_SERVICES"
+  rm -f "$slim" "$stamp"
+  # shellcheck disable=SC2086  # one argument per service
+  python3 -c "$SLIM_PY" "$bundle" "$slim.tmp" $SDK_SERVICES || { rm -f "$slim.tmp"; die "could not slim $bundle"; }
+  chmod 0644 "$slim.tmp"
+  mv "$slim.tmp" "$slim"
+  echo "$recipe $(sha256sum "$slim" | cut -d' ' -f1)" >"$stamp"
   echo "$slim"
 }
 
@@ -139,7 +155,7 @@ done <"$LIST"
 if [[ -n $copy_to ]]; then
   mkdir -p "$copy_to"
   for jar in "${jars[@]}"; do
-    cmp -s "$jar" "$copy_to/${jar##*/}" 2>/dev/null || cp "$jar" "$copy_to/"
+    cmp -s "$jar" "$copy_to/${jar##*/}" 2>/dev/null || install -m 0644 "$jar" "$copy_to/"
   done
 fi
 (IFS=,; echo "${jars[*]}")

@@ -5,6 +5,9 @@
 #     fallback makes the 1280x1280 decomposition ~6x slower).
 # Without root it only reports what is missing.
 set -euo pipefail
+# System packages, daemons and root file systems get Debian's modes whatever the caller's umask
+# (under 077, files root makes would be unreadable to every other user).
+umask 022
 
 missing=()
 java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1 || true)

@@ -41,6 +41,7 @@ HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$HACK_DIR")
 SPARKAPP_REFERENCE=${FEATURIZER_SPARKAPP_REFERENCE:-$REPO_DIR/../shared/schemas/sparkapplication_v1beta2.json}
 CONVERTER=$HACK_DIR/openapi2jsonschema.py
+source "$HACK_DIR/lib.sh"
 
 log() { printf 'tools.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -175,8 +176,10 @@ CRD_DIR=$CACHE_DIR/crds/spark-operator-$SPARK_OPERATOR_VERSION
 SPARKAPP_CRD=$CRD_DIR/sparkoperator.k8s.io_sparkapplications.yaml
 SCHEDULED_CRD=$CRD_DIR/sparkoperator.k8s.io_scheduledsparkapplications.yaml
 
+crds_ok() { [[ -s $SPARKAPP_CRD && -s $SCHEDULED_CRD ]] && sealed "$CRD_DIR" 2>/dev/null; }
+
 fetch_crds() {
-  [[ -s $SPARKAPP_CRD && -s $SCHEDULED_CRD ]] && return 0
+  crds_ok && return 0
   local src="" modver tmp f
   # The operator's module path is .../v2 since v2; older tags were +incompatible.
   for modver in "github.com/kubeflow/spark-operator/v2@$SPARK_OPERATOR_VERSION" \
@@ -211,11 +214,12 @@ fetch_crds() {
       cat "$tmp/REFERENCE_CHECK.txt" >&2
     fi
   fi
+  seal "$tmp"
   rm -rf "$CRD_DIR" && mv "$tmp" "$CRD_DIR"
 }
 
 cmd_crd() {
-  [[ -s $SPARKAPP_CRD && -s $SCHEDULED_CRD ]] || with_lock "crds-$SPARK_OPERATOR_VERSION" fetch_crds
+  crds_ok || with_lock "crds-$SPARK_OPERATOR_VERSION" fetch_crds
   echo "$SPARKAPP_CRD"
 }
 
@@ -229,7 +233,9 @@ schema_stamp() {
   echo "k8s=$K8S_VERSION spark-operator=$SPARK_OPERATOR_VERSION converter=$h"
 }
 
-schemas_fresh() { [[ -f $SCHEMA_DIR/.stamp && $(cat "$SCHEMA_DIR/.stamp") == "$(schema_stamp)" ]]; }
+schemas_fresh() {
+  [[ -f $SCHEMA_DIR/.stamp && $(cat "$SCHEMA_DIR/.stamp") == "$(schema_stamp)" ]] && sealed "$SCHEMA_DIR" 2>/dev/null
+}
 
 build_schemas() {
   schemas_fresh && return 0
@@ -248,6 +254,7 @@ build_schemas() {
   ln -s "v$v-standalone-strict" "$tmp/master-standalone-strict"
   chmod 755 "$tmp"
   schema_stamp > "$tmp/.stamp"
+  seal "$tmp"
   rm -rf "$SCHEMA_DIR" && mv "$tmp" "$SCHEMA_DIR"
 }
 

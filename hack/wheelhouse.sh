@@ -10,9 +10,9 @@
 #   DEST/app/     the featurizer wheel (rebuilt on every call: it is the job's code)
 #
 # The third-party set is cached under ~/.cache/featurizer/wheelhouse/<key>, keyed by
-# constraints.txt, pyproject.toml's dependencies, EXTRAS, Python and platform, and
-# hard-linked into DEST (the docker build context). A cache entry is complete only when
-# its stamp exists (written last), so an interrupted download is redone, never used.
+# constraints.txt, pyproject.toml's dependencies, EXTRAS, Python, platform and this script,
+# and hard-linked into DEST (the docker build context). Entries are sealed (hack/lib.sh) and
+# checked at every use: an interrupted download or a damaged wheel is redone, never used.
 set -euo pipefail
 
 DEST=${1:?usage: hack/wheelhouse.sh DEST [EXTRAS]}
@@ -20,6 +20,7 @@ EXTRAS=${2:-spark}
 PY_VERSION=${FEATURIZER_IMAGE_PYTHON:-3.11}      # Debian bookworm's python3 (3.11.2)
 GLIBC_MINOR=36                                    # bookworm's glibc 2.36
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$REPO_DIR/hack/lib.sh"
 PIP=${PIP:-$REPO_DIR/.venv/bin/pip}
 CACHE=${FEATURIZER_CACHE:-$HOME/.cache/featurizer}/wheelhouse
 
@@ -32,6 +33,7 @@ for minor in $(seq 17 "$GLIBC_MINOR"); do platforms+=(--platform "manylinux_2_${
 
 key=$( { cat "$REPO_DIR/constraints.txt"
          sed -n '/^dependencies/,/^\[tool/p' "$REPO_DIR/pyproject.toml"
+         cat "${BASH_SOURCE[0]}"
          echo "$EXTRAS $PY_VERSION $GLIBC_MINOR"; } | sha256sum | cut -c1-16)
 entry=$CACHE/$key
 
@@ -55,17 +57,22 @@ build_third_party() {
     --abi "cp${PY_VERSION/./}" "${platforms[@]}" -c "$REPO_DIR/constraints.txt" \
     --find-links "$app" --find-links "$tmp" -d "$tmp" "featurizer[$EXTRAS]" >&2
   rm -rf "$app" "$tmp"/featurizer-*.whl
-  date -u +%FT%TZ >"$tmp/.stamp"
+  chmod 0755 "$tmp" && chmod 0644 "$tmp"/*.whl      # mktemp made the folder 0700
+  seal "$tmp"
   rm -rf "$entry" && mv "$tmp" "$entry"
 }
 
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"; flock 9
-if [[ ! -f $entry/.stamp ]]; then
+if ! sealed "$entry"; then
+  [[ -d $entry ]] && log "cache entry $key is incomplete or damaged: downloading it again"
   build_third_party
+  sealed "$entry" || { log "error: the new wheelhouse $entry does not verify"; exit 1; }
   find "$CACHE" -mindepth 1 -maxdepth 1 -type d ! -name "$key" -name '????????????????' -exec rm -rf {} +
 fi
 rm -rf "$DEST/wheels" && mkdir -p "$DEST/wheels"
-cp -l "$entry"/*.whl "$DEST/wheels/" 2>/dev/null || cp "$entry"/*.whl "$DEST/wheels/"
+while read -r _ wheel; do                      # exactly the verified wheels (./NAME)
+  cp -l "$entry/$wheel" "$DEST/wheels/" 2>/dev/null || cp "$entry/$wheel" "$DEST/wheels/"
+done <"$entry/SHA256SUMS"
 build_app "$DEST/app"
 log "$(find "$DEST/wheels" -name '*.whl' | wc -l) wheels ($(du -sh "$DEST/wheels" | cut -f1)) + $(basename "$DEST"/app/*.whl) in $DEST (key $key)"

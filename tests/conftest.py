@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+_CACHE_ROOT: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every test session starts with empty featurizer caches (converted engines, the JVM
+    class archive), as on a fresh machine: a warm cache must not hide a broken first run.
+    Tests of the caches make their own. The S3A jars stay shared: each is checked against
+    its pinned sha256 at every use (hack/fetch-jars.sh); .ci/run downloads them afresh."""
+    global _CACHE_ROOT
+    _CACHE_ROOT = Path(tempfile.mkdtemp(prefix="featurizer-test-cache-"))
+    user_cache = Path(os.environ.get("FEATURIZER_CACHE", "~/.cache/featurizer")).expanduser()
+    os.environ.setdefault("FEATURIZER_JARS_CACHE", str(user_cache / "jars"))
+    os.environ["FEATURIZER_CACHE"] = str(_CACHE_ROOT)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _CACHE_ROOT is not None:
+        shutil.rmtree(_CACHE_ROOT, ignore_errors=True)
 
 
 def _weights_dir() -> Path:
@@ -70,8 +89,3 @@ def sample_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sample")
     sample_data.generate(folder)
     return folder
-
-
-def copy_tree(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target

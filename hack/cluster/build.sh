@@ -11,8 +11,10 @@
 #
 # The versions are the `require` lines of the wrapper go.mod files (one place each). <key>
 # hashes the wrapper's go.mod + go.sum, the Go version and the build flags, so a change to any
-# of them builds into a new directory; a directory is used only once its .complete marker
-# exists (written last). Cold: ~25-40 min on 2 busy cores for Kubernetes; cached: instant.
+# of them builds into a new directory; a directory is used only while it is sealed
+# (hack/lib.sh: the sha256 of every binary, recorded last and checked at every use), so a build
+# cut short or a damaged binary is built again. Cold: ~25-40 min on 2 busy cores for
+# Kubernetes; cached: a few seconds (the check).
 #
 #   hack/cluster/build.sh              build what is missing; print NAME=DIR lines
 #   hack/cluster/build.sh gomod K8S_VERSION OPERATOR_VERSION
@@ -21,6 +23,7 @@ set -euo pipefail
 shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$HERE/../lib.sh"
 CACHE=${FEATURIZER_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/featurizer-cluster}
 export GOFLAGS=${GOFLAGS:--buildvcs=false} GOWORK=off GO111MODULE=on CGO_ENABLED=0
 
@@ -49,18 +52,18 @@ key() {  # key WRAPPER FLAGS...: what the binaries depend on besides the sources
 build() {
   local name=$1 wrapper=$2 version=$3 ldflags=$4; shift 4
   local dir="$CACHE/$name-$version-$(key "$wrapper" "$ldflags" "$@")" tmp start
-  if [[ ! -e $dir/.complete ]]; then
+  if ! sealed "$dir" 2>/dev/null; then
     mkdir -p "$CACHE"
     exec 9>"$CACHE/.$name.lock"
     flock 9
-    if [[ ! -e $dir/.complete ]]; then
+    if ! sealed "$dir"; then
       command -v go >/dev/null || die "go not found: install Go >= 1.24 to build $name $version"
       start=$SECONDS
       log "building $name $version ($*) - a cold build takes long on 2 cores; cached after"
       tmp=$(mktemp -d "$dir.tmp-XXXXXX")
       (cd "$HERE/$wrapper" && go build -trimpath -ldflags "$ldflags" -o "$tmp/" "$@") ||
         { rm -rf "$tmp"; die "go build of $name $version failed"; }
-      chmod 755 "$tmp" && rm -rf "$dir" && mv "$tmp" "$dir" && touch "$dir/.complete"
+      chmod 755 "$tmp" && seal "$tmp" && rm -rf "$dir" && mv "$tmp" "$dir"
       log "$name $version built in $((SECONDS - start)) s: $dir"
     fi
     exec 9>&-
@@ -104,14 +107,14 @@ build_pause() {
   src=$(module_dir "k8s.io/kubernetes@$kube_version")/build/pause
   version=$(sed -n 's/^TAG ?= *//p' "$src/Makefile")
   dir="$CACHE/pause-$version-$( (cat "$src/linux/pause.c"; gcc --version) | sha256sum | cut -c1-12)"
-  if [[ ! -e $dir/.complete ]]; then
+  if ! sealed "$dir"; then
     command -v gcc >/dev/null || die "gcc is needed for the pause binary: apt-get install gcc libc6-dev"
     tmp=$(mktemp -d "$dir.tmp-XXXXXX")
     gcc -Os -Wall -Werror -static -DVERSION="v$version" -o "$tmp/pause" "$src/linux/pause.c" ||
       { rm -rf "$tmp"; die "compiling pause.c failed (static libc: apt-get install libc6-dev)"; }
     strip "$tmp/pause"
     echo "$version" >"$tmp/version"
-    chmod 755 "$tmp" && rm -rf "$dir" && mv "$tmp" "$dir" && touch "$dir/.complete"
+    chmod 755 "$tmp" && seal "$tmp" && rm -rf "$dir" && mv "$tmp" "$dir"
   fi
   echo "$dir"
 }

@@ -8,7 +8,6 @@ Every container, process and wait is bounded and cleaned up.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -115,15 +114,3 @@ def s3(s3_server: str):
     return boto3.client("s3", endpoint_url=s3_server, region_name=S3_CREDENTIALS["AWS_REGION"],
                         aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                         aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-
-
-def shared_dir(path: Path) -> Path:
-    """A host folder the image's non-root user (uid 185) may write to."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o777)
-    return path
-
-
-def copy_tree(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target

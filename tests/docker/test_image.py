@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from conftest import JOB, docker, shared_dir
+from conftest import JOB, docker
+from hostfiles import share
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS_SCRIPT = """
@@ -80,8 +81,8 @@ def test_entrypoint_driver_mode_runs_spark_submit(image: str) -> None:
 
 
 def test_featurizer_run_in_a_container(image: str, sample_dir: Path, tmp_path: Path) -> None:
-    output = shared_dir(tmp_path / "out")
-    sample_dir.chmod(0o755)                  # pytest makes it 0700; the image runs as uid 185
+    output = share(tmp_path / "out", writable=True)
+    share(sample_dir)                        # the image runs as uid 185
     result = docker("run", "--rm", "--network", "host", "--cpus", "2", "--memory", "6g",
                     "-v", f"{sample_dir}:/data:ro", "-v", f"{output}:/out", image,
                     "featurizer", "run", "--input", "/data", "--output", "/out/run",
@@ -114,3 +115,60 @@ spark.stop()
     out = docker("run", "--rm", "--network", "host", image, "python", "-c", script,
                  timeout=180).stdout
     assert re.search(r"^impl JNIBLAS JNILAPACK$", out, re.M), out
+
+
+def test_the_spark_user_can_read_everything_it_needs(image: str) -> None:
+    """Every file user 185 uses is readable by it, every folder enterable, whatever modes
+    the build context had (a cache filled under umask 077 once gave 0600 S3A jars)."""
+    out = run_in(image, r"""
+        echo "uid=$(id -u)"
+        for path in "$VENV" "$SPARK_HOME/jars" "$FEATURIZER_WEIGHTS_DIR" /opt/featurizer/job \
+                    "$FEATURIZER_CACHE/engines"; do
+            echo "tree $path $(find "$path" | wc -l)"
+        done
+        find /opt/featurizer /opt/entrypoint.sh \( ! -readable -o -type d ! -executable \) \
+             -printf 'unreadable %M %u %p\n' 2>&1
+        for tool in /opt/entrypoint.sh "$VENV/bin/python" "$VENV/bin/featurizer" \
+                    "$SPARK_HOME/bin/spark-submit" "$SPARK_HOME/bin/spark-class"; do
+            [ -x "$tool" ] || echo "unrunnable $tool"
+        done
+    """)
+    assert "uid=185" in out
+    trees = dict(re.findall(r"^tree (\S+) (\d+)$", out, re.M))
+    assert len(trees) == 5 and all(int(count) > 1 for count in trees.values()), out
+    problems = [line for line in out.splitlines() if line.startswith(("unreadable", "unrunnable"))]
+    assert not problems, "\n".join(problems[:50])
+
+
+def test_s3a_connector_loads_as_the_spark_user(image: str) -> None:
+    """The S3A file system and the SDK clients it needs load from $SPARK_HOME/jars as uid 185,
+    and an S3AFileSystem initializes (no request is sent: no server is needed)."""
+    script = """
+import os
+from pyspark.sql import SparkSession
+spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+         .config("spark.hadoop.fs.s3a.endpoint.region", "us-east-1").getOrCreate())
+jvm = spark.sparkContext._jvm
+conf = spark.sparkContext._jsc.hadoopConfiguration()
+print("uid", os.getuid())
+print("class", jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass("s3a", conf).getName())
+for name in ("software.amazon.awssdk.services.s3.S3AsyncClient",
+             "software.amazon.awssdk.services.sts.StsClient",
+             "software.amazon.awssdk.services.sso.SsoClient"):
+    print("class", jvm.java.lang.Class.forName(name).getName())
+fs = jvm.org.apache.hadoop.fs.FileSystem.newInstance(jvm.java.net.URI("s3a://any-bucket/"), conf)
+print("fs", fs.getClass().getName(), fs.getUri().toString())
+fs.close()
+spark.stop()
+"""
+    result = docker("run", "--rm", "--network", "none", image, "python", "-c", script,
+                    timeout=180, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    out = result.stdout
+    assert re.search(r"^uid 185$", out, re.M), out
+    for name in ("org.apache.hadoop.fs.s3a.S3AFileSystem",
+                 "software.amazon.awssdk.services.s3.S3AsyncClient",
+                 "software.amazon.awssdk.services.sts.StsClient",
+                 "software.amazon.awssdk.services.sso.SsoClient"):
+        assert re.search(rf"^class {re.escape(name)}$", out, re.M), out
+    assert re.search(r"^fs org\.apache\.hadoop\.fs\.s3a\.S3AFileSystem s3a://any-bucket$", out, re.M), out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from featurizer import sample_data
 from featurizer.config import RunConfig
 from featurizer.launch import emr_spec
+from hostfiles import share
 
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
 IMAGE = os.environ.get("EMR_IMAGE", "featurizer-emr:standin")
@@ -60,11 +62,27 @@ def test_image_runs_as_hadoop_with_the_jobs_python_and_emrs_spark():
     assert pyspark == "no-pyspark"            # the venv uses the base image's Spark only
 
 
+def test_the_hadoop_user_can_read_everything_it_needs():
+    """What the job's user reads in /opt/featurizer (venv, weights, entry point) is readable
+    and every folder enterable, whatever modes the build context had on the host."""
+    script = r"""
+        id -un
+        echo "files $(find /opt/featurizer -type f | wc -l)"
+        ls /opt/featurizer/main.py /opt/featurizer/models/*.h5 /opt/featurizer/venv/bin/python
+        find /opt/featurizer \( ! -readable -o -type d ! -executable \) -printf 'unreadable %M %u %p\n'
+    """
+    result = run_in(IMAGE, "sh", "-c", script)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[0] == "hadoop"
+    assert int(re.search(r"^files (\d+)$", result.stdout, re.M).group(1)) > 1000
+    problems = [line for line in result.stdout.splitlines() if line.startswith("unreadable")]
+    assert not problems, "\n".join(problems[:50])
+
+
 def test_job_runs_with_spark_submit_on_spark_3_5(tmp_path):
     sample_data.generate(tmp_path / "sample")             # 100 images, 5 classes
-    out = tmp_path / "out"
-    out.mkdir(mode=0o777)
-    out.chmod(0o777)                                      # the container runs as hadoop
+    share(tmp_path / "sample")                            # the container runs as hadoop
+    out = share(tmp_path / "out", writable=True)
     config = RunConfig(input="/data", output="/out/result", pca_k=8)
     python_conf = {key: value for key, value in emr_spec.spark_defaults("", "", "").items()
                    if key.startswith("spark.pyspark")}    # as in the EMR request

@@ -5,7 +5,7 @@
 # the sha256 of every file (written last, after the entry is complete), `sealed` checks
 # each of them again. An entry cut short, or damaged since, is rebuilt, never used.
 seal() {  # seal DIR
-  (cd "$1" && find . -type f ! -name SHA256SUMS -print0 | sort -z | xargs -0 -r sha256sum >SHA256SUMS.tmp &&
+  (cd "$1" && find . -type f ! -name 'SHA256SUMS*' -print0 | sort -z | xargs -0 -r sha256sum >SHA256SUMS.tmp &&
      mv SHA256SUMS.tmp SHA256SUMS)
 }
 

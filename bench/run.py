@@ -157,7 +157,7 @@ def cpu_seconds_by_kind(process: subprocess.Popen, interval: float = 0.5) -> dic
             except OSError:
                 continue
             kind = ("jvm" if argv0.endswith(b"java") else
-                    "python_workers" if b"pyspark.daemon" in rest else "driver_python")
+                    "python_workers" if (b"pyspark.daemon" in rest or b"featurizer.worker_daemon" in rest) else "driver_python")
             if pid in last and not argv0:       # an exited (zombie) process has no cmdline
                 kind = last[pid][0]
             last[pid] = (kind, (int(stat[11]) + int(stat[12])) / ticks)

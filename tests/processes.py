@@ -29,3 +29,12 @@ def session_processes(session: int) -> Iterator[Process]:
                           (entry / "status").read_text())
         except (OSError, ProcessLookupError):
             continue
+
+
+# PySpark's worker daemon, or featurizer's wrapper of it (local runs: featurizer.worker_daemon).
+WORKER_DAEMONS = (b"pyspark.daemon", b"featurizer.worker_daemon")
+
+
+def is_python_worker(cmdline: bytes) -> bool:
+    """A Python worker (or its daemon) of a run, by its command line."""
+    return any(daemon in cmdline for daemon in WORKER_DAEMONS)

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 from typing import Sequence
 
-from featurizer import __version__
+from featurizer import __version__, errors, signals
 from featurizer.config import RunConfig
-from featurizer.errors import FeaturizerError
+from featurizer.errors import FeaturizerError, Stopped
 
 # Commands defined in their own modules; each module has `register(subparsers)` and keeps
 # heavy imports inside its handlers.
@@ -34,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
                               description="Featurize every image under --input with "
                               "MobileNetV2 and reduce the features with Spark ML PCA.")
     RunConfig.add_arguments(run)
+    run.add_argument("--verbose", action="store_true",
+                     help="Show Spark's warnings and Python tracebacks on the console (by "
+                          "default they go to the run's log file, named on failure).")
     run.set_defaults(handler=_run)
 
     sample = commands.add_parser("sample-data", help="write the small synthetic data set")
@@ -49,8 +56,14 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from featurizer import pipeline, report
 
-    manifest = pipeline.run(RunConfig.from_namespace(args), log=_info)
+    if not args.verbose:                        # e.g. py4j logs every failed callback
+        logging.basicConfig(filename=args.log_file, level=logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    manifest = pipeline.run(RunConfig.from_namespace(args), log=_info, verbose=args.verbose,
+                            log_file=args.log_file)
     print("\nfeaturizer run complete\n" + report.summary_table(manifest))
+    for warning in manifest.get("warnings", []):
+        _info(f"warning: {warning}")
     return 0
 
 
@@ -66,13 +79,52 @@ def _info(message: str) -> None:
     print(f"featurizer: {message}", file=sys.stderr, flush=True)
 
 
+def _log_file() -> Path:
+    """Where this run's full log goes (Spark's warnings and Java traces, Python tracebacks):
+    printed with any failure, so the console keeps one line."""
+    folder = Path(tempfile.gettempdir()) / "featurizer-logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkstemp(prefix="run-", suffix=".log", dir=folder)[1])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """One error path for every command: the innermost cause in one line, exit 2 for a
+    configuration mistake, 1 for a failed run, 128 + N for signal N (130 SIGINT, 143
+    SIGTERM); the trace goes to the log file (or the console with --verbose)."""
     args = _parser().parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    args.log_file = None
+    if args.handler is _run:                   # other commands keep Ctrl-C = KeyboardInterrupt
+        args.log_file = _log_file()
+        signals.install()
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        if args.log_file is not None:           # a run that succeeded needs no log
+            args.log_file.unlink(missing_ok=True)
+        return code
     except FeaturizerError as exc:
-        print(f"featurizer: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(str(exc), exc, exc.exit_code, args.log_file, verbose)
+    except Stopped as exc:
+        message = f"stopped by {exc}" + (f"; {exc.detail}" if exc.detail else "")
+        return _fail(message, exc, exc.exit_code, args.log_file, verbose, prefix="")
+    except KeyboardInterrupt as exc:           # SIGINT before our handler was installed
+        return _fail("stopped by SIGINT", exc, 130, args.log_file, verbose, prefix="")
+    except Exception as exc:                    # not anticipated: still one line, and the trace
+        return _fail(errors.cause(exc), exc, 1, args.log_file, verbose)
+
+
+def _fail(message: str, exc: BaseException, code: int, log_file: Path | None,
+          verbose: bool, prefix: str = "error: ") -> int:
+    trace = "".join(traceback.format_exception(exc))
+    if verbose:
+        print(trace, file=sys.stderr)
+    elif log_file is not None:
+        with open(log_file, "a", encoding="utf-8") as log:
+            log.write(f"\n--- featurizer: {message}\n{trace}")
+        if code == 1:                           # a failed run: where the details are
+            message += f" (full log: {log_file})"
+    print(f"featurizer: {prefix}{message}", file=sys.stderr, flush=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,6 +25,9 @@ DEFAULT_ENGINE = "tflite"
 ENGINE_BATCH = {"tflite": 1, "keras": 64}
 # Rows per Arrow batch sent to a Python worker: bounds worker memory, amortizes transfers.
 ARROW_BATCH = 64
+# The master URLs Spark accepts (SparkContext.createTaskScheduler), checked before it starts.
+MASTER = re.compile(r"^(local(\[\s*(\*|\d+)\s*(,\s*\d+\s*)?\])?|local-cluster\[[\d,\s]+\]|"
+                    r"spark://\S+|k8s://\S+|yarn)$")
 
 
 def cache_dir(*parts: str) -> Path:
@@ -105,6 +109,9 @@ class RunConfig:
             raise ConfigError(f"--precision {self.precision} needs --engine tflite")
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine}")
+        if self.master is not None and not MASTER.match(self.master):
+            raise ConfigError(f"--master must be local, local[N], local[*], local[N,RETRIES], "
+                              f"spark://HOST:PORT, k8s://URL or yarn, got {self.master!r}")
         for item in self.conf:
             if "=" not in item:
                 raise ConfigError(f"--conf expects KEY=VALUE, got {item!r}")

@@ -5,64 +5,40 @@ Featurization is a Structured Streaming query over the input folder with the
 batch's rows are written to `<output>/_work/featurized/batch=N` by `foreachBatch`
 (idempotent per batch id), and the checkpoint records which files are done. That gives
 bounded memory, progress, exactly-once rows and `--resume` from Spark's own bookkeeping.
-PCA then runs over the staged rows, results are staged under `_work/result`, moved into
-place, and `_SUCCESS` is written last.
+PCA then runs over the staged rows, results are staged under `_work/result`, and
+`output.commit` moves them into place with `_SUCCESS` last. The output's layout, its lease
+and both commit paths belong to `output.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import io
 import math
+import os
 import time
 import uuid
-from urllib.parse import unquote
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import unquote
 
-from featurizer import engines, reduce, report, storage, udf, weights
+from featurizer import (engines, errors, local_input, output, reduce, report, signals, storage,
+                        udf, weights)
 from featurizer.config import RunConfig
-from featurizer.errors import ConfigError, FeaturizerError
+from featurizer.errors import ConfigError, FeaturizerError, Stopped
+from featurizer.output import Layout
 from featurizer.progress import Progress
 
-IMAGE_GLOB = "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
+IMAGE_GLOB = "*.{" + ",".join("".join(f"[{c}{c.upper()}]" for c in ext[1:])
+                              for ext in local_input.IMAGE_EXTENSIONS) + "}"
 BINARY_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
-ARTIFACTS = ("features", "errors", "pca_model", "manifest.json", "explained_variance.png",
-             "report.json", "report.html")
-SUCCESS = "_SUCCESS"
-WORK = "_work"
 FEATURE_DIM = weights.FEATURE_DIM
 ROWS_PER_OUTPUT_FILE = 20_000            # ~100 MB of 1280-d float features per file
 MIN_ROWS_PER_OUTPUT_FILE = 1_000         # ~5 MB: smaller files are not worth a core
 SECRET_WORDS = ("secret", "password", "token", "access.key", "credential", "session")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where a run's files go under the output URI."""
-
-    output: str
-
-    @property
-    def work(self) -> str:
-        return storage.join(self.output, WORK)
-
-    @property
-    def checkpoint(self) -> str:
-        return storage.join(self.work, "checkpoint")
-
-    @property
-    def featurized(self) -> str:
-        return storage.join(self.work, "featurized")
-
-    @property
-    def result(self) -> str:
-        return storage.join(self.work, "result")
-
-    @property
-    def run_file(self) -> str:
-        return storage.join(self.work, "run.json")
+DISAPPEARED = "file disappeared during the run"
 
 
 @dataclass
@@ -70,87 +46,137 @@ class Timer:
     stages: dict[str, float] = field(default_factory=dict)
     start: float = field(default_factory=time.monotonic)
 
-    def stage(self, name: str) -> "_Stage":
-        return _Stage(self, name)
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        signals.check()                          # a stop request ends the run between steps
+        begin = time.monotonic()
+        try:
+            yield
+        finally:
+            self.stages[name] = round(time.monotonic() - begin, 3)
 
     def total(self) -> float:
         return time.monotonic() - self.start
 
 
-class _Stage:
-    def __init__(self, timer: Timer, name: str) -> None:
-        self.timer, self.name = timer, name
+@dataclass
+class Run:
+    """One run's context, made once and handed to every stage."""
 
-    def __enter__(self) -> None:
-        self.begin = time.monotonic()
+    config: RunConfig
+    input_uri: str
+    layout: Layout
+    weights: weights.WeightsFile
+    log: Callable[[str], None]
+    timer: Timer = field(default_factory=Timer)
+    run_id: str = field(default_factory=output.new_run_id)
+    started_at: str = field(default_factory=lambda: _now())
+    warnings: list[str] = field(default_factory=list)
+    local_scan: local_input.LocalScan = field(default_factory=local_input.LocalScan)
 
-    def __exit__(self, *exc: object) -> None:
-        self.timer.stages[self.name] = round(time.monotonic() - self.begin, 3)
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.log(f"warning: {message}")
 
 
-def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print) -> dict:
-    """Run the whole job; returns the manifest. Raises FeaturizerError on failure.
+def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print,
+        verbose: bool = False, log_file: Path | None = None) -> dict:
+    """Run the whole job; returns the manifest. Raises FeaturizerError on failure (or
+    Stopped on SIGINT/SIGTERM, with `_work/` kept for --resume).
 
-    Without `spark` the run starts its own session (session.started) and stops it at the end."""
-    timer = Timer()
-    started_at = _now()
+    Without `spark` the run starts its own session (session.started) and stops it at the
+    end; a local one logs Spark to `log_file` (and the console only if `verbose`)."""
     input_uri, output_uri = storage.normalize(config.input), storage.normalize(config.output)
     _check_locations(input_uri, output_uri)
-    weights_file = weights.resolve(config.weights_spec)        # before Spark: fail fast
+    context = Run(config, input_uri, Layout(output_uri), weights.resolve(config.weights_spec),
+                  log)                                 # weights before Spark: fail fast
+    local = storage.local_path(input_uri)
+    if local is not None:                              # before Spark lists it (loops)
+        context.local_scan = local_input.scan(local)
     with contextlib.ExitStack() as owned:
-        if spark is None:                   # our own session: stopped when the run ends
+        if spark is None:                              # our own session: stopped at the end
             from featurizer import session
 
-            with timer.stage("spark_start"):
-                spark = owned.enter_context(session.started(config, log))
-        return _run(config, spark, log, timer, started_at, weights_file)
+            with context.timer.stage("spark_start"):
+                spark = owned.enter_context(session.started(config, log, verbose, log_file))
+        return _run(context, spark)
 
 
-def _run(config: RunConfig, spark: Any, log: Callable[[str], None], timer: Timer,
-         started_at: str, weights_file: weights.WeightsFile) -> dict:
-    input_uri, output_uri = storage.normalize(config.input), storage.normalize(config.output)
+def _run(run: Run, spark: Any) -> dict:
+    config, layout, timer = run.config, run.layout, run.timer
     store = storage.Storage(spark)
-    layout = Layout(output_uri)
-
     with timer.stage("discover"):
-        discovered = discover(spark, input_uri)
-    found = len(discovered)
-    log(f"found {found:,} images under {input_uri}")
-    fingerprint = _fingerprint(config, input_uri, weights_file)
-    prepare_output(store, layout, config, fingerprint)
+        discovered = discover(spark, run.input_uri)
+    aliases = set(run.local_scan.aliases) & set(discovered)
+    found = len(discovered) - len(aliases) + len(run.local_scan.unreadable)
+    run.log(f"found {found:,} images under {run.input_uri}"
+            + (f" ({len(aliases):,} more reached again through links: counted once)"
+               if aliases else ""))
+    lease = output.Lease(store, layout, run.run_id)
+    try:
+        lease.acquire(wait_for_stale=config.resume)
+    except FeaturizerError:
+        raise
+    except Exception as exc:                           # e.g. a missing bucket, a 403
+        raise ConfigError(f"output {layout.output} is not writable: {errors.cause(exc)}") from None
+    try:
+        return _featurize_and_commit(run, spark, store, discovered, aliases, found)
+    except Stopped as stopped:
+        with contextlib.suppress(Exception):
+            if store.exists(layout.work):
+                stopped.detail = f"rerun with --resume to continue into {layout.output}"
+        raise
+    finally:
+        lease.release()
+
+
+def _featurize_and_commit(run: Run, spark: Any, store: storage.Storage, discovered: list[str],
+                          aliases: set[str], found: int) -> dict:
+    config, layout, timer = run.config, run.layout, run.timer
+    output.prepare(store, layout, config.overwrite, config.resume,
+                   _fingerprint(config, run.input_uri, run.weights))
 
     with timer.stage("export"):
-        payload = engines.export(config.engine, weights_file, config.precision,
+        payload = engines.export(config.engine, run.weights, config.precision,
                                  lambda: calibration_images(store, discovered))
-    expected = _expected(found, config)
     with timer.stage("featurize"):
-        stream = featurize(spark, store, config, input_uri, layout, payload, expected)
+        readable = found - len(run.local_scan.unreadable)      # what the stream will see
+        stream = featurize(spark, store, run, payload, _expected(readable, config),
+                           sorted(aliases))
         if config.limit is None and config.sample_fraction is None:
-            record_unread(spark, store, layout, discovered)
+            record_unread(spark, store, layout, [p for p in discovered if p not in aliases],
+                          run.local_scan.unreadable)
 
     with timer.stage("reduce"):
         staged = spark.read.parquet(layout.featurized)
         counts = _counts(staged, found)
-        _check_error_rate(store, layout, config, counts, staged)
+        if counts["found"] > found:
+            run.warn(f"{counts['found'] - found:,} images were added to the input during the "
+                     f"run and featurized too")
+        _check_error_rate(store, run, counts, staged)
         vectors = _vectors(staged)
         pca = reduce.fit_pca(vectors, "vector", "pca_vector", FEATURE_DIM, config.pca_k,
                              config.pca_variance, rows=counts["featurized"])
-    log(f"PCA: k = {pca.k}, {pca.variance_explained:.1%} of the variance")
+        if pca.clamped_from is not None:
+            run.warn(f"--pca-k {pca.clamped_from} asks for more components than "
+                     f"{counts['featurized']:,} images can have (at most images - 1 carry "
+                     f"variance): using k = {pca.k}")
+    run.log(f"PCA: k = {pca.k}, {pca.variance_explained:.1%} of the variance")
 
-    with timer.stage("write"):
-        write_results(spark, store, layout, vectors, staged, pca, counts)
-    manifest = _manifest(config, spark, input_uri, output_uri, counts, pca, timer,
-                         weights_file, stream, started_at, status="succeeded")
-    store.write_bytes(storage.join(layout.result, "manifest.json"),
-                      report.manifest_json(manifest))
-    store.write_bytes(storage.join(layout.result, "explained_variance.png"),
-                      report.explained_variance_png(pca.cumulative, pca.k,
-                                                    None if config.pca_k else config.pca_variance))
-    commit(store, layout)
+    with timer.stage("write"), _failing("writing results to", layout.result):
+        write_results(spark, layout, vectors, staged, pca, counts)
+    manifest = _manifest(run, spark, counts, pca, stream, status="succeeded")
+    with _failing("writing results to", layout.result):
+        store.write_bytes(layout.staged("manifest.json"), report.manifest_json(manifest))
+        store.write_bytes(layout.staged("explained_variance.png"),
+                          report.explained_variance_png(
+                              pca.cumulative, pca.k, None if config.pca_k else config.pca_variance))
+    with _failing("committing", layout.output):
+        output.commit(store, layout)
     if not config.no_report:
         from featurizer import reporting
 
-        reporting.after_run(spark, output_uri, log)
+        reporting.after_run(spark, layout.output, run.log)
     return manifest
 
 
@@ -163,7 +189,7 @@ def discover(spark: Any, input_uri: str) -> list[str]:
         files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
                  .option("pathGlobFilter", IMAGE_GLOB).load(input_uri).inputFiles())
     except Exception as exc:
-        raise ConfigError(f"cannot read input {input_uri}: {storage.java_message(exc)}") from None
+        raise ConfigError(f"cannot read input {input_uri}: {errors.cause(exc)}") from None
     if not files:
         raise ConfigError(f"no images (.jpg, .jpeg, .png) found under {input_uri}")
     return [spark_path(uri) for uri in files]
@@ -176,39 +202,6 @@ def spark_path(uri: str) -> str:
     return "file:/" + path[len("file:///"):] if path.startswith("file:///") else path
 
 
-def prepare_output(store: storage.Storage, layout: Layout, config: RunConfig,
-                   fingerprint: dict) -> None:
-    """Refuse to clobber, clear a stale work area, or keep it for --resume."""
-    try:
-        names = store.list_names(layout.output)
-    except Exception as exc:
-        raise ConfigError(f"cannot access output {layout.output}: "
-                          f"{storage.java_message(exc)}") from None
-    interrupted = WORK in names
-    if config.resume and interrupted:
-        previous = json.loads(store.read_bytes(layout.run_file)) if store.exists(
-            layout.run_file) else None
-        if previous != fingerprint:
-            raise ConfigError(f"{layout.output} holds a run with other inputs or settings; "
-                              f"--resume needs the same --input, --weights, --engine, "
-                              f"--limit and --sample-fraction (or use --overwrite)")
-        return
-    if config.resume and SUCCESS in names:
-        raise ConfigError(f"{layout.output} is already complete; use --overwrite to redo it")
-    if names and not (config.overwrite or config.resume):
-        hint = ("it holds an interrupted run: pass --resume to continue it or --overwrite "
-                "to start over" if names == [WORK] else "pass --overwrite to replace it")
-        raise ConfigError(f"output {layout.output} is not empty; {hint}")
-    try:
-        if interrupted:
-            store.delete(layout.work)
-        store.mkdirs(layout.output)
-        store.write_bytes(layout.run_file, json.dumps(fingerprint).encode())
-    except Exception as exc:
-        raise ConfigError(f"output {layout.output} is not writable: "
-                          f"{storage.java_message(exc)}") from None
-
-
 @dataclass(frozen=True)
 class StreamStats:
     resumed: int                 # rows staged by an earlier, interrupted run (--resume)
@@ -216,40 +209,56 @@ class StreamStats:
     worker_rss_mb: float         # peak RSS of any Python worker
 
 
-def featurize(spark: Any, store: storage.Storage, config: RunConfig, input_uri: str,
-              layout: Layout, payload: engines.Payload, expected: int) -> StreamStats:
-    """Stream the input through the UDF into staged Parquet."""
+def featurize(spark: Any, store: storage.Storage, run: Run, payload: engines.Payload,
+              expected: int, skip: list[str]) -> StreamStats:
+    """Stream the input through the UDF into staged Parquet (minus the `skip` paths)."""
+    config, layout = run.config, run.layout
     sc = spark.sparkContext
-    if storage.scheme_of(input_uri) == "file":
+    if storage.scheme_of(run.input_uri) == "file":
         # Local listings are fast: list on the driver instead of launching a listing job.
         spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "1000000")
     images_done = sc.accumulator(0)
     worker_rss = sc.accumulator(0.0, udf.MaxParam())
-    featurize_udf = udf.make_featurize_udf(sc.broadcast(payload.data), payload.key,
-                                           payload.engine, config.inference_batch,
-                                           images_done, worker_rss)
+    # The engine travels once, as a broadcast that PySpark writes into Spark's local dir
+    # (and on failure prints its own traceback: kept out of the console).
+    with _failing("featurizing into", layout.featurized), \
+            contextlib.redirect_stderr(io.StringIO()):
+        engine = sc.broadcast(payload.data)
+    featurize_udf = udf.make_featurize_udf(engine, payload.key, payload.engine,
+                                           config.inference_batch, images_done, worker_rss)
     per_trigger = min(config.files_per_batch, config.limit or config.files_per_batch)
     stream = (spark.readStream.format("binaryFile").schema(BINARY_SCHEMA)
               .option("recursiveFileLookup", "true").option("pathGlobFilter", IMAGE_GLOB)
               .option("maxFilesPerTrigger", per_trigger)
               .option("maxFileAge", "36500d")           # never skip old files
-              .load(input_uri))
+              .load(run.input_uri))
+    skipped = (spark.createDataFrame([(path,) for path in skip], "path string")
+               if skip else None)
     resumed = _staged_rows(spark, layout)
-    writer = BatchWriter(config, layout, store, featurize_udf, resumed)
+    writer = BatchWriter(config, layout, store, featurize_udf, resumed, skipped)
     query = (stream.writeStream.foreachBatch(writer)
              .option("checkpointLocation", layout.checkpoint)
              .trigger(availableNow=True).queryName(f"featurize-{uuid.uuid4().hex[:8]}").start())
     try:
         with Progress("featurize", max(expected - resumed, 1), lambda: images_done.value):
             while not query.awaitTermination(0.5):
+                if signals.requested():
+                    # Fail the micro-batch in flight (its files stay undone for --resume)
+                    # rather than interrupt the query's thread: query.stop() mid-batch made
+                    # Spark overflow its stack matching the Python error against a regex.
+                    sc.cancelAllJobs()
+                    with contextlib.suppress(Exception):
+                        query.awaitTermination(60)
+                    signals.check()
                 if writer.limit_reached:
                     query.stop()
-    except KeyboardInterrupt:
-        query.stop()
-        raise FeaturizerError(f"interrupted; rerun with --resume to continue into "
-                              f"{layout.output}") from None
-    except Exception as exc:
-        raise FeaturizerError(f"featurization failed: {storage.java_message(exc)}") from None
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            query.stop()
+        signals.check()
+        if isinstance(exc, (Stopped, KeyboardInterrupt)):
+            raise
+        raise _stage_error("featurizing into", layout.featurized, exc) from None
     return StreamStats(resumed=resumed, processed=int(images_done.value),
                        worker_rss_mb=float(worker_rss.value))
 
@@ -258,13 +267,23 @@ class BatchWriter:
     """foreachBatch sink: featurize one micro-batch of files into batch=N (idempotent)."""
 
     def __init__(self, config: RunConfig, layout: Layout, store: storage.Storage,
-                 featurize_udf: Any, already_selected: int) -> None:
+                 featurize_udf: Any, already_selected: int, skipped: Any = None) -> None:
         self.config, self.layout, self.store = config, layout, store
-        self.featurize_udf = featurize_udf
+        self.featurize_udf, self.skipped = featurize_udf, skipped
         self.selected = already_selected
         self.limit_reached = config.limit is not None and already_selected >= config.limit
 
     def __call__(self, files: Any, batch_id: int) -> None:
+        if signals.requested():            # not committed: these files stay undone
+            raise RuntimeError(f"featurizer: stopped before micro-batch {batch_id}")
+        try:
+            self._write(files, batch_id)
+        except Exception:
+            if signals.requested():        # a short error: the job was cancelled on purpose
+                raise RuntimeError(f"featurizer: micro-batch {batch_id} stopped") from None
+            raise
+
+    def _write(self, files: Any, batch_id: int) -> None:
         from pyspark.sql import functions as F
 
         target = storage.join(self.layout.featurized, f"batch={batch_id:06d}")
@@ -272,6 +291,8 @@ class BatchWriter:
             # A run killed between staging a batch and checkpointing its commit replays
             # that batch (same files, same id): its rows are staged and counted already.
             return
+        if self.skipped is not None:                # aliases: reached again through links
+            files = files.join(F.broadcast(self.skipped), "path", "left_anti")
         if self.config.sample_fraction is not None:
             files = files.where(_sampled(self.config.sample_fraction))
         taken = None
@@ -300,7 +321,8 @@ class BatchWriter:
 def calibration_images(store: storage.Storage, discovered: list[str],
                        count: int = 128) -> tuple[str, list[Any]]:
     """Up to `count` of the input's images, evenly spaced in path order (so every class
-    folder tends to contribute), preprocessed for the engine; with a digest of their bytes."""
+    folder tends to contribute), preprocessed for the engine; with a digest of their bytes.
+    Files that vanished or do not decode are passed over."""
     import hashlib
 
     from featurizer import images
@@ -309,27 +331,29 @@ def calibration_images(store: storage.Storage, discovered: list[str],
     step = max(1, len(ordered) // count)
     digest, samples = hashlib.sha256(), []
     for path in ordered[::step][:count]:
-        data = store.read_bytes(path)
         try:
+            data = store.read_bytes(path)
             samples.append(images.preprocess(images.decode(data)))
-        except images.ImageError:
+        except Exception:                           # ImageError, or gone since the listing
             continue
         digest.update(data)
     return digest.hexdigest(), samples
 
 
-def record_unread(spark: Any, store: storage.Storage, layout: Layout,
-                  discovered: list[str]) -> None:
-    """Spark's file scan skips zero-byte files silently; record every discovered file
-    that produced no row as an error, so found = featurized + failed."""
+def record_unread(spark: Any, store: storage.Storage, layout: Layout, discovered: list[str],
+                  unlisted: list[tuple[str, str]]) -> None:
+    """Every listed file that produced no row, and every file the listing could not name
+    (`unlisted`), becomes an error row, so found = featurized + failed. Spark's scan skips
+    zero-byte files and, with ignoreMissingFiles, files deleted since the listing."""
     from pyspark.sql import functions as F
 
     staged = {row.path for row in spark.read.parquet(layout.featurized).select("path")
               .toLocalIterator()}
     unread = sorted(set(discovered) - staged)
-    if not unread:
-        return
     rows = [(path, _unread_reason(store, path)) for path in unread]
+    rows += [(path, reason) for path, reason in unlisted if path not in staged]
+    if not rows:
+        return
     frame = spark.createDataFrame(rows, "path string, error string").select(
         "path", F.element_at(F.split("path", "/"), -2).alias("label"),
         F.lit(None).cast("long").alias("length"),
@@ -342,8 +366,10 @@ def record_unread(spark: Any, store: storage.Storage, layout: Layout,
 def _unread_reason(store: storage.Storage, path: str) -> str:
     try:
         return "empty file (0 bytes)" if store.size(path) == 0 else "file was not read"
-    except Exception:
-        return "file disappeared during the run"
+    except Exception as exc:
+        if "FileNotFoundException" in str(exc) or "No such file" in str(exc):
+            return DISAPPEARED
+        return f"file could not be read: {errors.cause(exc)}"
 
 
 def _sampled(fraction: float) -> Any:
@@ -355,10 +381,11 @@ def _sampled(fraction: float) -> Any:
 
 
 def _staged_rows(spark: Any, layout: Layout) -> int:
-    try:
-        return spark.read.parquet(layout.featurized).count()
-    except Exception:                               # nothing staged yet
-        return 0
+    store = storage.Storage(spark)
+    if not store.exists(layout.featurized) or not [
+            name for name in store.list_names(layout.featurized) if name.startswith("batch=")]:
+        return 0                                    # nothing staged yet
+    return spark.read.parquet(layout.featurized).count()
 
 
 def _vectors(staged: Any) -> Any:
@@ -378,32 +405,34 @@ def _counts(staged: Any, found: int) -> dict[str, int]:
         F.countDistinct("path").alias("distinct_paths"),
     ).first()
     selected = int(row["selected"] or 0)
-    return {"found": found, "selected": selected, "featurized": int(row["featurized"] or 0),
+    return {"found": max(found, selected), "selected": selected,
+            "featurized": int(row["featurized"] or 0),
             "failed": selected - int(row["featurized"] or 0), "classes": int(row["classes"]),
             "duplicate_paths": selected - int(row["distinct_paths"])}
 
 
-def _check_error_rate(store: storage.Storage, layout: Layout, config: RunConfig,
-                      counts: dict[str, int], staged: Any) -> None:
+def _check_error_rate(store: storage.Storage, run: Run, counts: dict[str, int],
+                      staged: Any) -> None:
+    """Above --max-error-rate (or with fewer than 2 images for PCA) the run ends here:
+    errors/ and a failed manifest are committed (output.commit_failed), then it raises."""
     rate = counts["failed"] / max(counts["selected"], 1)
     if counts["selected"] == 0:
         raise FeaturizerError("no images were selected (check --limit / --sample-fraction)")
-    if rate <= config.max_error_rate and counts["featurized"] >= 2:
+    if rate <= run.config.max_error_rate and counts["featurized"] >= 2:
         return
-    _write_errors(staged, storage.join(layout.result, "errors"))
-    _clear(store, layout.output)
-    store.rename(storage.join(layout.result, "errors"), storage.join(layout.output, "errors"))
-    store.write_bytes(storage.join(layout.output, "manifest.json"), report.manifest_json(
-        {"status": "failed", "output": layout.output, "counts": counts,
-         "error_rate": rate, "max_error_rate": config.max_error_rate}))
-    store.delete(layout.work)
-    errors_uri = storage.join(layout.output, "errors")
+    layout = run.layout
+    _write_errors(staged, layout.staged("errors"))
+    output.commit_failed(store, layout, report.manifest_json(
+        {"status": "failed", "run_id": run.run_id, "output": layout.output, "counts": counts,
+         "error_rate": rate, "max_error_rate": run.config.max_error_rate,
+         "warnings": run.warnings}))
+    errors_uri = layout.final("errors")
     if counts["featurized"] < 2:
         raise FeaturizerError(f"only {counts['featurized']} image(s) could be featurized "
                               f"(PCA needs 2); see {errors_uri}")
     raise FeaturizerError(f"{counts['failed']:,} of {counts['selected']:,} files could not be "
-                          f"decoded ({rate:.1%} > --max-error-rate {config.max_error_rate:.1%});"
-                          f" see {errors_uri}")
+                          f"decoded ({rate:.1%} > --max-error-rate "
+                          f"{run.config.max_error_rate:.1%}); see {errors_uri}")
 
 
 def _write_errors(staged: Any, uri: str) -> None:
@@ -411,8 +440,8 @@ def _write_errors(staged: Any, uri: str) -> None:
         .write.mode("overwrite").parquet(uri)
 
 
-def write_results(spark: Any, store: storage.Storage, layout: Layout, vectors: Any,
-                  staged: Any, pca: reduce.PcaResult, counts: dict[str, int]) -> None:
+def write_results(spark: Any, layout: Layout, vectors: Any, staged: Any,
+                  pca: reduce.PcaResult, counts: dict[str, int]) -> None:
     from pyspark.ml.functions import vector_to_array
 
     files = output_files(counts["featurized"], spark.sparkContext.defaultParallelism)
@@ -420,9 +449,9 @@ def write_results(spark: Any, store: storage.Storage, layout: Layout, vectors: A
      .select("path", "label", "features",
              vector_to_array("pca_vector", "float32").alias("pca"))
      .coalesce(files).write.mode("overwrite")
-     .parquet(storage.join(layout.result, "features")))
-    _write_errors(staged, storage.join(layout.result, "errors"))
-    pca.model.write().overwrite().save(storage.join(layout.result, "pca_model"))
+     .parquet(layout.staged("features")))
+    _write_errors(staged, layout.staged("errors"))
+    pca.model.write().overwrite().save(layout.staged("pca_model"))
 
 
 def output_files(rows: int, cores: int) -> int:
@@ -433,23 +462,50 @@ def output_files(rows: int, cores: int) -> int:
     return max(1, math.ceil(rows / ROWS_PER_OUTPUT_FILE), spread)
 
 
-def commit(store: storage.Storage, layout: Layout) -> None:
-    """Move staged results into place; `_SUCCESS` last, so partial output never looks done."""
-    _clear(store, layout.output)
-    for name in ARTIFACTS:
-        source = storage.join(layout.result, name)
-        if store.exists(source):
-            store.rename(source, storage.join(layout.output, name))
-    store.write_bytes(storage.join(layout.output, SUCCESS), b"")
-    store.delete(layout.work)
+# ---- failures ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _failing(action: str, uri: str) -> Iterator[None]:
+    """Turn a storage failure inside the block into one line naming what was written."""
+    try:
+        yield
+    except FeaturizerError:
+        raise
+    except Exception as exc:
+        raise _stage_error(action, uri, exc) from None
 
 
-def _clear(store: storage.Storage, output: str) -> None:
-    """Remove a previous run's marker first, then its artifacts."""
-    for name in (SUCCESS, *ARTIFACTS):
-        target = storage.join(output, name)
-        if store.exists(target):
-            store.delete(target)
+def _stage_error(action: str, uri: str, exc: BaseException) -> FeaturizerError:
+    cause = errors.cause(exc)
+    if "no space left on device" in cause.lower():
+        full = _full_local_folder([storage.local_path(uri) or "", *_spark_local_dirs()])
+        where = f" ({full} is full)" if full and full != storage.local_path(uri) else ""
+        return FeaturizerError(f"no space left on device {action} {uri}{where}")
+    return FeaturizerError(f"{action} {uri} failed: {cause}")
+
+
+def _spark_local_dirs() -> list[str]:
+    from pyspark import SparkContext
+
+    context = SparkContext._active_spark_context
+    configured = context.getConf().get("spark.local.dir", "") if context else ""
+    return [*filter(None, configured.split(",")), os.environ.get("TMPDIR", "/tmp")]
+
+
+def _full_local_folder(candidates: list[str]) -> str | None:
+    """The first existing folder among `candidates` (or its nearest existing parent) with
+    less than 1 MiB free: which device the "No space left" was about."""
+    for candidate in filter(None, candidates):
+        folder = candidate
+        while folder and not os.path.isdir(folder):
+            folder = os.path.dirname(folder)
+        try:
+            stats = os.statvfs(folder)
+        except OSError:
+            continue
+        if stats.f_bavail * stats.f_frsize < 1 << 20:
+            return candidate
+    return None
 
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -485,24 +541,27 @@ def _redacted(config: RunConfig) -> dict:
     return values
 
 
-def _manifest(config: RunConfig, spark: Any, input_uri: str, output_uri: str,
-              counts: dict[str, int], pca: reduce.PcaResult, timer: Timer,
-              weights_file: weights.WeightsFile, stream: StreamStats, started_at: str,
-              status: str) -> dict:
+def _manifest(run: Run, spark: Any, counts: dict[str, int], pca: reduce.PcaResult,
+              stream: StreamStats, status: str) -> dict:
+    config, timer = run.config, run.timer
     total = timer.total()
     featurize_s = timer.stages.get("featurize", total)
     sc = spark.sparkContext
     return {
         "status": status,
-        "input": input_uri,
-        "output": output_uri,
+        "run_id": run.run_id,
+        "input": run.input_uri,
+        "output": run.layout.output,
         "parameters": _redacted(config),
         "counts": {**{key: counts[key] for key in ("found", "selected", "featurized", "failed")},
-                   "resumed": stream.resumed, "processed_this_run": stream.processed},
+                   "resumed": stream.resumed, "processed_this_run": stream.processed,
+                   "aliases_skipped": len(run.local_scan.aliases)},
         "classes": counts["classes"],
-        "pca": {"k": pca.k, "variance_target": None if config.pca_k else config.pca_variance,
+        "pca": {"k": pca.k, "k_requested": config.pca_k,
+                "variance_target": None if config.pca_k else config.pca_variance,
                 "variance_explained": pca.variance_explained,
                 "explained_variance": pca.explained},
+        "warnings": run.warnings,
         "timings_s": {**timer.stages, "total": round(total, 3)},
         "throughput": {
             "featurize_images_per_s": round(stream.processed / max(featurize_s, 1e-9), 2),
@@ -512,11 +571,12 @@ def _manifest(config: RunConfig, spark: Any, input_uri: str, output_uri: str,
                       "python_worker_peak": round(stream.worker_rss_mb, 1)},
         "engine": {"name": config.engine, "precision": config.precision,
                    "batch_size": config.inference_batch},
-        "weights": {"name": weights_file.name, "sha256": weights_file.sha256},
-        "spark": {"master": sc.master, "default_parallelism": sc.defaultParallelism,
+        "weights": {"name": run.weights.name, "sha256": run.weights.sha256},
+        "spark": {"master": sc.master, "application_id": sc.applicationId,
+                  "default_parallelism": sc.defaultParallelism,
                   "task_cpus": int(sc.getConf().get("spark.task.cpus", "1"))},
         "versions": report.versions(spark.version),
-        "started_at": started_at,
+        "started_at": run.started_at,
         "finished_at": _now(),
     }
 

@@ -23,6 +23,7 @@ class PcaResult:
     model: Any                      # pyspark.ml.feature.PCAModel with k components
     k: int
     explained: list[float]          # explained-variance ratio of every component
+    clamped_from: int | None = None  # the --pca-k asked for, when more than the data carry
 
     @property
     def cumulative(self) -> list[float]:
@@ -30,7 +31,7 @@ class PcaResult:
 
     @property
     def variance_explained(self) -> float:
-        return float(np.sum(self.explained[: self.k]))
+        return min(1.0, float(np.sum(self.explained[: self.k])))   # no 1.0000000000000009
 
 
 def choose_k(explained: Sequence[float], target: float) -> int:
@@ -60,10 +61,12 @@ def fit_pca(df: Any, input_col: str, output_col: str, dim: int, k: int | None,
     if not np.all(np.isfinite(explained)):
         raise FeaturizerError("the features have no variance (are all images identical?); "
                               "PCA is undefined")
-    chosen = k if k is not None else choose_k(explained, variance)
+    # n images span at most n - 1 directions: components beyond carry no variance.
+    clamped_from = k if k is not None and k > rows - 1 else None
+    chosen = min(k, rows - 1) if k is not None else choose_k(explained, variance)
     components = canonical_signs(_leading_components(df.sparkSession.sparkContext, full, chosen))
     model = _pca_model(df.sparkSession, components, explained[:chosen], input_col, output_col)
-    return PcaResult(model=model, k=chosen, explained=explained)
+    return PcaResult(model=model, k=chosen, explained=explained, clamped_from=clamped_from)
 
 
 def _leading_components(sc: Any, model: Any, k: int) -> np.ndarray:

@@ -7,6 +7,7 @@ are only applied where nothing else set the key.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,9 @@ def job_defaults(config: RunConfig) -> dict[str, str]:
         # holds ~100 files (Spark's 4 MB default gives ~30 and more per-task overhead).
         "spark.sql.files.openCostInBytes": str(1 << 20),
         "spark.python.worker.reuse": "true",
+        # Files deleted between the listing and the read (lifecycle rules, other writers) are
+        # skipped by the scan instead of failing the task; the run records each as an error.
+        "spark.sql.files.ignoreMissingFiles": "true",
         "spark.ui.showConsoleProgress": "false",
         "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
         # Spark ML calls native BLAS (OpenBLAS, in the image too) per row inside tasks that
@@ -51,15 +55,25 @@ def job_defaults(config: RunConfig) -> dict[str, str]:
     }
 
 
-def local_defaults(archive: class_archive.ClassArchive | None = None) -> dict[str, str]:
+def local_defaults(archive: class_archive.ClassArchive | None = None, verbose: bool = False,
+                   log_file: Path | None = None) -> dict[str, str]:
     """Settings for `featurizer run` on this machine (no spark-submit).
 
     FEATURIZER_JARS (comma-separated jar files, e.g. hadoop-aws + the AWS SDK bundle from
-    `hack/fetch-jars.sh`) adds connectors that pip's PySpark does not ship."""
+    `hack/fetch-jars.sh`) adds connectors that pip's PySpark does not ship. Spark logs its
+    warnings and errors to `log_file`, and to the console only if `verbose`: featurizer
+    prints its own progress and one line per failure."""
     jars = {"spark.jars": os.environ["FEATURIZER_JARS"]} if os.environ.get("FEATURIZER_JARS") else {}
     cds = f" {archive.java_options()}" if archive else ""
+    logging = (f"-Dlog4j2.configurationFile=file:{LOG4J} "
+               f"-Dfeaturizer.console.level={'warn' if verbose else 'off'} "
+               f"-Dfeaturizer.log.file={log_file or os.devnull}")
+    workers = {} if verbose or log_file is None else {   # their stderr: the log too
+        "spark.python.daemon.module": "featurizer.worker_daemon",
+        "spark.executorEnv.FEATURIZER_WORKER_LOG": str(log_file)}
     return {
         **jars,
+        **workers,
         "spark.driver.memory": "3g",
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
@@ -67,20 +81,20 @@ def local_defaults(archive: class_archive.ClassArchive | None = None) -> dict[st
         # C1 JIT only: a local run is short and its JVM shares the cores with the Python
         # workers; C2 compiles burned ~22 CPU-s of a 47 s, 4k-image run (per-thread CPU from
         # /proc), C1 ~3 s, for the same throughput at 16k images (BENCHMARKS.md).
-        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J} "
-                                         f"-XX:TieredStopAtLevel=1{cds}",
+        "spark.driver.extraJavaOptions": f"{logging} -XX:TieredStopAtLevel=1{cds}",
     }
 
 
 @contextmanager
-def started(config: RunConfig, log: Callable[[str], None]) -> Iterator[Any]:
+def started(config: RunConfig, log: Callable[[str], None], verbose: bool = False,
+            log_file: Path | None = None) -> Iterator[Any]:
     """A session this process owns: a local one maps the JVM class-data archive (or records
     it on its first run, class_archive.py); stopped when the block ends."""
     archive = class_archive.for_this_jvm(record=True) if is_local(config) else None
     if archive is not None and archive.recording is not None:
         log("first local run with this Java and Spark: the JVM records its classes at exit "
             "(once, ~15 s; later runs start faster)")
-    spark = create(config, archive)
+    spark = create(config, archive, verbose, log_file)
     try:
         yield spark
     finally:
@@ -92,8 +106,10 @@ def started(config: RunConfig, log: Callable[[str], None]) -> Iterator[Any]:
             log(f"JVM class-data archive saved to {archive.path}")
 
 
-def create(config: RunConfig, archive: class_archive.ClassArchive | None = None) -> Any:
-    """The session for `config`; a local one maps (or records) `archive` (class_archive.py)."""
+def create(config: RunConfig, archive: class_archive.ClassArchive | None = None,
+           verbose: bool = False, log_file: Path | None = None) -> Any:
+    """The session for `config`; a local one maps (or records) `archive` (class_archive.py)
+    and logs as local_defaults says."""
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
@@ -105,7 +121,8 @@ def create(config: RunConfig, archive: class_archive.ClassArchive | None = None)
         # The local JVM runs the tasks itself: job_defaults' OPENBLAS_NUM_THREADS, for it.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     existing = SparkConf()
-    settings = {**job_defaults(config), **(local_defaults(archive) if local else {})}
+    settings = {**job_defaults(config),
+                **(local_defaults(archive, verbose, log_file) if local else {})}
     builder = SparkSession.builder.appName("featurizer")
     if config.master or not launched_by_spark_submit():
         builder = builder.master(config.master or LOCAL_MASTER)
@@ -114,8 +131,14 @@ def create(config: RunConfig, archive: class_archive.ClassArchive | None = None)
             builder = builder.config(key, value)
     for key, value in config.spark_conf.items():
         builder = builder.config(key, value)
+    handler = signal.getsignal(signal.SIGINT)
     spark = builder.getOrCreate()
+    # PySpark installs its own SIGINT handler (cancel all jobs, raise KeyboardInterrupt);
+    # the caller's (featurizer.signals: stop between steps) stays in charge.
+    if handler is not None and signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
     _use_s3a_for_s3(spark)
+    _no_local_checksum_files(spark)
     return spark
 
 
@@ -124,3 +147,18 @@ def _use_s3a_for_s3(spark: Any) -> None:
     hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     if not hadoop_conf.get("fs.s3.impl"):
         hadoop_conf.set("fs.s3.impl", "org.apache.hadoop.fs.s3a.S3AFileSystem")
+
+
+def _no_local_checksum_files(spark: Any) -> None:
+    """Local files are read and written without Hadoop's ".NAME.crc" side files.
+
+    Its checksummed local file system derives a ".NAME.crc" path for every file it opens,
+    and cannot parse that path when NAME holds a colon (12:30:01.jpg): the whole run failed
+    with URISyntaxException. Swapping in RawLocalFileSystem (fs.file.impl) is not an option:
+    S3A's upload buffers cast FileSystem.getLocal() to LocalFileSystem. So the cached local
+    file system, which this JVM's tasks share, is told not to verify or write checksums.
+    Executors in other JVMs (clusters) keep Hadoop's default; they read object stores."""
+    jvm = spark.sparkContext._jvm
+    local = jvm.org.apache.hadoop.fs.FileSystem.getLocal(spark.sparkContext._jsc.hadoopConfiguration())
+    local.setVerifyChecksum(False)
+    local.setWriteChecksum(False)

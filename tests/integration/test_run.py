@@ -57,7 +57,8 @@ def test_row_counts_and_labels_with_spaces(result):
     assert set(frame["label"]) == set(sample_data.CLASSES)
     assert any(path.endswith("/it's a kiwi.JPG") for path in frame["path"])
     assert manifest["counts"] == {"found": 102, "selected": 102, "featurized": 101, "failed": 1,
-                                  "resumed": 0, "processed_this_run": 102}
+                                  "resumed": 0, "processed_this_run": 102,
+                                  "aliases_skipped": 0}
     assert manifest["classes"] == 5
 
 

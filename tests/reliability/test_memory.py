@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from featurizer import sample_data
-from processes import session_processes
+from processes import is_python_worker, session_processes
 
 BIN = Path(sys.executable).parent
 IMAGES = 20_000
@@ -33,7 +33,7 @@ def rss_by_role(session: int) -> dict[str, float]:
         rss = next((int(line.split()[1]) / 1024 for line in status.splitlines()
                     if line.startswith("VmRSS:")), 0.0)
         role = ("jvm" if b"java" in cmdline.split(b"\0")[0] else
-                "python_worker" if b"pyspark.daemon" in cmdline else
+                "python_worker" if is_python_worker(cmdline) else
                 "driver_python" if b"featurizer" in cmdline else "other")
         peaks[role] = max(peaks.get(role, 0.0), rss)
     return peaks

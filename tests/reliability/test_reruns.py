@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurizer import pipeline, sample_data
-from processes import session_processes
+from processes import is_python_worker, session_processes
 from featurizer.config import RunConfig
 
 BIN = Path(sys.executable).parent
@@ -99,7 +99,7 @@ def test_resume_refuses_different_settings(spark, images300, tmp_path):
     process = start_run(images300, output, "--master", "local[2]")
     wait_for(lambda: finished_batches(output) >= 1, timeout=600, process=process)
     kill_group(process)
-    with pytest.raises(Exception, match="other inputs or settings"):
+    with pytest.raises(Exception, match=r"other settings \(engine differ\)"):
         pipeline.run(RunConfig(input=str(images300), output=str(output), engine="keras",
                                resume=True), spark=spark)
 
@@ -133,10 +133,10 @@ def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(spark, ima
 
 
 def _busy_python_workers(session: int) -> list[int]:
-    """Python worker processes forked by pyspark.daemon in our run, currently on CPU."""
+    """Python worker processes forked by the worker daemon in our run, currently on CPU."""
     daemons, workers = set(), []
     for process in session_processes(session):
-        if b"pyspark.daemon" in process.cmdline:
+        if is_python_worker(process.cmdline):
             daemons.add(process.pid)
             workers.append((process.pid, int(process.stat[1]), process.stat[0]))
     return [pid for pid, parent, state in workers if parent in daemons and state == "R"]

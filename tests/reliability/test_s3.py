@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurizer import sample_data
-from servers import MotoServer
+from servers import MotoServer, s3_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -169,6 +169,71 @@ def test_lasting_outage_fails_clearly_without_success_marker(s3, jars, tmp_path)
     finally:
         s3.resume()
     assert code == 1, err[-3000:]
-    assert "featurization failed" in error_line(err) or "cannot" in error_line(err)
+    line = error_line(err)
+    assert f"featurizing into file://{output}/_work/featurized failed: " in line, line
+    assert "timed out" in line.lower(), line            # the innermost cause, not a wrapper
     assert not (output / "_SUCCESS").exists()
     assert (output / "_work").exists()                # --resume can continue it
+
+
+ODD_KEYS = ["12:30:01", "100%", "a%41b", "take#2", "why?", "shot[1]", "set{a,b}", "back\\slash",
+            " lead", "trail ", "k=v", "Café Crème 🍎"]
+
+
+def test_odd_key_names_are_featurized_with_exact_paths_and_labels(s3, jars, tmp_path):
+    sources = iter(s3_keys(s3.client, "data", "fruits/"))       # distinct images: PCA needs them
+    expected = {}
+    for name in ODD_KEYS:
+        for key, label in ((f"odd/Names/{name}.jpg", "Names"), (f"odd/{name}/x.jpg", name)):
+            s3.client.copy_object(Bucket="data", Key=key,
+                                  CopySource={"Bucket": "data", "Key": next(sources)})
+            expected[f"s3a://data/{key}"] = label
+    code, _, err = finish(featurizer(s3, jars, "--input", "s3a://data/odd", "--output",
+                                     str(tmp_path / "out"), "--pca-k", "1"))
+    assert code == 0, err[-3000:]
+    rows = pq.read_table(tmp_path / "out" / "features").to_pandas()
+    assert dict(zip(rows["path"], rows["label"])) == expected
+
+
+def test_an_object_deleted_during_the_run_is_recorded(s3, jars, tmp_path):
+    for key in s3_keys(s3.client, "data", "fruits/"):
+        s3.client.copy_object(Bucket="data", Key=key.replace("fruits/", "shrinking/", 1),
+                              CopySource={"Bucket": "data", "Key": key})
+    output = tmp_path / "out"
+    process = featurizer(s3, jars, "--input", "s3a://data/shrinking", "--output", str(output),
+                         "--files-per-batch", "20", "--pca-k", "2", "--max-error-rate", "0.1")
+    _wait_batches(process, output, 1)
+    staged = {path for part in (output / "_work" / "featurized").glob("batch=*")
+              for path in pq.read_table(part).column("path").to_pylist()}
+    listed = s3.client.list_objects_v2(Bucket="data", Prefix="shrinking/")["Contents"]
+    newest = sorted(listed, key=lambda item: (item["LastModified"], item["Key"]))
+    gone = [f"s3a://data/{item['Key']}" for item in newest
+            if f"s3a://data/{item['Key']}" not in staged][-3:]
+    for uri in gone:
+        s3.client.delete_object(Bucket="data", Key=uri.removeprefix("s3a://data/"))
+    code, _, err = finish(process)
+    assert code == 0, err[-3000:]
+    errors = pq.read_table(output / "errors").to_pandas()
+    assert dict(zip(errors["path"], errors["error"])) == {
+        uri: "file disappeared during the run" for uri in gone}
+    assert pq.read_table(output / "features").num_rows == IMAGES - 3
+
+
+def test_a_live_lease_on_s3_refuses_a_second_run(s3, jars):
+    first = featurizer(s3, jars, "--input", "s3a://data/fruits", "--output",
+                       "s3a://results/leased", "--pca-k", "2", "--files-per-batch", "20")
+    deadline = time.monotonic() + 300
+    while not s3_keys(s3.client, "results", "leased/_work/featurized/"):
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    lease = json.loads(s3.client.get_object(Bucket="results", Key="leased/_lease.json")["Body"]
+                       .read())
+    second = featurizer(s3, jars, "--input", "s3a://data/fruits", "--output",
+                        "s3a://results/leased", "--pca-k", "2", "--overwrite")
+    code, _, err = finish(second)
+    assert code == 2, err[-3000:]
+    assert f"is being written by run {lease['run_id']}" in error_line(err)
+    code, _, err = finish(first)
+    assert code == 0, err[-3000:]
+    assert not s3_keys(s3.client, "results", "leased/_lease.json")
+    assert s3_keys(s3.client, "results", "leased/_SUCCESS")

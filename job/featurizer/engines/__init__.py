@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
+from featurizer.quiet import native_output_quieted
 from featurizer.weights import WeightsFile
 
 
@@ -45,10 +46,12 @@ Calibration = Callable[[], tuple[str, Iterable[np.ndarray]]]
 
 def export(engine: str, weights: WeightsFile, precision: str = "float32",
            calibration: Calibration | None = None) -> Payload:
-    if precision == "float32":
-        return Payload(engine, _module(engine).export(weights))
-    return Payload(engine, _module(engine).export(weights, precision, calibration))
+    with native_output_quieted():
+        if precision == "float32":
+            return Payload(engine, _module(engine).export(weights))
+        return Payload(engine, _module(engine).export(weights, precision, calibration))
 
 
 def load(engine: str, data: bytes, threads: int) -> Predictor:
-    return _module(engine).load(data, threads)
+    with native_output_quieted():
+        return _module(engine).load(data, threads)

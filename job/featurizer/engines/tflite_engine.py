@@ -89,7 +89,8 @@ class TflitePredictor:
         self._interpreter = _interpreter_class()(model_content=data, num_threads=threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
-        self._batch = 0
+        self._interpreter.allocate_tensors()    # applies XNNPACK now (engines.load is quiet)
+        self._batch = int(self._interpreter.get_input_details()[0]["shape"][0])
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         if len(images) == 0:

@@ -14,11 +14,17 @@ LABELED_BARS = 150                  # above this many classes the bars carry no 
 
 
 def _pyplot():
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    # Class names may hold characters the font lacks (emoji, tabs) and be very long: the
+    # charts are still right, matplotlib would print a warning per glyph and per layout.
+    warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
+    warnings.filterwarnings("ignore", r"Tight layout not applied", UserWarning)
     return plt
 
 

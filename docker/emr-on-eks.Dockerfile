@@ -34,8 +34,9 @@ RUN python3.11 -m venv /opt/featurizer/venv \
 # COPY keeps the build context's modes, which depend on the host's umask (0600 under 077):
 # the files the hadoop user reads get theirs here, so the image does not depend on the host.
 COPY models/ /tmp/featurizer/files/models/
-COPY main.py /tmp/featurizer/files/main.py
-RUN chmod -R u=rwX,go=rX /tmp/featurizer/files
+COPY main.py decom.sh /tmp/featurizer/files/
+RUN chmod -R u=rwX,go=rX /tmp/featurizer/files \
+ && chmod 0755 /tmp/featurizer/files/decom.sh
 
 # ---- the image ----
 # hadolint ignore=DL3006
@@ -48,6 +49,8 @@ RUN command -v python3.11 >/dev/null || { dnf install -y python3.11 && dnf clean
 COPY --from=venv /opt/featurizer/venv /opt/featurizer/venv
 COPY --from=venv /tmp/featurizer/files/models/ /opt/featurizer/models/
 COPY --from=venv /tmp/featurizer/files/main.py /opt/featurizer/main.py
+# The executors' preStop hook when spark.decommission.enabled (spark.kubernetes.decommission.script).
+COPY --from=venv /tmp/featurizer/files/decom.sh /opt/decom.sh
 ENV FEATURIZER_WEIGHTS_DIR=/opt/featurizer/models \
     PYSPARK_PYTHON=/opt/featurizer/venv/bin/python \
     PYSPARK_DRIVER_PYTHON=/opt/featurizer/venv/bin/python \

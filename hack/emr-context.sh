@@ -36,6 +36,7 @@ done
 
 cp "$REPO_DIR/constraints.txt" "$DEST/constraints.txt"
 cp "$REPO_DIR/job/main.py" "$DEST/main.py"
+cp "$REPO_DIR/docker/decom.sh" "$DEST/decom.sh"
 mkdir -p "$DEST/models"
 cp -l "$weights_dir/$WEIGHTS" "$DEST/models/" 2>/dev/null || cp "$weights_dir/$WEIGHTS" "$DEST/models/"
 log "context ready in $DEST ($(du -sh "$DEST" | cut -f1))"

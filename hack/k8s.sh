@@ -59,8 +59,11 @@ cmd_validate() {
     log "ok: helm lint --strict with $(basename "$values")"
   done
   cmd_render "$tmp/rendered" 2>/dev/null
-  # The same chart as a ScheduledSparkApplication.
-  render_one "$CHART/values-kind.yaml" --set schedule.enabled=true > "$tmp/rendered/scheduled.yaml"
+  # The same chart as a ScheduledSparkApplication (each run writes an output of its own), and
+  # with every cluster-operations value on.
+  render_one "$CHART/values-kind.yaml" --set schedule.enabled=true \
+    --set 'job.output=s3a://featurizer/output/{app}' > "$tmp/rendered/scheduled.yaml"
+  render_one "$CHART/values-kind.yaml" --values "$FIXTURES/operations.yaml" > "$tmp/rendered/operations.yaml"
   bash "$REPO/hack/tools.sh" validate -strict -summary "$tmp/rendered" "$REPO/k8s"
   grep -q '^kind: ScheduledSparkApplication' "$tmp/rendered/scheduled.yaml" \
     || die "schedule.enabled rendered no ScheduledSparkApplication"
@@ -68,11 +71,13 @@ cmd_validate() {
     grep -q '^kind: SparkApplication' "$tmp/rendered/$(basename "$values" .yaml | sed 's/^values-//').yaml" \
       || die "$(basename "$values") rendered no SparkApplication"
   done
-  diff -r "$tmp/rendered" "$REPO/k8s" --exclude scheduled.yaml >"$tmp/diff" \
+  diff -r "$tmp/rendered" "$REPO/k8s" --exclude scheduled.yaml --exclude operations.yaml >"$tmp/diff" \
     || { cat "$tmp/diff" >&2; die "k8s/ is stale: run make k8s-render"; }
   log "ok: k8s/ matches the chart"
   expect_failure "a values file with a wrong type (values.schema.json)" "/driver/cores" \
     "$HELM" template "$RELEASE" "$CHART" --values "$FIXTURES/bad-values-wrong-type.yaml"
+  expect_failure "a schedule whose runs would all write one output" "put {app} in it" \
+    "$HELM" template "$RELEASE" "$CHART" --values "$CHART/values-kind.yaml" --set schedule.enabled=true
   expect_failure "a SparkApplication with a wrong type (CRD schema)" "/spec/driver/cores" \
     bash "$REPO/hack/tools.sh" validate -strict "$FIXTURES/bad-sparkapplication.yaml"
   log "k8s-validate: all checks passed"

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "featurizer.reporting.command",
     "featurizer.launch.emr",
     "featurizer.launch.k8s",
+    "featurizer.launch.runs",
 )
 
 

@@ -45,7 +45,9 @@ class RunConfig:
     input: str = _opt(None, "Input folder URI: a path, file://, s3a:// or s3:// "
                       "(images found recursively; label = parent folder name).", required=True)
     output: str = _opt(None, "Output folder URI (features/, errors/, pca_model/, "
-                       "manifest.json, explained_variance.png, _SUCCESS).", required=True)
+                       "manifest.json, explained_variance.png, _SUCCESS). {app} in it becomes "
+                       "the Spark application's name, {date} the UTC date (one output per "
+                       "scheduled run).", required=True)
     weights: str = _opt("imagenet", "'imagenet' (resolved offline first, see README) or a "
                         "Keras .h5 weights file for MobileNetV2. Env: FEATURIZER_WEIGHTS.")
     engine: str = _opt(DEFAULT_ENGINE, "Inference engine: tflite (LiteRT/XNNPACK, float32, "

@@ -70,6 +70,27 @@ class Layout:
         return storage.join(self.output, name)
 
 
+# Placeholders an --output may hold, for runs that must each write an output of their own
+# (scheduled runs): {app} is the Spark application's name (on the spark-operator the
+# SparkApplication's: <schedule>-<timestamp> for a scheduled run, the same for its retries),
+# {date} the UTC date when the run started.
+PLACEHOLDERS = ("{app}", "{date}")
+
+
+def needs_app_name(template: str) -> bool:
+    return "{app}" in template
+
+
+def expand(template: str, app_name: str | None = None, now: datetime | None = None) -> str:
+    """The output URI for this run: `template` with its placeholders filled in."""
+    uri = template.replace("{date}", (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d"))
+    if needs_app_name(uri):
+        if not app_name:
+            raise ValueError("{app} needs the application's name")
+        uri = uri.replace("{app}", app_name)
+    return uri
+
+
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 

@@ -86,20 +86,25 @@ def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print
 
     Without `spark` the run starts its own session (session.started) and stops it at the
     end; a local one logs Spark to `log_file` (and the console only if `verbose`)."""
-    input_uri, output_uri = storage.normalize(config.input), storage.normalize(config.output)
-    _check_locations(input_uri, output_uri)
-    context = Run(config, input_uri, Layout(output_uri), weights.resolve(config.weights_spec),
-                  log)                                 # weights before Spark: fail fast
+    timer, started_at = Timer(), _now()
+    input_uri = storage.normalize(config.input)
+    early = not output.needs_app_name(config.output)  # else known once Spark runs
+    if early:
+        _check_locations(input_uri, storage.normalize(output.expand(config.output)))
+    weights_file = weights.resolve(config.weights_spec)    # before Spark: fail fast
     local = storage.local_path(input_uri)
-    if local is not None:                              # before Spark lists it (loops)
-        context.local_scan = local_input.scan(local)
+    scan = local_input.scan(local) if local else local_input.LocalScan()  # before Spark lists
     with contextlib.ExitStack() as owned:
         if spark is None:                              # our own session: stopped at the end
             from featurizer import session
 
-            with context.timer.stage("spark_start"):
+            with timer.stage("spark_start"):
                 spark = owned.enter_context(session.started(config, log, verbose, log_file))
-        return _run(context, spark)
+        output_uri = storage.normalize(output.expand(config.output, spark.sparkContext.appName))
+        if not early:
+            _check_locations(input_uri, output_uri)
+        return _run(Run(config, input_uri, Layout(output_uri), weights_file, log, timer=timer,
+                        started_at=started_at, local_scan=scan), spark)
 
 
 def _run(run: Run, spark: Any) -> dict:

@@ -175,3 +175,22 @@ spark.stop()
                  "software.amazon.awssdk.services.sso.SsoClient"):
         assert re.search(rf"^class {re.escape(name)}$", out, re.M), out
     assert re.search(r"^fs org\.apache\.hadoop\.fs\.s3a\.S3AFileSystem s3a://any-bucket$", out, re.M), out
+
+
+def test_decommission_script_signals_the_executor_and_waits_for_it(image: str) -> None:
+    """/opt/decom.sh (the executors' preStop hook): SIGPWR to the executor JVM, then waits
+    for it to exit, logging to the container's log. A stand-in executor process carries the
+    JVM's main class in its command line (split here so this script itself does not match)."""
+    out = run_in(image, r"""
+        class=org.apache.spark.executor.CoarseGrained
+        bash -c 'trap "echo executor: got SIGPWR, exiting; exit 0" PWR
+                 while :; do sleep 0.1; done' "${class}ExecutorBackend" &
+        sleep 1
+        test -x /opt/decom.sh && /opt/decom.sh
+        echo "decom exit=$? executor alive=$(kill -0 $! 2>/dev/null && echo yes || echo no)"
+    """)
+    assert re.search(r"featurizer decommission: \S+ asking executor JVM \d+ to decommission "
+                     r"\(SIGPWR\)", out), out
+    assert "executor: got SIGPWR, exiting" in out
+    assert re.search(r"featurizer decommission: \S+ executor JVM \d+ exited after \d+ s", out), out
+    assert "decom exit=0 executor alive=no" in out

@@ -28,15 +28,22 @@ def _config(**options) -> RunConfig:
     return RunConfig(input=EXAMPLE["INPUT_URI"], output=EXAMPLE["OUTPUT_URI"], **options)
 
 
-@pytest.mark.parametrize("options", [{}, {"pca_k": 16, "limit": 500, "overwrite": True,
-                                          "conf": ("spark.sql.shuffle.partitions=8",)}])
-def test_request_carries_the_job_options_and_passes_the_model(options):
+@pytest.mark.parametrize("options, expected", [
+    ({}, ["--resume"]),                       # retried by default: the retry resumes
+    ({"pca_k": 16, "limit": 500, "overwrite": True, "conf": ("spark.sql.shuffle.partitions=8",)},
+     ["--pca-k", "16", "--limit", "500", "--overwrite", "--conf",
+      "spark.sql.shuffle.partitions=8"]),
+], ids=["defaults", "options"])
+def test_request_carries_the_job_options_and_passes_the_model(options, expected):
     config = _config(**options)
     request = spec.start_job_run_request(config, spec.example_target(EXAMPLE))
     spec.validate("StartJobRun", request)
     arguments = request["jobDriver"]["sparkSubmitJobDriver"]["entryPointArguments"]
-    assert arguments == config.to_argv()
-    assert RunConfig.from_argv(arguments) == config
+    assert arguments == ["--input", EXAMPLE["INPUT_URI"], "--output", EXAMPLE["OUTPUT_URI"],
+                         *expected]
+    assert RunConfig.from_argv(arguments) == dataclasses.replace(
+        config, resume=not config.overwrite)
+    assert request["retryPolicyConfiguration"] == {"maxAttempts": spec.MAX_ATTEMPTS}
     assert len(request["clientToken"]) == 64
 
 
@@ -110,7 +117,7 @@ def test_job_template_passes_the_model_and_fills_into_valid_job_arguments():
         run = spec.substitute(data, {**defaults, **params})
         assert "${" not in json.dumps(run)
         arguments = run["jobDriver"]["sparkSubmitJobDriver"]["entryPointArguments"]
-        assert RunConfig.from_argv(arguments) == config
+        assert RunConfig.from_argv(arguments) == dataclasses.replace(config, resume=True)
         assert "spark.executor.instances=4" in run["jobDriver"]["sparkSubmitJobDriver"][
             "sparkSubmitParameters"]
         assert run["configurationOverrides"]["applicationConfiguration"][0]["properties"][

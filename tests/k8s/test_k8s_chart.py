@@ -119,9 +119,16 @@ def test_shipped_values_render_the_jobs_they_declare(template, values: str):
     (["--set", "image.tag=latest"], "/image/tag"),
     (["--set", "sparkConf.spark\\.executor\\.instances=2"], "/sparkConf"),
     ([], "/job/input"),
+    (["--set", "driver.tolerations[0].operator=Maybe"], "/driver/tolerations/0/operator"),
+    (["--set", "executor.priorityClassName=Not_A_Name"], "/executor/priorityClassName"),
+    (["--set", "decommission.enabled=true", "--set", "decommission.forceKillTimeout=soon"],
+     "/decommission/forceKillTimeout"),
+    (["--set", "eventLog.enabled=true", "--set", "eventLog.dir=spark-events"], "/eventLog/dir"),
+    (["--set", "driver.affinity.nodeAfinity.x=y"], "/driver/affinity"),
 ], ids=["wrong-type-file", "string-for-int", "unknown-option", "overwrite-and-resume",
         "unknown-engine", "conf-without-equals", "memory-string", "latest-tag",
-        "non-string-sparkconf", "no-input"])
+        "non-string-sparkconf", "no-input", "toleration-operator", "priority-class-name",
+        "kill-timeout", "event-log-dir", "affinity-typo"])
 def test_schema_rejects_bad_values(helm, args: list[str], where: str):
     defaults = [] if args == [] else ["--set", "job.input=s3a://b/in", "--set",
                                       "job.output=s3a://b/out"]
@@ -196,12 +203,134 @@ def test_rbac_is_namespaced_and_minimal(rendered):
 
 
 def test_schedule_renders_the_same_spec_as_a_scheduled_application(template):
-    kind = ["--values", str(CHART / "values-kind.yaml")]
+    kind = ["--values", str(CHART / "values-kind.yaml"), "--set",
+            "job.output=s3a://featurizer/output/{app}"]
     once = only(template(*kind), "SparkApplication")["spec"]
     docs = template(*kind, "--set", "schedule.enabled=true", "--set", "schedule.cron=@hourly")
     assert not [doc for doc in docs if doc["kind"] == "SparkApplication"]
     scheduled = only(docs, "ScheduledSparkApplication")["spec"]
     assert scheduled["schedule"] == "@hourly" and scheduled["template"] == once
+
+
+@pytest.mark.parametrize("extra, accepted", [
+    ([], False),                                                        # every run: one output
+    (["--set", "job.output=s3a://b/out/{app}"], True),                 # one per run
+    (["--set", "job.output=s3a://b/out/{date}"], True),                # one per day
+    (["--set", "job.overwrite=true", "--set", "job.resume=null"], True),  # replaced on purpose
+], ids=["same-output", "app", "date", "overwrite"])
+def test_a_schedule_needs_an_output_per_run(helm, extra: list[str], accepted: bool):
+    proc = subprocess.run([helm, "template", "featurizer", str(CHART), "--set",
+                           "job.input=s3a://b/in", "--set", "job.output=s3a://b/out",
+                           "--set", "schedule.enabled=true", *extra],
+                          capture_output=True, text=True, timeout=120)
+    assert (proc.returncode == 0) == accepted, proc.stderr
+    if not accepted:
+        assert "every run would write the same job.output" in proc.stderr
+        assert "put {app} in it" in proc.stderr
+
+
+# ---- cluster operations: placement per role, decommissioning, history, metrics ---------------
+
+def operations(template) -> list[dict]:
+    return template("--values", str(CHART / "values-kind.yaml"),
+                    "--values", str(FIXTURES / "operations.yaml"))
+
+
+def test_each_role_has_its_own_placement(template):
+    spec = only(operations(template), "SparkApplication")["spec"]
+    driver, executor = spec["driver"], spec["executor"]
+    arch = {"kubernetes.io/arch": "amd64"}                    # top level: both roles
+    assert driver["nodeSelector"] == {**arch, "karpenter.sh/capacity-type": "on-demand"}
+    assert executor["nodeSelector"] == {**arch, "karpenter.sh/capacity-type": "spot"}
+    batch = {"key": "workload", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}
+    assert driver["tolerations"] == [batch, {"key": "dedicated", "operator": "Equal",
+                                             "value": "spark-driver", "effect": "NoSchedule"}]
+    assert executor["tolerations"] == [batch, {"key": "spot", "operator": "Exists",
+                                               "effect": "NoSchedule"}]
+    zone = driver["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert zone["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["us-east-1a"]
+    assert "affinity" not in executor
+    assert driver["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+    assert "karpenter.sh/do-not-disrupt" not in executor["annotations"]
+    assert (driver["priorityClassName"], executor["priorityClassName"]) == (
+        "spark-driver", "spark-executor")
+    for pod in (driver, executor):
+        assert pod["labels"]["team"] == "vision"
+        assert pod["labels"]["app.kubernetes.io/name"] == "featurizer"
+
+
+def test_eks_values_keep_the_driver_on_demand_and_executors_on_spot(template):
+    spec = only(template("--values", str(CHART / "values-eks.yaml")), "SparkApplication")["spec"]
+    assert spec["driver"]["nodeSelector"]["karpenter.sh/capacity-type"] == "on-demand"
+    assert spec["driver"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+    assert spec["executor"]["nodeSelector"]["karpenter.sh/capacity-type"] == "spot"
+    conf = spec["sparkConf"]
+    grace = int(conf["spark.kubernetes.executor.terminationGracePeriodSeconds"])
+    kill = int(conf["spark.executor.decommission.forceKillTimeout"].removesuffix("s"))
+    assert conf["spark.decommission.enabled"] == "true" and kill < grace <= 120  # spot: 2 min
+
+
+def test_decommission_event_log_and_metrics_become_spark_settings(template):
+    spec = only(operations(template), "SparkApplication")["spec"]
+    conf = spec["sparkConf"]
+    assert {key: conf[key] for key in conf if "decommission" in key or "GracePeriod" in key} == {
+        "spark.decommission.enabled": "true",
+        "spark.storage.decommission.enabled": "true",
+        "spark.storage.decommission.shuffleBlocks.enabled": "true",
+        "spark.storage.decommission.rddBlocks.enabled": "true",
+        "spark.executor.decommission.forceKillTimeout": "90s",
+        "spark.kubernetes.executor.terminationGracePeriodSeconds": "100"}
+    assert (conf["spark.eventLog.enabled"], conf["spark.eventLog.dir"]) == (
+        "true", "s3a://featurizer/spark-events")
+    assert conf["spark.eventLog.rolling.enabled"] == "true"
+    assert conf["spark.ui.prometheus.enabled"] == "true"
+    assert conf["spark.metrics.conf.*.sink.prometheusServlet.class"] == \
+        "org.apache.spark.metrics.sink.PrometheusServlet"
+    annotations = spec["driver"]["annotations"]
+    assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"],
+            annotations["prometheus.io/path"]) == ("true", "4040", "/metrics/prometheus")
+    plain = only(template("--values", str(CHART / "values-kind.yaml")), "SparkApplication")
+    assert not any(key.startswith(("spark.decommission", "spark.eventLog", "spark.metrics"))
+                   for key in plain["spec"].get("sparkConf") or {})
+
+
+def test_a_users_spark_conf_wins_over_the_charts_own(template):
+    spec = only(template("--values", str(CHART / "values-kind.yaml"),
+                         "--values", str(FIXTURES / "operations.yaml"),
+                         "--set-string", "sparkConf.spark\\.eventLog\\.rolling\\.enabled=false"),
+                "SparkApplication")["spec"]
+    assert spec["sparkConf"]["spark.eventLog.rolling.enabled"] == "false"
+
+
+def test_history_server_reads_the_event_log_with_the_charts_s3_settings(template):
+    docs = operations(template)
+    deployment, service = only(docs, "Deployment"), only(docs, "Service")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"] == ["spark-class", "org.apache.spark.deploy.history.HistoryServer"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    options = env["SPARK_HISTORY_OPTS"].split()
+    assert "-Dspark.history.fs.logDirectory=s3a://featurizer/spark-events" in options
+    kind_s3 = chart_values("values-kind.yaml")["s3"]
+    assert f"-Dspark.hadoop.fs.s3a.endpoint={kind_s3['endpoint']}" in options
+    assert container["envFrom"] == [{"secretRef": {"name": kind_s3["credentialsSecret"]}}]
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert pod["serviceAccountName"] == only(docs, "ServiceAccount")["metadata"]["name"]
+    assert service["spec"]["ports"][0]["port"] == 18080
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert not [doc for doc in template("--values", str(CHART / "values-kind.yaml"))
+                if doc["kind"] in ("Deployment", "Service")]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "eventLog.enabled=true"], "eventLog.enabled needs eventLog.dir"),
+    (["--set", "historyServer.enabled=true"], "historyServer.enabled needs"),
+], ids=["event-log-without-dir", "history-without-dir"])
+def test_operations_values_that_cannot_work_are_refused(helm, args: list[str], message: str):
+    proc = subprocess.run([helm, "template", "featurizer", str(CHART), "--set",
+                           "job.input=s3a://b/in", "--set", "job.output=s3a://b/out", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and message in proc.stderr
 
 
 def test_checked_in_manifests_are_the_chart_rendered(tmp_path: Path, helm: str):

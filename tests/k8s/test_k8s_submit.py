@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def test_submitter_renders_what_kubectl_apply_of_k8s_applies(helm):
     """Same values -> the same object as k8s/kind.yaml, i.e. plain `helm template`."""
     job = yaml.safe_load(KIND_VALUES.read_text())["job"]
     config = RunConfig(input=job["input"], output=job["output"], resume=True)
-    app = k8s.render(config, values_files=[KIND_VALUES], helm=helm)
+    app = k8s.render(config, name="featurizer", values_files=[KIND_VALUES], helm=helm)
     checked_in = [doc for doc in yaml.safe_load_all((ROOT / "k8s" / "kind.yaml").read_text())
                   if doc and doc["kind"] == "SparkApplication"]
     assert app == checked_in[0]
@@ -85,7 +86,8 @@ def test_options_decide_over_a_values_files_job_section(helm, tmp_path: Path):
     values.write_text(yaml.safe_dump({"job": {"input": "s3a://x/y", "output": "s3a://x/z",
                                               "pcaK": 9, "limit": 5, "resume": True}}))
     config = RunConfig(input="s3a://b/in", output="s3a://b/out")
-    arguments = k8s.render(config, values_files=[values], helm=helm)["spec"]["arguments"]
+    arguments = k8s.render(config, name="run-2", values_files=[values],
+                           helm=helm)["spec"]["arguments"]
     assert arguments == ["--input", "s3a://b/in", "--output", "s3a://b/out"]
 
 
@@ -282,3 +284,38 @@ def test_commands_are_listed_and_cheap_to_load():
     top = featurizer("--help").stdout
     assert all(command in top for command in ("submit", "status", "logs", "delete"))
     assert "k8s" in featurizer("submit", "--help").stdout
+
+
+# ---- safe submits ----------------------------------------------------------------------------
+
+def test_each_output_gets_its_own_application_name():
+    names = {output: k8s.app_name(output) for output in (
+        "s3a://bucket/features/fruits-train", "s3a://bucket/other/fruits-train",
+        "s3a://bucket/features/Fruits 360 Test", "s3a://b/" + "x" * 80)}
+    assert len(set(names.values())) == len(names)                  # no two outputs share one
+    assert k8s.app_name("s3a://bucket/features/fruits-train/") == \
+        names["s3a://bucket/features/fruits-train"]                 # the same output: the same
+    assert names["s3a://bucket/features/Fruits 360 Test"].startswith("featurizer-fruits-360-test-")
+    for name in names.values():                                     # what the chart accepts
+        assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 50, name
+
+
+def _app(state: str | None) -> dict:
+    status = {"applicationState": {"state": state}} if state else {}
+    return {"metadata": {"name": "featurizer-out-1234abcd", "namespace": "featurizer",
+                         "creationTimestamp": "2026-12-01T10:00:00Z"}, "status": status}
+
+
+@pytest.mark.parametrize("state", [None, "SUBMITTED", "RUNNING", "PENDING_RERUN", "SUCCEEDING",
+                                   "FAILING", "INVALIDATING", "UNKNOWN"])
+def test_a_submit_never_replaces_a_live_application_unless_told(state):
+    with pytest.raises(ConfigError, match=r"featurizer-out-1234abcd is \w+ \(created "
+                                          r"2026-12-01T10:00:00Z\) and is not replaced.*--replace"):
+        k8s.replacement(_app(state), replace=False)
+    assert k8s.replacement(_app(state), replace=True) == "recreate"
+
+
+@pytest.mark.parametrize("state", ["COMPLETED", "FAILED"])
+def test_a_finished_application_is_replaced_by_the_next_submit(state):
+    assert k8s.replacement(_app(state), replace=False) == "recreate"
+    assert k8s.replacement(None, replace=False) == "create"

@@ -64,23 +64,36 @@ This is what RunConfig.from_argv parses back (tests/k8s checks the round trip).
 {{- end }}
 {{- end -}}
 
-{{/* Fields shared by the driver and the executors; call with (dict "pod" ... "root" $). */}}
+{{/* Fields of the driver or the executors; call with (dict "pod" .Values.driver "root" $).
+The top-level nodeSelector/tolerations/labels apply to both roles; each role adds its own. */}}
 {{- define "featurizer.pod" -}}
 {{- $root := .root }}
-{{- with .pod }}
-cores: {{ int .cores }}
-{{- with .coreRequest }}
+{{- $pod := .pod }}
+cores: {{ int $pod.cores }}
+{{- with $pod.coreRequest }}
 coreRequest: {{ . | quote }}
 {{- end }}
-{{- with .coreLimit }}
+{{- with $pod.coreLimit }}
 coreLimit: {{ . | quote }}
 {{- end }}
-memory: {{ .memory | quote }}
-memoryOverhead: {{ .memoryOverhead | quote }}
-{{- end }}
+memory: {{ $pod.memory | quote }}
+memoryOverhead: {{ $pod.memoryOverhead | quote }}
 serviceAccount: {{ $root.Values.serviceAccount.name }}
 labels:
   {{- include "featurizer.labels" $root | nindent 2 }}
+  {{- with $pod.labels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- $annotations := deepCopy ($pod.annotations | default dict) }}
+{{- if and .driver $root.Values.metrics.prometheus }}
+{{- $_ := set $annotations "prometheus.io/scrape" "true" }}
+{{- $_ := set $annotations "prometheus.io/port" "4040" }}
+{{- $_ := set $annotations "prometheus.io/path" "/metrics/prometheus" }}
+{{- end }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 podSecurityContext:
   {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
 securityContext:
@@ -90,13 +103,69 @@ envFrom:
   - secretRef:
       name: {{ . }}
 {{- end }}
-{{- with $root.Values.nodeSelector }}
+{{- with merge (deepCopy ($pod.nodeSelector | default dict)) $root.Values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with $root.Values.tolerations }}
+{{- with concat $root.Values.tolerations ($pod.tolerations | default list) }}
 tolerations:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $pod.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $pod.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Spark properties the chart's own values imply (decommissioning, event logs, metrics);
+sparkConf is merged over them, so a user's setting always wins. */}}
+{{- define "featurizer.sparkConf" -}}
+{{- $conf := dict }}
+{{- with .Values.decommission }}
+{{- if .enabled }}
+{{- $_ := set $conf "spark.decommission.enabled" "true" }}
+{{- $_ := set $conf "spark.storage.decommission.enabled" "true" }}
+{{- $_ := set $conf "spark.storage.decommission.shuffleBlocks.enabled" "true" }}
+{{- $_ := set $conf "spark.storage.decommission.rddBlocks.enabled" "true" }}
+{{- $_ := set $conf "spark.executor.decommission.forceKillTimeout" .forceKillTimeout }}
+{{- $_ := set $conf "spark.kubernetes.executor.terminationGracePeriodSeconds" (toString (int .gracePeriodSeconds)) }}
+{{- end }}
+{{- end }}
+{{- with .Values.eventLog }}
+{{- if .enabled }}
+{{- if not .dir }}
+{{- fail "eventLog.enabled needs eventLog.dir, e.g. s3a://my-bucket/spark-events" }}
+{{- end }}
+{{- $_ := set $conf "spark.eventLog.enabled" "true" }}
+{{- $_ := set $conf "spark.eventLog.dir" .dir }}
+{{- $_ := set $conf "spark.eventLog.rolling.enabled" (toString .rolling) }}
+{{- $_ := set $conf "spark.eventLog.rolling.maxFileSize" .rollingMaxFileSize }}
+{{- end }}
+{{- end }}
+{{- if .Values.metrics.prometheus }}
+{{- $_ := set $conf "spark.ui.prometheus.enabled" "true" }}
+{{- $_ := set $conf "spark.metrics.conf.*.sink.prometheusServlet.class" "org.apache.spark.metrics.sink.PrometheusServlet" }}
+{{- $_ := set $conf "spark.metrics.conf.*.sink.prometheusServlet.path" "/metrics/prometheus" }}
+{{- $_ := set $conf "spark.metrics.conf.master.sink.prometheusServlet.path" "/metrics/master/prometheus" }}
+{{- $_ := set $conf "spark.metrics.conf.applications.sink.prometheusServlet.path" "/metrics/applications/prometheus" }}
+{{- end }}
+{{- range $key, $value := merge (deepCopy .Values.sparkConf) $conf }}
+{{ $key | quote }}: {{ $value | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* A scheduled run writes job.output again every time: refuse that unless each run gets
+an output of its own ({app} or {date} in it) or overwrites on purpose. */}}
+{{- define "featurizer.checkSchedule" -}}
+{{- if .Values.schedule.enabled }}
+{{- $fresh := or (contains "{app}" .Values.job.output) (contains "{date}" .Values.job.output) }}
+{{- $overwrites := and .Values.job.overwrite (not .Values.job.resume) }}
+{{- if not (or $fresh $overwrites) }}
+{{- fail "schedule.enabled: every run would write the same job.output (the second is refused as already complete): put {app} in it (the run's name, e.g. s3a://bucket/features/{app}) or {date}, or set job.overwrite: true and job.resume: null" }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -117,11 +186,9 @@ mainApplicationFile: {{ .Values.mainApplicationFile | quote }}
 sparkVersion: {{ .Values.sparkVersion | quote }}
 arguments:
   {{- include "featurizer.arguments" . | trim | nindent 2 }}
-{{- with .Values.sparkConf }}
+{{- with include "featurizer.sparkConf" . | trim }}
 sparkConf:
-  {{- range $key, $value := . }}
-  {{ $key | quote }}: {{ $value | toString | quote }}
-  {{- end }}
+  {{- . | nindent 2 }}
 {{- end }}
 hadoopConf:
   {{- include "featurizer.hadoopConf" . | trim | nindent 2 }}
@@ -141,7 +208,7 @@ dynamicAllocation:
   {{- end }}
 {{- end }}
 driver:
-  {{- include "featurizer.pod" (dict "pod" .Values.driver "root" .) | trim | nindent 2 }}
+  {{- include "featurizer.pod" (dict "pod" .Values.driver "root" . "driver" true) | trim | nindent 2 }}
 executor:
   instances: {{ int .Values.executor.instances }}
   {{- include "featurizer.pod" (dict "pod" .Values.executor "root" .) | trim | nindent 2 }}

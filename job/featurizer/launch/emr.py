@@ -68,6 +68,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                        ("driver_cores", "driver cores"), ("driver_memory", "driver JVM memory")):
         aws.add_argument("--" + flag.replace("_", "-"), default=getattr(sizing, flag),
                          help=f"{what} (default %(default)s)")
+    aws.add_argument("--max-attempts", type=int, default=spec.MAX_ATTEMPTS, metavar="N",
+                     help="attempts EMR gives a failed driver (retryPolicyConfiguration); "
+                     "retries run with --resume and continue the failed attempt; 1 = no "
+                     "retries (default %(default)s)")
     aws.add_argument("--wait", action="store_true",
                      help="follow the job run until it ends; exit 0 only if it COMPLETED")
     aws.add_argument("--poll-seconds", type=float, default=10.0,
@@ -92,7 +96,9 @@ class Plan:
 
 
 def plan(args: argparse.Namespace) -> Plan:
-    config = RunConfig.from_namespace(args)
+    if args.max_attempts < 1:
+        raise ConfigError(f"--max-attempts must be >= 1, got {args.max_attempts}")
+    config = spec.with_retries(RunConfig.from_namespace(args), args.max_attempts)
     _check_job_options(config)
     output_bucket = _bucket(config.output)
     staging = storage.normalize(args.staging_uri or f"s3://{output_bucket}/_featurizer/emr")
@@ -114,13 +120,14 @@ def plan(args: argparse.Namespace) -> Plan:
         params = spec.template_parameters(config, args.image, log_uri, uris["driver"],
                                           uris["executor"], resources, args.release_label)
         request = spec.template_run_request(args.job_template_id, args.virtual_cluster_id,
-                                            name, params, args.client_token)
+                                            name, params, args.client_token, args.max_attempts)
     else:
         _check_role_arn(args.execution_role_arn)
         target = spec.Target(args.virtual_cluster_id, args.execution_role_arn, args.image,
                              log_uri, uris["driver"], uris["executor"], args.release_label,
                              log_group, resources)
-        request = spec.start_job_run_request(config, target, name, args.client_token)
+        request = spec.start_job_run_request(config, target, name, args.client_token,
+                                             args.max_attempts)
     spec.validate("StartJobRun", request)
     return Plan(config, request, {uris[role]: templates[role] for role in templates}, staging,
                 log_uri, log_group)
@@ -200,18 +207,91 @@ def _submit(args: argparse.Namespace) -> int:
     final = follow(aws, request["virtualClusterId"], job["id"], args.poll_seconds,
                    cancel_without_asking=args.cancel_on_interrupt)
     print(job["id"])
-    if final["state"] != "COMPLETED":
-        reason = " ".join(filter(None, (final.get("failureReason"), final.get("stateDetails"))))
-        raise JobRunFailed(f"job run {job['id']} ended {final['state']}"
+    return _outcome(final)
+
+
+def _outcome(job: dict[str, Any]) -> int:
+    """0 for a COMPLETED job run, else JobRunFailed naming its state and reason."""
+    if job["state"] != "COMPLETED":
+        reason = " ".join(filter(None, (job.get("failureReason"), job.get("stateDetails"))))
+        raise JobRunFailed(f"job run {job['id']} ended {job['state']}"
                            + (f": {reason}" if reason else ""))
+    return 0
+
+
+# ---- following a job run: status, logs, cancel -------------------------------------
+def status(args: argparse.Namespace) -> int:
+    """`featurizer status JOB_ID --virtual-cluster-id VC [--wait]`."""
+    aws = Aws(args.region)
+    vc, job_id = args.virtual_cluster_id, args.name
+    if args.wait:
+        job = follow(aws, vc, job_id, args.poll_seconds)
+    else:
+        job = aws.describe_job_run(vc, job_id)
+        attempts = (job.get("retryPolicyExecution") or {}).get("currentAttemptCount", 1)
+        reason = " ".join(filter(None, (job.get("failureReason"), job.get("stateDetails"))))
+        print(f"{job_id}\t{job['state']}\tname={job.get('name', '')}\tattempt={attempts}"
+              f"\t{reason}".rstrip())
+        if job["state"] not in spec.TERMINAL_STATES:
+            return 0
+    return _outcome(job)
+
+
+def logs(args: argparse.Namespace) -> int:
+    """`featurizer logs JOB_ID --virtual-cluster-id VC`: the driver's stderr and stdout from
+    the run's S3 monitoring logs (EMR uploads them while the driver runs and when it ends)."""
+    import gzip
+    import zlib
+
+    aws = Aws(args.region)
+    vc, job_id = args.virtual_cluster_id, args.name
+    job = aws.describe_job_run(vc, job_id)
+    monitoring = ((job.get("configurationOverrides") or {}).get("monitoringConfiguration") or {})
+    log_uri = (monitoring.get("s3MonitoringConfiguration") or {}).get("logUri")
+    if not log_uri:
+        raise ConfigError(f"job run {job_id} has no S3 monitoring logs (it was started without "
+                          f"a logUri): see CloudWatch or `kubectl logs` of its driver pod")
+    found = False
+    for stream, uri in spec.driver_log_uris(log_uri, vc, job_id).items():
+        body = aws.read_optional(uri)
+        if body is None:
+            continue
+        found = True
+        try:
+            text = gzip.decompress(body).decode("utf-8", "replace")
+        except (OSError, EOFError, zlib.error):      # EMR uploads a growing file as is
+            text = body.decode("utf-8", "replace")
+        lines = text.splitlines()[-args.tail:] if args.tail else text.splitlines()
+        print(f"==> driver {stream} ({uri}) <==")
+        print("\n".join(lines))
+    if not found:
+        raise FeaturizerError(f"no driver log of job run {job_id} under {log_uri} yet (state "
+                              f"{job['state']}): EMR uploads it while the driver runs")
+    return 0
+
+
+def cancel(args: argparse.Namespace) -> int:
+    """`featurizer cancel JOB_ID --virtual-cluster-id VC`."""
+    aws = Aws(args.region)
+    job = aws.describe_job_run(args.virtual_cluster_id, args.name)
+    if job["state"] in spec.TERMINAL_STATES:
+        print(f"job run {args.name} already ended {job['state']}: nothing to cancel")
+        return 0
+    aws.cancel_job_run(args.virtual_cluster_id, args.name)
+    print(f"cancel requested for job run {args.name} (it passes CANCEL_PENDING, then "
+          f"CANCELLED: featurizer status {args.name} --virtual-cluster-id "
+          f"{args.virtual_cluster_id} --wait)")
     return 0
 
 
 def _print_log_locations(vc: str, job_id: str, the_plan: Plan) -> None:
     base = f"{the_plan.log_uri}/{vc}/jobs/{job_id}"
-    _info(f"driver logs: {base}/containers/spark-{job_id}/spark-{job_id}-driver/"
-          "(stdout.gz|stderr.gz)")
+    driver = spec.driver_log_uris(the_plan.log_uri, vc, job_id)["stdout"].rsplit("/", 1)[0]
+    _info(f"driver logs: {driver}/(stdout.gz|stderr.gz): featurizer logs {job_id} "
+          f"--virtual-cluster-id {vc}")
     _info(f"job runner logs: {base}/containers/ (control logs under {base}/control-logs/)")
+    _info(f"state: featurizer status {job_id} --virtual-cluster-id {vc} [--wait]; cancel: "
+          f"featurizer cancel {job_id} --virtual-cluster-id {vc}")
     if the_plan.log_group:
         _info(f"CloudWatch: log group {the_plan.log_group}, streams "
               f"{spec.LOG_STREAM_PREFIX}/{vc}/jobs/{job_id}/...")
@@ -247,8 +327,9 @@ def _interrupted(aws: "Aws", vc: str, job_id: str, cancel_without_asking: bool,
             answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             raise JobRunFailed(f"stopped following job run {job_id}; it keeps running. "
-                               f"Cancel it with: aws emr-containers cancel-job-run --id "
-                               f"{job_id} --virtual-cluster-id {vc}", ) from None
+                               f"Cancel it with: featurizer cancel {job_id} "
+                               f"--virtual-cluster-id {vc} (or aws emr-containers "
+                               f"cancel-job-run --id {job_id} --virtual-cluster-id {vc})") from None
     aws.cancel_job_run(vc, job_id)
     _info(f"cancel requested for job run {job_id}")
     job: dict[str, Any] = {}
@@ -330,6 +411,19 @@ class Aws:
     def cancel_job_run(self, vc: str, job_id: str) -> None:
         self.call(f"cancel job run {job_id}", self.emr.cancel_job_run, id=job_id,
                   virtualClusterId=vc)
+
+    def read_optional(self, uri: str) -> bytes | None:
+        """The object's bytes, or None if it does not exist (yet)."""
+        from botocore import exceptions
+
+        try:
+            return self.s3.get_object(Bucket=_bucket(uri), Key=_key(uri))["Body"].read()
+        except exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise _client_error(f"reading {uri}", error.get("Code", ""),
+                                error.get("Message", ""), self.region) from None
 
 
 def _client_error(what: str, code: str, message: str, region: str) -> ConfigError:

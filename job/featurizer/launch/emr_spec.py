@@ -30,6 +30,10 @@ LOG_GROUP = "/emr-on-eks/featurizer"
 LOG_STREAM_PREFIX = "featurizer"
 TAGS = {"app": "featurizer"}
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
+# Attempts EMR gives a failed driver (retryPolicyConfiguration); every attempt after the first
+# runs with --resume and continues what the failed one staged. The chart's default is the
+# same: 1 run + 2 retries.
+MAX_ATTEMPTS = 3
 ROLE_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 NAME_CHARS = re.compile(r"[^.\-_/#A-Za-z0-9]+")
 
@@ -126,10 +130,25 @@ def job_name(config: RunConfig) -> str:
     return ("featurizer-" + NAME_CHARS.sub("-", last)).strip("-")[:64]
 
 
+def with_retries(config: RunConfig, max_attempts: int) -> RunConfig:
+    """The job options for a run EMR may retry: --resume, so that a retry continues the failed
+    attempt's staged work instead of refusing its partial output (unless --overwrite)."""
+    if max_attempts > 1 and not config.overwrite:
+        return dataclasses.replace(config, resume=True)
+    return config
+
+
+def retry_policy(max_attempts: int) -> dict[str, Any]:
+    return {"retryPolicyConfiguration": {"maxAttempts": max_attempts}} if max_attempts > 1 else {}
+
+
 def start_job_run_request(config: RunConfig, target: Target, name: str | None = None,
-                          client_token: str | None = None) -> dict[str, Any]:
+                          client_token: str | None = None,
+                          max_attempts: int = MAX_ATTEMPTS) -> dict[str, Any]:
     """StartJobRun parameters; the client token defaults to a hash of the request, so
-    re-sending the same request returns the same job run instead of starting another."""
+    re-sending the same request returns the same job run instead of starting another.
+    With `max_attempts` > 1 EMR retries a failed driver and the job resumes."""
+    config = with_retries(config, max_attempts)
     request: dict[str, Any] = {
         "name": name or job_name(config),
         "virtualClusterId": target.virtual_cluster_id,
@@ -147,6 +166,7 @@ def start_job_run_request(config: RunConfig, target: Target, name: str | None = 
                                              target.executor_pod_template)}],
             "monitoringConfiguration": monitoring(target.log_uri, target.log_group),
         },
+        **retry_policy(max_attempts),
         "tags": dict(TAGS),
     }
     request["clientToken"] = client_token or token_of(request)
@@ -157,6 +177,13 @@ def token_of(request: Mapping[str, Any]) -> str:
     canonical = json.dumps({k: v for k, v in request.items() if k != "clientToken"},
                            sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()     # 64 chars, the API's maximum
+
+
+def driver_log_uris(log_uri: str, virtual_cluster_id: str, job_id: str) -> dict[str, str]:
+    """Where EMR on EKS uploads the driver's stdout and stderr (s3MonitoringConfiguration)."""
+    base = (f"{log_uri.rstrip('/')}/{virtual_cluster_id}/jobs/{job_id}/containers/"
+            f"spark-{job_id}/spark-{job_id}-driver")
+    return {"stdout": f"{base}/stdout.gz", "stderr": f"{base}/stderr.gz"}
 
 
 # ---- job template ------------------------------------------------------------------
@@ -189,8 +216,10 @@ def _param(name: str) -> str:
 
 
 def job_template_data(execution_role_arn: str, log_group: str | None = LOG_GROUP) -> dict:
-    """jobTemplateData: the StartJobRun request above with `${Parameters}` in its fields."""
-    placeholders = RunConfig(input=_param("Input"), output=_param("Output"))
+    """jobTemplateData: the StartJobRun request above with `${Parameters}` in its fields.
+    Its runs always --resume: a retry continues a failed attempt, and on an empty output
+    --resume is an ordinary run."""
+    placeholders = RunConfig(input=_param("Input"), output=_param("Output"), resume=True)
     sizing = Resources(executors=_param("Executors"), executor_cores=_param("ExecutorCores"),
                        executor_memory=_param("ExecutorMemory"),
                        driver_cores=_param("DriverCores"), driver_memory=_param("DriverMemory"))
@@ -221,7 +250,7 @@ def template_parameters(config: RunConfig, image: str, log_uri: str, driver_pod_
                         executor_pod_template: str, resources: Resources,
                         release_label: str) -> dict[str, str]:
     """jobTemplateParameters for a run; refuses job options the template cannot carry."""
-    carried = dataclasses.replace(config, input="i", output="o", pca_k=None,
+    carried = dataclasses.replace(config, input="i", output="o", pca_k=None, resume=False,
                                   pca_variance=_default("pca_variance"))
     extra = [arg for arg in carried.to_argv()[4:] if arg.startswith("--")]
     if extra:
@@ -252,11 +281,12 @@ def substitute(value: Any, parameters: Mapping[str, str]) -> Any:
 
 
 def template_run_request(job_template_id: str, virtual_cluster_id: str, name: str,
-                         parameters: Mapping[str, str],
-                         client_token: str | None = None) -> dict[str, Any]:
+                         parameters: Mapping[str, str], client_token: str | None = None,
+                         max_attempts: int = MAX_ATTEMPTS) -> dict[str, Any]:
     request: dict[str, Any] = {
         "name": name, "virtualClusterId": virtual_cluster_id,
         "jobTemplateId": job_template_id, "jobTemplateParameters": dict(parameters),
+        **retry_policy(max_attempts),
         "tags": dict(TAGS),
     }
     request["clientToken"] = client_token or token_of(request)

@@ -12,7 +12,9 @@ import argparse
 import codecs
 import contextlib
 import dataclasses
+import hashlib
 import io
+import re
 import json
 import os
 import shutil
@@ -37,7 +39,9 @@ CRD = f"{PLURAL}.{GROUP}/{VERSION}"
 TEMPLATE = "templates/sparkapplication.yaml"
 DRIVER_CONTAINER = "spark-kubernetes-driver"  # the container Spark names in the driver pod
 TERMINAL = ("COMPLETED", "FAILED")
-DEFAULT_NAME = DEFAULT_NAMESPACE = "featurizer"
+DEFAULT_NAMESPACE = "featurizer"
+APP_LABEL = "app.kubernetes.io/name=featurizer"     # the chart's label on every application
+NAME_LENGTH = 50                                     # the chart's fullnameOverride maximum
 REPO = Path(__file__).resolve().parents[3]
 REQUEST_TIMEOUT = 30  # seconds for one API call (watches and log streams set their own)
 WATCH_SECONDS = 300   # one watch request; the wait re-reads the object between requests
@@ -70,6 +74,35 @@ def job_values(config: RunConfig) -> dict[str, Any]:
         else:
             values[camel(f.name)] = None if value == f.default else value
     return values
+
+
+def app_name(output: str) -> str:
+    """The default SparkApplication name for an output: featurizer-<last folder>-<hash>.
+    The same output always gets the same name, so a second submit finds the first run (and
+    refuses to replace it while it runs); different outputs never share one."""
+    from featurizer import storage
+
+    uri = storage.normalize(output)
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:8]
+    last = re.sub(r"[^a-z0-9]+", "-", uri.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-")
+    stem = f"featurizer-{last}"[:NAME_LENGTH - len(digest) - 1].rstrip("-")
+    return f"{stem}-{digest}"
+
+
+def replacement(existing: dict[str, Any] | None, replace: bool) -> str:
+    """What submitting does about an application of the same name: "create" (there is none),
+    "recreate" (it has finished, or --replace), or a ConfigError while it is still going."""
+    if existing is None:
+        return "create"
+    state = app_state(existing)
+    if state in TERMINAL or replace:
+        return "recreate"
+    name = existing["metadata"]["name"]
+    since = existing["metadata"].get("creationTimestamp", "?")
+    namespace = existing["metadata"].get("namespace", DEFAULT_NAMESPACE)
+    raise ConfigError(f"SparkApplication {name} is {state} (created {since}) and is not "
+                      f"replaced: follow it with `featurizer status {name} -n {namespace} "
+                      f"--wait`, or pass --replace to stop it and start over")
 
 
 def chart_path(explicit: str | None = None) -> Path:
@@ -119,7 +152,7 @@ def helm_template(chart: Path, helm: str, *, release: str, namespace: str,
     return proc.stdout
 
 
-def render(config: RunConfig, *, name: str = DEFAULT_NAME, namespace: str = DEFAULT_NAMESPACE,
+def render(config: RunConfig, *, name: str, namespace: str = DEFAULT_NAMESPACE,
            values_files: Sequence[str | Path] = (), chart: Path | None = None,
            helm: str | None = None) -> dict[str, Any]:
     """The SparkApplication for `config`, rendered by the chart (values files, then the job)."""
@@ -295,14 +328,42 @@ class Cluster:
             return self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT)
 
-    def submit(self, app: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-        """Create `app`. An application of the same name is deleted first and its removal
-        awaited, so every submission is a fresh run (replacing an unchanged spec would not
-        make the operator run it again)."""
+    def find(self, name: str) -> dict[str, Any] | None:
+        """The application, or None if there is none of that name."""
+        from kubernetes.client.rest import ApiException
+
+        with self.calls(f"reading SparkApplication {name}"):
+            try:
+                return self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, name,
+                    _request_timeout=REQUEST_TIMEOUT)
+            except ApiException as exc:
+                if exc.status == 404 and (api_status(exc).get("details") or {}).get("name") == name:
+                    return None
+                raise
+
+    def latest(self) -> str:
+        """The name of the most recently created featurizer application in the namespace."""
+        with self.calls("listing SparkApplications"):
+            apps = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, label_selector=APP_LABEL,
+                _request_timeout=REQUEST_TIMEOUT).get("items") or []
+        if not apps:
+            raise ConfigError(f"no featurizer SparkApplication in namespace {self.namespace}: "
+                              f"name one, or pass the run's --output")
+        newest = max(apps, key=lambda app: app["metadata"].get("creationTimestamp") or "")
+        return newest["metadata"]["name"]
+
+    def submit(self, app: dict[str, Any], replace: bool = False,
+               timeout: float = 120) -> dict[str, Any]:
+        """Create `app`. A finished application of the same name is deleted first and its
+        removal awaited, so every submission is a fresh run (replacing an unchanged spec would
+        not make the operator run it again); a running one only with `replace`."""
         name = app["metadata"]["name"]
         self.ensure_crd()
         self._check_service_account(app)
-        if self.delete(name, missing_ok=True):
+        if replacement(self.find(name), replace) == "recreate":
+            self.delete(name, missing_ok=True)
             self._wait_gone(name, timeout)
         with self.calls(f"creating SparkApplication {name}"):
             return self.custom.create_namespaced_custom_object(
@@ -477,15 +538,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     submit = submit_targets(commands).add_parser(
         "k8s", help="run the job as a SparkApplication (kubeflow spark-operator)",
         description="Render the SparkApplication with the helm chart (helm/featurizer) from "
-        "--values files and the job options below, create it (deleting an earlier one of the "
-        "same name), then follow it: state changes, the driver log, and an exit code of 0 "
-        "(COMPLETED), 1 (FAILED) or 3 (still running at --wait-timeout). Unless --overwrite "
-        "is given the job runs with --resume (like the chart's default), so the operator's "
-        "retries continue the run; a complete output is still refused.")
+        "--values files and the job options below, create it, then follow it: state changes, "
+        "the driver log, and an exit code of 0 (COMPLETED), 1 (FAILED) or 3 (still running at "
+        "--wait-timeout). The application is named after the output (the same output, the "
+        "same name): a finished one of that name is replaced, a running one only with "
+        "--replace. Unless --overwrite is given the job runs with --resume (like the chart's "
+        "default), so the operator's retries continue the run; a complete output is still "
+        "refused.")
     RunConfig.add_arguments(submit.add_argument_group("job options (as for `featurizer run`)"))
     group = submit.add_argument_group("Kubernetes")
-    group.add_argument("--name", default=DEFAULT_NAME,
-                       help=f"SparkApplication name (default {DEFAULT_NAME})")
+    group.add_argument("--name", help="SparkApplication name (default: featurizer-<last "
+                       "folder of --output>-<hash of --output>, printed at submit)")
+    group.add_argument("--replace", action="store_true",
+                       help="replace an application of the same name even while it runs "
+                       "(its run stops; its output's lease then lets the new one --resume)")
     group.add_argument("--values", "-f", action="append", default=[], metavar="FILE",
                        help="chart values file for image, resources, S3 and service account, "
                        "e.g. helm/featurizer/values-kind.yaml (repeatable); their `job` "
@@ -495,39 +561,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     group.add_argument("--helm", help="helm binary (default: FEATURIZER_HELM or helm on PATH)")
     group.add_argument("--dry-run", action="store_true",
                        help="print the SparkApplication and exit; no cluster needed")
-    _wait_options(group, default_wait=True)
-    _cluster_options(group)
+    wait_options(group, default_wait=True)
+    cluster_options(group)
     submit.set_defaults(handler=_submit)
 
-    status = commands.add_parser(
-        "status", help="state of a SparkApplication; --wait follows it",
-        description="Print NAME, STATE, attempts, driver pod and error; exit 1 if the "
-        "application FAILED. With --wait, follow it (state changes, driver log) until "
-        "COMPLETED (exit 0), FAILED (1) or --wait-timeout (3).")
-    _name_argument(status)
-    _wait_options(status, default_wait=False)
-    _cluster_options(status)
-    status.set_defaults(handler=_status)
 
-    logs = commands.add_parser("logs", help="driver log of a SparkApplication")
-    _name_argument(logs)
-    logs.add_argument("--follow", action="store_true", help="stream while the driver runs")
-    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
-    _cluster_options(logs)
-    logs.set_defaults(handler=_logs)
-
-    delete = commands.add_parser("delete", help="delete a SparkApplication and its pods")
-    _name_argument(delete)
-    _cluster_options(delete)
-    delete.set_defaults(handler=_delete)
+def _resolve_name(args: argparse.Namespace, cluster: "Cluster") -> str:
+    if args.name:
+        return args.name
+    return app_name(args.output) if args.output else cluster.latest()
 
 
-def _name_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", nargs="?", default=DEFAULT_NAME,
-                        help=f"SparkApplication name (default {DEFAULT_NAME})")
-
-
-def _cluster_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def cluster_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument("--namespace", "-n", default=DEFAULT_NAMESPACE,
                         help=f"namespace (default {DEFAULT_NAMESPACE})")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, "
@@ -535,8 +580,8 @@ def _cluster_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
     parser.add_argument("--context", help="kubeconfig context (default: the current one)")
 
 
-def _wait_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-                  default_wait: bool) -> None:
+def wait_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                 default_wait: bool) -> None:
     if default_wait:
         parser.add_argument("--no-wait", dest="wait", action="store_false",
                             help="return once the application is created")
@@ -571,41 +616,46 @@ def _submit(args: argparse.Namespace) -> int:
     config = RunConfig.from_namespace(args)
     if not config.overwrite:            # retries of the driver must continue, not refuse
         config = dataclasses.replace(config, resume=True)
+    name = args.name or app_name(config.output)
     chart = chart_path(args.chart)
-    app = render(config, name=args.name, namespace=args.namespace, values_files=args.values,
+    app = render(config, name=name, namespace=args.namespace, values_files=args.values,
                  chart=chart, helm=helm_binary(args.helm))
     if args.dry_run:
         sys.stdout.write(yaml.safe_dump(app, sort_keys=False))
         return 0
     cluster = _cluster(args)
-    cluster.submit(app)
-    _info(f"created SparkApplication {args.name} in namespace {args.namespace} "
-          f"({cluster.server})")
-    return _follow(cluster, args.name, args) if args.wait else 0
+    cluster.submit(app, replace=args.replace)
+    _info(f"created SparkApplication {name} in namespace {args.namespace} ({cluster.server}); "
+          f"follow it with `featurizer status {name} -n {args.namespace} --wait`")
+    return _follow(cluster, name, args) if args.wait else 0
 
 
-def _status(args: argparse.Namespace) -> int:
+def status(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
+    name = _resolve_name(args, cluster)
     if args.wait:
-        return _follow(cluster, args.name, args)
-    app = cluster.get(args.name)
+        return _follow(cluster, name, args)
+    app = cluster.get(name)
     status = app.get("status") or {}
-    print(f"{args.name}\t{app_state(app)}\tattempts={status.get('executionAttempts', 0)}"
+    print(f"{name}\t{app_state(app)}\tattempts={status.get('executionAttempts', 0)}"
           f"\tdriver={driver_pod(app)}\t{app_error(app)}".rstrip())
     return outcome(app, args.namespace, cluster) if app_state(app) in TERMINAL else 0
 
 
-def _logs(args: argparse.Namespace) -> int:
+def logs(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
-    for text in cluster.log(driver_pod(cluster.get(args.name)), args.follow, args.tail):
+    for text in cluster.log(driver_pod(cluster.get(_resolve_name(args, cluster))), args.follow,
+                            args.tail):
         sys.stdout.write(text)
     sys.stdout.flush()
     return 0
 
 
-def _delete(args: argparse.Namespace) -> int:
-    _cluster(args).delete(args.name)
-    print(f"deleted SparkApplication {args.name} (namespace {args.namespace}); the operator "
+def delete(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    name = _resolve_name(args, cluster)
+    cluster.delete(name)
+    print(f"deleted SparkApplication {name} (namespace {args.namespace}); the operator "
           f"removes its driver and executor pods")
     return 0
 

@@ -119,8 +119,11 @@ class Holder:
                            "expires_at": _iso(self.heartbeat + LEASE_TTL_S)}).encode()
 
     def alive(self, now: float) -> bool:
-        if self.host == socket.gethostname() and not _pid_alive(self.pid):
-            return False          # our machine, and the process is gone: no need to wait
+        if self.host == socket.gethostname() and (self.pid == os.getpid()
+                                                  or not _pid_alive(self.pid)):
+            # Our machine, and the process is gone, or is this one: a restarted container
+            # keeps its host name and often its pid (a retried driver pod <app>-driver).
+            return False
         return now - self.heartbeat < LEASE_TTL_S
 
 

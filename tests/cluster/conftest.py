@@ -25,6 +25,8 @@ BUCKET = "featurizer"
 S3_PORT = 9000  # tests/cluster/values.yaml
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "featurizer", "AWS_SECRET_ACCESS_KEY": "featurizer-test"}
 SAMPLE_IMAGES = 100  # featurizer sample-data, scale 1
+GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
+RUN_TIMEOUT = 900  # one application, submission to COMPLETED / FAILED
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 1) -> Any:
@@ -143,3 +145,33 @@ def sample(s3, core, tmp_path_factory) -> str:
 
 def read_output(s3, prefix: str):
     return read_s3_output(s3, BUCKET, prefix)
+
+
+def app_or_none(custom, name: str) -> dict | None:
+    from kubernetes.client import ApiException
+
+    try:
+        return custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def state(app: dict | None) -> str:
+    return (((app or {}).get("status") or {}).get("applicationState") or {}).get("state", "")
+
+
+def follow(custom, name: str, timeout: float = RUN_TIMEOUT) -> tuple[dict, list[str]]:
+    """Poll the application until COMPLETED or FAILED; the distinct states it went through."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app = app_or_none(custom, name)
+        current = state(app)
+        if current and (not seen or seen[-1] != current):
+            seen.append(current)
+        if current in ("COMPLETED", "FAILED"):
+            return app, seen
+        time.sleep(2)
+    raise AssertionError(f"{name} still {seen[-1:] or 'NEW'} after {timeout} s (states {seen})")

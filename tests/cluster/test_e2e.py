@@ -19,43 +19,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import (BUCKET, CHART, NAMESPACE, ROOT, SAMPLE_IMAGES, VALUES, read_output, run,
-                      wait_for)
+from conftest import (BUCKET, CHART, NAMESPACE, ROOT, SAMPLE_IMAGES, VALUES, app_or_none, follow,
+                      read_output, run, wait_for)
 
-GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
 RUN_TIMEOUT = 900  # one application, submission to COMPLETED / FAILED
 FEATURIZER = ROOT / ".venv" / "bin" / "featurizer"
 RELEASE = "featurizer"
-
-
-def app_or_none(custom, name: str) -> dict | None:
-    from kubernetes.client import ApiException
-
-    try:
-        return custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def state(app: dict | None) -> str:
-    return (((app or {}).get("status") or {}).get("applicationState") or {}).get("state", "")
-
-
-def follow(custom, name: str, timeout: float = RUN_TIMEOUT) -> tuple[dict, list[str]]:
-    """Poll the application until COMPLETED or FAILED; the distinct states it went through."""
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        app = app_or_none(custom, name)
-        current = state(app)
-        if current and (not seen or seen[-1] != current):
-            seen.append(current)
-        if current in ("COMPLETED", "FAILED"):
-            return app, seen
-        time.sleep(2)
-    raise AssertionError(f"{name} still {seen[-1:] or 'NEW'} after {timeout} s (states {seen})")
 
 
 def driver_log(core, pod: str, lines: int = 60) -> str:

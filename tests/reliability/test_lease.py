@@ -47,12 +47,18 @@ def command(images: Path, out: Path, *extra: str) -> list[str]:
 
 def test_a_live_lease_refuses_another_run_and_leaves_the_output_alone(spark, images, tmp_path):
     out = tmp_path / "out"
-    write_lease(out, socket.gethostname(), os.getpid(), age_s=1)      # this process: alive
-    (out / "_work").mkdir()
-    before = sorted(path.name for path in out.rglob("*"))
-    with pytest.raises(ConfigError, match=BUSY):
-        pipeline.run(RunConfig(input=str(images), output=str(out), overwrite=True), spark=spark)
-    assert sorted(path.name for path in out.rglob("*")) == before
+    holder = subprocess.Popen(["sleep", "300"])             # another live process on this host
+    try:
+        write_lease(out, socket.gethostname(), holder.pid, age_s=1)
+        (out / "_work").mkdir()
+        before = sorted(path.name for path in out.rglob("*"))
+        with pytest.raises(ConfigError, match=BUSY):
+            pipeline.run(RunConfig(input=str(images), output=str(out), overwrite=True),
+                         spark=spark)
+        assert sorted(path.name for path in out.rglob("*")) == before
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_resume_waits_for_a_lease_but_not_for_one_that_is_renewed(spark, images, tmp_path):

@@ -27,11 +27,13 @@ def test_placeholders_give_each_run_its_own_output():
 def test_a_holder_is_alive_until_its_heartbeat_stops_or_its_process_is_gone():
     now = time.time()
     here = socket.gethostname()
-    alive = output.Holder("r", here, os.getpid(), "t", now - 1)
+    alive = output.Holder("r", here, os.getppid(), "t", now - 1)      # a live process here
     assert alive.alive(now)
     assert not alive.alive(now + output.LEASE_TTL_S + 1)             # stopped beating
     gone = output.Holder("r", here, 2 ** 22 + 7, "t", now)            # no such pid here
     assert not gone.alive(now)
+    earlier_self = output.Holder("r", here, os.getpid(), "t", now)     # a restarted container
+    assert not earlier_self.alive(now)
     elsewhere = output.Holder("r", "another-host", 2 ** 22 + 7, "t", now)
     assert elsewhere.alive(now)                                        # another host's pid
     assert output.Holder.parse(b"{not json") is None

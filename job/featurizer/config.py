@@ -61,6 +61,10 @@ class RunConfig:
                              type=int)
     pca_variance: float = _opt(0.95, "Pick the smallest k whose cumulative explained "
                                "variance reaches this fraction.", type=float)
+    pca_model: str | None = _opt(None, "Project with this fitted PCA model (the pca_model/ "
+                                 "folder of an earlier output, local or S3) instead of fitting "
+                                 "one, e.g. fit on Training, then featurize Test with the same "
+                                 "components; its k applies.", metavar="URI")
     batch_size: int | None = _opt(None, "Images per inference call (default: the engine's "
                                   "measured best, tflite 1, keras 64).", type=int)
     files_per_batch: int = _opt(4096, "Files per streaming micro-batch (the unit of progress "
@@ -102,6 +106,8 @@ class RunConfig:
             raise ConfigError(f"--sample-fraction must be in (0, 1], got {self.sample_fraction}")
         if not 0 <= self.max_error_rate <= 1:
             raise ConfigError(f"--max-error-rate must be in [0, 1], got {self.max_error_rate}")
+        if self.pca_model is not None and self.pca_k is not None:
+            raise ConfigError("--pca-model brings its own k: leave out --pca-k")
         if self.overwrite and self.resume:
             raise ConfigError("--overwrite and --resume exclude each other")
         if self.precision not in PRECISIONS:

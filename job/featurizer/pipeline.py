@@ -73,6 +73,7 @@ class Run:
     started_at: str = field(default_factory=lambda: _now())
     warnings: list[str] = field(default_factory=list)
     local_scan: local_input.LocalScan = field(default_factory=local_input.LocalScan)
+    reused_pca: reduce.PcaResult | None = None      # --pca-model, loaded before featurizing
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -103,8 +104,12 @@ def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print
         output_uri = storage.normalize(output.expand(config.output, spark.sparkContext.appName))
         if not early:
             _check_locations(input_uri, output_uri)
-        return _run(Run(config, input_uri, Layout(output_uri), weights_file, log, timer=timer,
-                        started_at=started_at, local_scan=scan), spark)
+        run = Run(config, input_uri, Layout(output_uri), weights_file, log, timer=timer,
+                  started_at=started_at, local_scan=scan)
+        if config.pca_model:                           # a configuration mistake: before work
+            run.reused_pca = reduce.load_pca(spark, storage.normalize(config.pca_model),
+                                             FEATURE_DIM, "vector", "pca_vector")
+        return _run(run, spark)
 
 
 def _run(run: Run, spark: Any) -> dict:
@@ -160,13 +165,15 @@ def _featurize_and_commit(run: Run, spark: Any, store: storage.Storage, discover
                      f"run and featurized too")
         _check_error_rate(store, run, counts, staged)
         vectors = _vectors(staged)
-        pca = reduce.fit_pca(vectors, "vector", "pca_vector", FEATURE_DIM, config.pca_k,
-                             config.pca_variance, rows=counts["featurized"])
+        pca = run.reused_pca or reduce.fit_pca(vectors, "vector", "pca_vector", FEATURE_DIM,
+                                               config.pca_k, config.pca_variance,
+                                               rows=counts["featurized"])
         if pca.clamped_from is not None:
             run.warn(f"--pca-k {pca.clamped_from} asks for more components than "
                      f"{counts['featurized']:,} images can have (at most images - 1 carry "
                      f"variance): using k = {pca.k}")
-    run.log(f"PCA: k = {pca.k}, {pca.variance_explained:.1%} of the variance")
+    run.log(f"PCA: k = {pca.k}, {pca.variance_explained:.1%} of the variance"
+            + (f" (the model of {pca.source})" if pca.source else ""))
 
     with timer.stage("write"), _failing("writing results to", layout.result):
         write_results(spark, layout, vectors, staged, pca, counts)
@@ -175,7 +182,8 @@ def _featurize_and_commit(run: Run, spark: Any, store: storage.Storage, discover
         store.write_bytes(layout.staged("manifest.json"), report.manifest_json(manifest))
         store.write_bytes(layout.staged("explained_variance.png"),
                           report.explained_variance_png(
-                              pca.cumulative, pca.k, None if config.pca_k else config.pca_variance))
+                              pca.cumulative, pca.k,
+                              None if config.pca_k or pca.source else config.pca_variance))
     with _failing("committing", layout.output):
         output.commit(store, layout)
     if not config.no_report:
@@ -563,7 +571,8 @@ def _manifest(run: Run, spark: Any, counts: dict[str, int], pca: reduce.PcaResul
                    "aliases_skipped": len(run.local_scan.aliases)},
         "classes": counts["classes"],
         "pca": {"k": pca.k, "k_requested": config.pca_k,
-                "variance_target": None if config.pca_k else config.pca_variance,
+                "model_source": pca.source,     # None: fitted on this run's images
+                "variance_target": None if config.pca_k or pca.source else config.pca_variance,
                 "variance_explained": pca.variance_explained,
                 "explained_variance": pca.explained},
         "warnings": run.warnings,

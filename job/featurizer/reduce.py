@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from featurizer.errors import FeaturizerError
+from featurizer.errors import ConfigError, FeaturizerError
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class PcaResult:
     k: int
     explained: list[float]          # explained-variance ratio of every component
     clamped_from: int | None = None  # the --pca-k asked for, when more than the data carry
+    source: str | None = None        # where a reused model came from (--pca-model)
 
     @property
     def cumulative(self) -> list[float]:
@@ -67,6 +68,26 @@ def fit_pca(df: Any, input_col: str, output_col: str, dim: int, k: int | None,
     components = canonical_signs(_leading_components(df.sparkSession.sparkContext, full, chosen))
     model = _pca_model(df.sparkSession, components, explained[:chosen], input_col, output_col)
     return PcaResult(model=model, k=chosen, explained=explained, clamped_from=clamped_from)
+
+
+def load_pca(spark: Any, uri: str, dim: int, input_col: str, output_col: str) -> PcaResult:
+    """A PCAModel saved by an earlier run (its pca_model/ folder), checked against `dim`."""
+    from pyspark.ml.feature import PCAModel
+
+    try:
+        model = PCAModel.load(uri)
+    except Exception as exc:
+        from featurizer import errors
+
+        raise ConfigError(f"cannot load the PCA model {uri} (--pca-model, the pca_model/ "
+                          f"folder of an earlier output): {errors.cause(exc)}") from None
+    rows = model.pc.numRows
+    if rows != dim:
+        raise ConfigError(f"--pca-model {uri} projects {rows}-d vectors; these features are "
+                          f"{dim}-d: use the pca_model/ of a featurizer output")
+    model = model.setInputCol(input_col).setOutputCol(output_col)
+    explained = model.explainedVariance.toArray().tolist()
+    return PcaResult(model=model, k=model.getK(), explained=explained, source=uri)
 
 
 def _leading_components(sc: Any, model: Any, k: int) -> np.ndarray:

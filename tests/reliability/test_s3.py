@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurizer import sample_data
-from servers import MotoServer, s3_keys
+from servers import MotoServer, read_s3_output, s3_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -237,3 +237,20 @@ def test_a_live_lease_on_s3_refuses_a_second_run(s3, jars):
     assert code == 0, err[-3000:]
     assert not s3_keys(s3.client, "results", "leased/_lease.json")
     assert s3_keys(s3.client, "results", "leased/_SUCCESS")
+
+
+def test_a_pca_model_on_s3_projects_other_images_exactly_as_fitted(s3, jars):
+    """Fit on Training in S3, then project Test with that model, read from S3."""
+    code, _, err = finish(featurizer(s3, jars, "--input", "s3a://data/fruits", "--output",
+                                     "s3a://results/pca-fit", "--pca-k", "6", "--no-report"))
+    assert code == 0, err[-3000:]
+    code, _, err = finish(featurizer(s3, jars, "--input", "s3a://data/fruits/Test", "--output",
+                                     "s3a://results/pca-test", "--pca-model",
+                                     "s3a://results/pca-fit/pca_model", "--no-report"))
+    assert code == 0, err[-3000:]
+    fitted, _ = read_s3_output(s3.client, "results", "pca-fit")
+    projected, manifest = read_s3_output(s3.client, "results", "pca-test")
+    assert manifest["pca"]["model_source"] == "s3a://results/pca-fit/pca_model"
+    original = dict(zip(fitted.column("path").to_pylist(), fitted.column("pca").to_pylist()))
+    rows = dict(zip(projected.column("path").to_pylist(), projected.column("pca").to_pylist()))
+    assert len(rows) == 20 and all(rows[path] == original[path] for path in rows)

@@ -147,7 +147,10 @@ class RunConfig:
             flag = "--" + f.name.replace("_", "-")
             if meta.get("action") not in ("store_true", "append"):
                 meta.setdefault("default", f.default)
-                meta.setdefault("metavar", f.name.upper())
+                if "choices" not in meta:          # argparse shows {a,b} for choices
+                    meta.setdefault("metavar", f.name.upper())
+                if f.default is not None and "(default" not in meta["help"]:
+                    meta["help"] += f" (default: {f.default})"
             parser.add_argument(flag, dest=f.name, **meta)
 
     @classmethod

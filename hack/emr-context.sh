@@ -29,9 +29,10 @@ FEATURIZER_IMAGE_PYTHON=3.11 bash "$REPO_DIR/hack/wheelhouse.sh" "$DEST" spark
 rm -f "$DEST"/wheels/pyspark-*.whl "$DEST"/wheels/py4j-*.whl
 
 for wheel in "$DEST"/wheels/*.whl; do
-  for minor in $(grep -o 'manylinux_2_[0-9]*' <<<"${wheel##*/}" | cut -d_ -f3); do
-    (( minor <= EMR_GLIBC_MINOR )) || die "${wheel##*/} needs glibc 2.$minor > 2.$EMR_GLIBC_MINOR"
-  done
+  while read -r minor; do
+    [[ -z $minor ]] || (( minor <= EMR_GLIBC_MINOR )) ||
+      die "${wheel##*/} needs glibc 2.$minor > 2.$EMR_GLIBC_MINOR"
+  done < <(grep -o 'manylinux_2_[0-9]*' <<<"${wheel##*/}" | cut -d_ -f3)
 done
 
 cp "$REPO_DIR/constraints.txt" "$DEST/constraints.txt"

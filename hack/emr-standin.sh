@@ -11,6 +11,7 @@ set -euo pipefail
 SPARK_VERSION=${FEATURIZER_EMR_SPARK_VERSION:-3.5.6}
 TAG=${1:-featurizer-emr-standin:spark-$SPARK_VERSION}
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=hack/lib.sh
 source "$REPO_DIR/hack/lib.sh"
 PIP=${PIP:-$REPO_DIR/.venv/bin/pip}
 CACHE=${FEATURIZER_CACHE:-$HOME/.cache/featurizer}/emr

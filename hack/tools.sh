@@ -41,6 +41,7 @@ HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$HACK_DIR")
 SPARKAPP_REFERENCE=${FEATURIZER_SPARKAPP_REFERENCE:-$REPO_DIR/../shared/schemas/sparkapplication_v1beta2.json}
 CONVERTER=$HACK_DIR/openapi2jsonschema.py
+# shellcheck source=hack/lib.sh
 source "$HACK_DIR/lib.sh"
 
 log() { printf 'tools.sh: %s\n' "$*" >&2; }

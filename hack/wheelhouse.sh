@@ -20,6 +20,7 @@ EXTRAS=${2:-spark}
 PY_VERSION=${FEATURIZER_IMAGE_PYTHON:-3.11}      # Debian bookworm's python3 (3.11.2)
 GLIBC_MINOR=36                                    # bookworm's glibc 2.36
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=hack/lib.sh
 source "$REPO_DIR/hack/lib.sh"
 PIP=${PIP:-$REPO_DIR/.venv/bin/pip}
 CACHE=${FEATURIZER_CACHE:-$HOME/.cache/featurizer}/wheelhouse

@@ -23,6 +23,7 @@ set -euo pipefail
 shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=hack/lib.sh
 source "$HERE/../lib.sh"
 CACHE=${FEATURIZER_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/featurizer-cluster}
 export GOFLAGS=${GOFLAGS:--buildvcs=false} GOWORK=off GO111MODULE=on CGO_ENABLED=0
@@ -51,7 +52,8 @@ key() {  # key WRAPPER FLAGS...: what the binaries depend on besides the sources
 # build NAME WRAPPER VERSION LDFLAGS PACKAGE... -> directory of the built binaries
 build() {
   local name=$1 wrapper=$2 version=$3 ldflags=$4; shift 4
-  local dir="$CACHE/$name-$version-$(key "$wrapper" "$ldflags" "$@")" tmp start
+  local dir tmp start
+  dir="$CACHE/$name-$version-$(key "$wrapper" "$ldflags" "$@")"
   if ! sealed "$dir" 2>/dev/null; then
     mkdir -p "$CACHE"
     exec 9>"$CACHE/.$name.lock"

@@ -144,7 +144,7 @@ sign() {
   [[ -z ${4:-} ]] || ext+="subjectAltName=$4\n"
   openssl req -x509 -new -newkey rsa:2048 -nodes -sha256 -days 30 -subj "$2" \
     -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -keyout "$PKI/$1.key" -out "$PKI/$1.crt" \
-    -config <(printf "[req]\ndistinguished_name=dn\n[dn]\n[ext]\n$ext") -extensions ext 2>/dev/null
+    -config <(printf '[req]\ndistinguished_name=dn\n[dn]\n[ext]\n%b' "$ext") -extensions ext 2>/dev/null
 }
 
 pki() {

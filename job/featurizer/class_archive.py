@@ -64,7 +64,7 @@ def publish(archive: ClassArchive) -> bool:
 
     gateway = SparkContext._gateway
     process = getattr(gateway, "proc", None)
-    if archive.recording is None or process is None:
+    if archive.recording is None or gateway is None or process is None:
         return False
     gateway.shutdown()
     process.stdin.close()                 # the gateway JVM exits on EOF of its stdin

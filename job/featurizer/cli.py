@@ -11,8 +11,8 @@ import logging
 import sys
 import tempfile
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from featurizer import __version__, errors, signals
 from featurizer.config import RunConfig

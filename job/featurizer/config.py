@@ -11,9 +11,10 @@ import argparse
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from featurizer.errors import ConfigError
 
@@ -154,13 +155,13 @@ class RunConfig:
             parser.add_argument(flag, dest=f.name, **meta)
 
     @classmethod
-    def from_namespace(cls, ns: argparse.Namespace) -> "RunConfig":
+    def from_namespace(cls, ns: argparse.Namespace) -> RunConfig:
         values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)}
         values["conf"] = tuple(values["conf"] or ())
         return cls(**values)
 
     @classmethod
-    def from_argv(cls, argv: Sequence[str]) -> "RunConfig":
+    def from_argv(cls, argv: Sequence[str]) -> RunConfig:
         parser = argparse.ArgumentParser(prog="featurizer run")
         cls.add_arguments(parser)
         return cls.from_namespace(parser.parse_args(list(argv)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -17,7 +17,7 @@ SIZE = 224
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
 # Refuse images above this many pixels before decoding them (decompression bombs): Pillow's
 # own limit (~89 MP, ~3.7x a 6000x4000 photo) keeps a worker's peak memory bounded.
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 class ImageError(ValueError):
@@ -38,7 +38,7 @@ def decode(data: bytes | None) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageError(f"image too large: {width}x{height} pixels "
@@ -47,7 +47,7 @@ def decode(data: bytes | None) -> np.ndarray:
             image.draft("RGB", (SIZE, SIZE))
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
-            rgb = rgb.resize((SIZE, SIZE), Image.BILINEAR)
+            rgb = rgb.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
             return np.asarray(rgb, dtype=np.uint8)
     except ImageError:
         raise

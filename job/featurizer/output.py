@@ -16,9 +16,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
 
 from featurizer import errors, storage
 from featurizer.errors import ConfigError
@@ -106,7 +106,7 @@ class Holder:
     heartbeat: float              # epoch seconds of the last renewal
 
     @staticmethod
-    def parse(data: bytes) -> "Holder | None":
+    def parse(data: bytes) -> Holder | None:
         try:
             value = json.loads(data)
             return Holder(str(value["run_id"]), str(value["host"]), int(value["pid"]),

@@ -18,14 +18,25 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import unquote
 
-from featurizer import (engines, errors, local_input, output, reduce, report, signals, storage,
-                        udf, weights)
+from featurizer import (
+    engines,
+    errors,
+    local_input,
+    output,
+    reduce,
+    report,
+    signals,
+    storage,
+    udf,
+    weights,
+)
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError, FeaturizerError, Stopped
 from featurizer.output import Layout

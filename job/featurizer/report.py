@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import json
 import platform
+from collections.abc import Mapping, Sequence
 from importlib import metadata
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 PACKAGES = ("pyspark", "tensorflow", "tensorflow-cpu", "keras", "numpy", "pandas", "pyarrow",
             "pillow", "ai-edge-litert")

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from featurizer import class_archive, storage
 from featurizer.config import ARROW_BATCH, RunConfig

@@ -9,7 +9,8 @@ model only built, on a cache miss.
 from __future__ import annotations
 
 import resource
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -87,7 +88,8 @@ def make_featurize_udf(payload: Any, key: str, engine: str, batch_size: int,
     """
     from pyspark.sql.functions import pandas_udf
 
-    @pandas_udf(RESULT_DDL)
+    # An iterator UDF declared by its DDL return type (pyspark's stubs know only other forms).
+    @pandas_udf(RESULT_DDL)  # type: ignore[call-overload]
     def featurize(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         predictor = cached_predictor(
             key, lambda: engines.load(engine, payload.value, threads=_task_cpus()))

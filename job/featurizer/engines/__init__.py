@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 

@@ -17,13 +17,15 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from featurizer import storage
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError, FeaturizerError
-from featurizer.launch import emr_spec as spec, submit_targets
+from featurizer.launch import emr_spec as spec
+from featurizer.launch import submit_targets
 
 
 class JobRunFailed(FeaturizerError):
@@ -299,7 +301,7 @@ def _print_log_locations(vc: str, job_id: str, the_plan: Plan) -> None:
               f"{spec.LOG_STREAM_PREFIX}/{vc}/jobs/{job_id}/...")
 
 
-def follow(aws: "Aws", vc: str, job_id: str, poll_seconds: float,
+def follow(aws: Aws, vc: str, job_id: str, poll_seconds: float,
            cancel_without_asking: bool = False, max_poll_seconds: float = 60.0,
            ask: Callable[[str], str] | None = None) -> dict[str, Any]:
     """Poll DescribeJobRun with a growing interval (reset on every change), print each
@@ -320,7 +322,7 @@ def follow(aws: "Aws", vc: str, job_id: str, poll_seconds: float,
         return _interrupted(aws, vc, job_id, cancel_without_asking, ask or _ask)
 
 
-def _interrupted(aws: "Aws", vc: str, job_id: str, cancel_without_asking: bool,
+def _interrupted(aws: Aws, vc: str, job_id: str, cancel_without_asking: bool,
                  ask: Callable[[str], str]) -> dict[str, Any]:
     if not cancel_without_asking:
         try:

@@ -14,9 +14,10 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError

@@ -14,17 +14,18 @@ import contextlib
 import dataclasses
 import hashlib
 import io
-import re
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError, FeaturizerError
@@ -288,8 +289,10 @@ class Cluster:
         self.api = api
         self.namespace = namespace
         self.server = api.configuration.host
-        self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
+        # Any: the client's generated annotations say `object` for custom objects and `str`
+        # for a log read with _preload_content=False (a urllib3 response).
+        self.custom: Any = client.CustomObjectsApi(api)
+        self.core: Any = client.CoreV1Api(api)
 
     @contextlib.contextmanager
     def calls(self, action: str) -> Iterator[None]:
@@ -509,7 +512,7 @@ class Follower:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
-def outcome(app: dict[str, Any], namespace: str, cluster: "Cluster | None" = None) -> int:
+def outcome(app: dict[str, Any], namespace: str, cluster: Cluster | None = None) -> int:
     """Exit code for a finished application: 0 COMPLETED, else ApplicationFailed whose
     message leads with the job's own one-line error when the driver log has one."""
     name, state = app["metadata"]["name"], app_state(app)
@@ -521,7 +524,7 @@ def outcome(app: dict[str, Any], namespace: str, cluster: "Cluster | None" = Non
     return 0
 
 
-def job_error(cluster: "Cluster", app: dict[str, Any]) -> str | None:
+def job_error(cluster: Cluster, app: dict[str, Any]) -> str | None:
     """The last `featurizer: error:` line of the driver log (what the job itself said)."""
     prefix = "featurizer: error:"
     try:
@@ -566,7 +569,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     submit.set_defaults(handler=_submit)
 
 
-def _resolve_name(args: argparse.Namespace, cluster: "Cluster") -> str:
+def _resolve_name(args: argparse.Namespace, cluster: Cluster) -> str:
     if args.name:
         return args.name
     return app_name(args.output) if args.output else cluster.latest()

@@ -9,11 +9,11 @@ the namespace's most recent featurizer application).
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from featurizer.launch import k8s   # light: kubernetes and boto3 load in the handlers
+    from featurizer.launch import k8s  # light: kubernetes and boto3 load in the handlers
 
     status = commands.add_parser(
         "status", help="state of a submitted run; --wait follows it",

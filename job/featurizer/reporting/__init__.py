@@ -11,9 +11,10 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -55,7 +56,7 @@ def after_run(spark: Any, output_uri: str, log: Callable[[str], None] = print) -
     failing report is a warning with the command to retry, never a failed run."""
     try:
         written = write_report(spark, output_uri, log=log)
-    except Exception as exc:                      # noqa: BLE001 - the data is safe; say so
+    except Exception as exc:
         log(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
             f"retry with: featurizer report {output_uri}")
         return

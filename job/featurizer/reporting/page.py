@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from html import escape
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;
@@ -48,7 +49,7 @@ def _img(png: bytes | None, alt: str) -> str:
 
 
 def _table(head: Sequence[str] | None, rows: Iterable[Sequence[Any]],
-           numeric: set[int] = frozenset()) -> str:
+           numeric: Collection[int] = ()) -> str:
     header = "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead>" \
         if head else ""
     body = "".join(

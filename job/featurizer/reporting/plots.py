@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -91,7 +91,7 @@ def class_counts_png(counts: dict[str, dict[str, int]]) -> bytes:
     plt = _pyplot()
     totals = {label: sum(parts.values()) for label, parts in counts.items()}
     order = sorted(totals, key=lambda label: (-totals[label], label))
-    split_sizes = Counter()
+    split_sizes: Counter[str] = Counter()
     for parts in counts.values():
         split_sizes.update(parts)
     splits = [split for split, _ in split_sizes.most_common()]

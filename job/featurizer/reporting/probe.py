@@ -9,8 +9,8 @@ with no randomness makes two reports of the same output identical.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -72,11 +72,11 @@ def _role(path: str) -> str:
 def stratified_split(labels: Sequence[str], test_fraction: float = 0.25,
                      seed: int = 0) -> Split:
     """A seeded split that keeps each class' share; a class with one row stays in train."""
-    labels = np.asarray(labels)
+    names = np.asarray(labels)
     rng = np.random.default_rng(seed)
     train, test = [], []
-    for label in sorted(set(labels.tolist())):
-        rows = rng.permutation(np.flatnonzero(labels == label))
+    for label in sorted(set(names.tolist())):
+        rows = rng.permutation(np.flatnonzero(names == label))
         held = min(int(round(len(rows) * test_fraction)), len(rows) - 1)
         test.append(rows[:held])
         train.append(rows[held:])

@@ -183,7 +183,9 @@ def _vectors(dataset: Any, rows: np.ndarray, columns: list[str]) -> list[np.ndar
         if len(wanted):
             taken = batch.take(wanted)
             for column in present:
-                parts[column].append(_matrix(taken, column))
+                matrix = _matrix(taken, column)
+                if matrix is not None:
+                    parts[column].append(matrix)
         start = end
     return [np.concatenate(parts[c]) if c in parts and parts[c] else None for c in columns]
 

@@ -3,5 +3,5 @@
 .PHONY: bench
 BENCH_ARGS ?=
 
-bench: venv
+bench: venv  ## the benchmark table and bench/results/*.json (BENCH_ARGS='--quick')
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -11,14 +11,14 @@ CLUSTER := env IMAGE=$(CLUSTER_IMAGE) bash hack/cluster/cluster.sh
 
 .PHONY: cluster-up cluster-e2e cluster-down
 
-cluster-up: venv
+cluster-up: venv  ## start the local single-node Kubernetes cluster (hack/cluster), image imported
 	timeout 5400 $(CLUSTER) up
 
-cluster-down:
+cluster-down:  ## stop it (built binaries and imported images stay cached)
 	$(CLUSTER) down
 
 # tests/cluster is outside plain `make test` (pyproject's norecursedirs); it needs the cluster.
-cluster-e2e: venv
+cluster-e2e: venv  ## make image, cluster-up, tests/cluster inside the cluster, cluster-down
 	$(MAKE) image IMAGE=$(CLUSTER_IMAGE)
 	$(MAKE) cluster-up
 	status=0; timeout 2700 $(CLUSTER) exec $(BIN)/pytest tests/cluster -v -s -p no:cacheprovider \

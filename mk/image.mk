@@ -8,15 +8,15 @@ IMAGE_TEST_ARGS ?=
 .PHONY: image image-lint image-test
 
 # IMAGE_BUILD_FLAGS=--no-cache for a cold build.
-image: venv
+image: venv  ## the featurizer image (IMAGE, BASE_IMAGE; IMAGE_BUILD_FLAGS=--no-cache)
 	IMAGE_BUILD_FLAGS="$(IMAGE_BUILD_FLAGS)" bash hack/build-image.sh $(IMAGE) $(BASE_IMAGE)
 
-image-lint: venv
+image-lint: venv  ## hadolint docker/Dockerfile
 	$(BIN)/hadolint docker/Dockerfile
 	@echo "image-lint: hadolint clean"
 
 # tests/docker is outside plain `make test` (pyproject's norecursedirs); named here explicitly.
-image-test: image-lint image
+image-test: image-lint image  ## hadolint, make image, the containerized tests (tests/docker) (CI)
 	IMAGE=$(IMAGE) timeout 1800 $(BIN)/pytest tests/docker -v -s $(IMAGE_TEST_ARGS)
 
 CI_TARGETS += image-test

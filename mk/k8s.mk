@@ -9,30 +9,30 @@ K8S_IMAGE ?= featurizer:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.to
 
 .PHONY: k8s-validate k8s-render kind-up kind-load operator-install kind-s3 kind-run kind-down
 
-k8s-validate:
+k8s-validate:  ## helm lint + kubeconform of every rendering, k8s/ in sync (CI)
 	timeout 1200 bash hack/k8s.sh validate
 
-k8s-render:
+k8s-render:  ## re-render k8s/ from the chart
 	bash hack/k8s.sh render $(K8S_DIR)
 
-kind-up:
+kind-up:  ## a kind cluster (needs Docker Hub)
 	bash hack/kind.sh up
 
 # Builds the image under the tag the chart uses unless it exists (never :latest).
-kind-load: venv
+kind-load: venv  ## load the image into kind
 	docker image inspect $(K8S_IMAGE) >/dev/null 2>&1 || $(MAKE) image IMAGE=$(K8S_IMAGE)
 	IMAGE=$(K8S_IMAGE) bash hack/kind.sh load
 
-operator-install:
+operator-install:  ## the spark-operator chart into kind
 	bash hack/kind.sh operator
 
-kind-s3: venv $(SAMPLE)/.done
+kind-s3: venv $(SAMPLE)/.done  ## MinIO in kind with the sample
 	PYTHON=$(BIN)/python SAMPLE=$(SAMPLE) bash hack/kind.sh s3
 
-kind-run: venv
+kind-run: venv  ## helm install with values-kind.yaml and wait
 	PYTHON=$(BIN)/python IMAGE=$(K8S_IMAGE) bash hack/kind.sh run
 
-kind-down:
+kind-down:  ## delete the kind cluster
 	bash hack/kind.sh down
 
 CI_TARGETS += k8s-validate

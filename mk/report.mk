@@ -6,8 +6,8 @@ REPORT_OF ?= output/sample
 
 .PHONY: report report-browser
 
-report: venv
+report: venv  ## featurizer report of REPORT_OF (default output/sample)
 	$(BIN)/featurizer report $(REPORT_OF) $(ARGS)
 
-report-browser:
+report-browser:  ## install headless Chromium for the report tests
 	bash hack/chromium.sh

@@ -3,6 +3,7 @@
 #
 #   hack/tools.sh helm          path of a helm binary (go install, cached per version)
 #   hack/tools.sh kubeconform   path of a kubeconform binary (same)
+#   hack/tools.sh helm-docs     path of a helm-docs binary (same; the chart's README)
 #   hack/tools.sh crd           path of the SparkApplication CRD YAML of the pinned
 #                               kubeflow spark-operator (ScheduledSparkApplication and
 #                               SparkConnect CRDs are next to it)
@@ -23,6 +24,7 @@
 #   FEATURIZER_CACHE_DIR               default ${XDG_CACHE_HOME:-~/.cache}/featurizer
 #   FEATURIZER_HELM_VERSION            default v3.22.0
 #   FEATURIZER_KUBECONFORM_VERSION     default v0.8.0
+#   FEATURIZER_HELM_DOCS_VERSION       default v1.14.2
 #   FEATURIZER_SPARK_OPERATOR_VERSION  default v2.5.2
 #   FEATURIZER_K8S_VERSION             default v1.37.2 (k8s.io/kubernetes module version)
 #   FEATURIZER_SPARKAPP_REFERENCE      reference openAPIV3Schema JSON to compare the CRD
@@ -33,6 +35,7 @@ shopt -s inherit_errexit
 
 HELM_VERSION=${FEATURIZER_HELM_VERSION:-v3.22.0}
 KUBECONFORM_VERSION=${FEATURIZER_KUBECONFORM_VERSION:-v0.8.0}
+HELM_DOCS_VERSION=${FEATURIZER_HELM_DOCS_VERSION:-v1.14.2}
 SPARK_OPERATOR_VERSION=${FEATURIZER_SPARK_OPERATOR_VERSION:-v2.5.2}
 K8S_VERSION=${FEATURIZER_K8S_VERSION:-v1.37.2}
 CACHE_DIR=${FEATURIZER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/featurizer}
@@ -91,67 +94,68 @@ print(d if isinstance(d, str) else "")
 
 # ---------------------------------------------------------------- binaries --
 
-helm_ok() { [[ -x $1 ]] && "$1" version --short >/dev/null 2>&1; }
+# go_tool NAME MODULE/CMD VERSION CHECK LDFLAGS: the binary NAME, built once from the Go module
+# proxy into $CACHE_DIR/bin/NAME-VERSION/ (complete only once it ran CHECK), path on stdout.
+go_tool() {
+  local name=$1 package=$2 version=$3 check=$4 ldflags=$5
+  local dir=$CACHE_DIR/bin/$name-$version tmp
+  # shellcheck disable=SC2086  # CHECK is a list of arguments
+  if [[ -x $dir/$name ]] && "$dir/$name" $check >/dev/null 2>&1; then
+    echo "$dir/$name"; return 0
+  fi
+  with_lock "$name-$version" build_go_tool "$name" "$package" "$version" "$check" "$ldflags"
+  echo "$dir/$name"
+}
 
-build_helm() {
-  local dir=$CACHE_DIR/bin/helm-$HELM_VERSION
-  helm_ok "$dir/helm" && return 0
-  local major=${HELM_VERSION%%.*}            # v3
-  local mod=helm.sh/helm/$major src commit cg minor tmp
-  log "building helm $HELM_VERSION from the Go module proxy (takes a few minutes on 2 cores)"
+build_go_tool() {
+  local name=$1 package=$2 version=$3 check=$4 ldflags=$5
+  local dir=$CACHE_DIR/bin/$name-$version tmp
+  # shellcheck disable=SC2086
+  [[ -x $dir/$name ]] && "$dir/$name" $check >/dev/null 2>&1 && return 0
+  log "building $name $version from the Go module proxy (a few minutes on 2 cores, once)"
+  mkdir -p "$CACHE_DIR/bin"
+  tmp=$(mktemp -d "$CACHE_DIR/bin/.$name-XXXXXX")
+  if ! GOBIN=$tmp CGO_ENABLED=0 go_cmd install -trimpath -ldflags "$ldflags" "$package@$version" >&2; then
+    rm -rf "$tmp"; die "go install $package@$version failed"
+  fi
+  # shellcheck disable=SC2086
+  "$tmp/$name" $check >/dev/null 2>&1 || { rm -rf "$tmp"; die "the built $name does not run"; }
+  chmod 755 "$tmp"
+  rm -rf "$dir" && mv "$tmp" "$dir"
+  log "$name $version: $dir/$name"
+}
+
+# helm's Makefile stamps its version, and the Kubernetes version that `helm template` and
+# `helm lint` assume is taken from the client-go it is built with (a plain `go install`
+# would leave .Capabilities.KubeVersion at v1.20).
+helm_ldflags() {
+  local mod=$1 src cg minor commit
   src=$(mod_download "$mod@$HELM_VERSION" Dir)
   commit=$(mod_download "$mod@$HELM_VERSION" Origin.Hash)
-  # Like helm's Makefile: the default .Capabilities.KubeVersion used by
-  # `helm template`/`helm lint` is taken from the client-go it is built with
-  # (a plain `go install` would leave it at v1.20).
   cg=$(awk '$1 == "k8s.io/client-go" && $2 ~ /^v0\./ {print $2; exit}' "$src/go.mod")
   minor=$(cut -d. -f2 <<<"${cg:-v0.20.0}")
-  local ldflags="-w -s"
-  ldflags+=" -X $mod/internal/version.version=$HELM_VERSION"
+  local ldflags="-w -s -X $mod/internal/version.version=$HELM_VERSION"
   # The proxy's .info for helm.sh carries no VCS origin, so the commit is usually unknown.
   [[ -z $commit ]] || ldflags+=" -X $mod/internal/version.gitCommit=$commit -X $mod/internal/version.gitTreeState=clean"
   ldflags+=" -X $mod/pkg/lint/rules.k8sVersionMajor=1 -X $mod/pkg/lint/rules.k8sVersionMinor=$minor"
   ldflags+=" -X $mod/pkg/chartutil.k8sVersionMajor=1 -X $mod/pkg/chartutil.k8sVersionMinor=$minor"
-  mkdir -p "$CACHE_DIR/bin"
-  tmp=$(mktemp -d "$CACHE_DIR/bin/.helm-XXXXXX")
-  if ! GOBIN=$tmp CGO_ENABLED=0 go_cmd install -trimpath -ldflags "$ldflags" "$mod/cmd/helm@$HELM_VERSION" >&2; then
-    rm -rf "$tmp"; die "go install $mod/cmd/helm@$HELM_VERSION failed"
-  fi
-  helm_ok "$tmp/helm" || { rm -rf "$tmp"; die "built helm does not run"; }
-  chmod 755 "$tmp"
-  rm -rf "$dir" && mv "$tmp" "$dir"
-  log "helm: $("$dir/helm" version --short) (default kube version 1.$minor)"
+  echo "$ldflags"
 }
 
 cmd_helm() {
-  local bin=$CACHE_DIR/bin/helm-$HELM_VERSION/helm
-  helm_ok "$bin" || with_lock "helm-$HELM_VERSION" build_helm
-  echo "$bin"
-}
-
-kubeconform_ok() { [[ -x $1 ]] && "$1" -v >/dev/null 2>&1; }
-
-build_kubeconform() {
-  local dir=$CACHE_DIR/bin/kubeconform-$KUBECONFORM_VERSION tmp
-  kubeconform_ok "$dir/kubeconform" && return 0
-  local mod=github.com/yannh/kubeconform
-  log "building kubeconform $KUBECONFORM_VERSION from the Go module proxy"
-  mkdir -p "$CACHE_DIR/bin"
-  tmp=$(mktemp -d "$CACHE_DIR/bin/.kubeconform-XXXXXX")
-  if ! GOBIN=$tmp CGO_ENABLED=0 go_cmd install -trimpath -ldflags "-w -s -X main.version=$KUBECONFORM_VERSION" \
-      "$mod/cmd/kubeconform@$KUBECONFORM_VERSION" >&2; then
-    rm -rf "$tmp"; die "go install $mod/cmd/kubeconform@$KUBECONFORM_VERSION failed"
-  fi
-  kubeconform_ok "$tmp/kubeconform" || { rm -rf "$tmp"; die "built kubeconform does not run"; }
-  chmod 755 "$tmp"
-  rm -rf "$dir" && mv "$tmp" "$dir"
-  log "kubeconform: $("$dir/kubeconform" -v)"
+  local mod=helm.sh/helm/${HELM_VERSION%%.*} bin=$CACHE_DIR/bin/helm-$HELM_VERSION/helm
+  if [[ -x $bin ]] && "$bin" version --short >/dev/null 2>&1; then echo "$bin"; return 0; fi
+  go_tool helm "$mod/cmd/helm" "$HELM_VERSION" "version --short" "$(helm_ldflags "$mod")"
 }
 
 cmd_kubeconform() {
-  local bin=$CACHE_DIR/bin/kubeconform-$KUBECONFORM_VERSION/kubeconform
-  kubeconform_ok "$bin" || with_lock "kubeconform-$KUBECONFORM_VERSION" build_kubeconform
-  echo "$bin"
+  go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION" -v \
+    "-w -s -X main.version=$KUBECONFORM_VERSION"
+}
+
+cmd_helm_docs() {
+  go_tool helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs "$HELM_DOCS_VERSION" --version \
+    "-w -s -X main.version=$HELM_DOCS_VERSION"
 }
 
 # ------------------------------------------------------------------ python --
@@ -282,6 +286,7 @@ main() {
   case "${1:-}" in
     helm) cmd_helm ;;
     kubeconform) cmd_kubeconform ;;
+    helm-docs) cmd_helm_docs ;;
     crd) cmd_crd ;;
     k8s-schemas) cmd_k8s_schemas ;;
     all) cmd_helm; cmd_kubeconform; cmd_crd; cmd_k8s_schemas ;;

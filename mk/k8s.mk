@@ -36,3 +36,10 @@ kind-down:  ## delete the kind cluster
 	bash hack/kind.sh down
 
 CI_TARGETS += k8s-validate
+
+# The chart's README (helm/featurizer/README.md) from values.yaml's `# --` comments and
+# README.md.gotmpl, by helm-docs (built from the Go module proxy by hack/tools.sh).
+.PHONY: chart-docs
+chart-docs:  ## regenerate helm/featurizer/README.md from values.yaml (helm-docs)
+	cd helm && $$(bash ../hack/tools.sh helm-docs) --chart-search-root featurizer \
+	  --template-files README.md.gotmpl --sort-values-order file --log-level warning

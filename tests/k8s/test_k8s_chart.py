@@ -368,3 +368,22 @@ def test_operator_install_watches_our_namespace_and_leaves_rbac_to_our_chart(hel
     assert sorted(doc["kind"] for doc in ours) == ["Role", "Role", "RoleBinding", "RoleBinding"]
     for binding in (doc for doc in ours if doc["kind"] == "RoleBinding"):
         assert [subject["namespace"] for subject in binding["subjects"]] == ["spark-operator"]
+
+
+def test_the_charts_readme_is_generated_from_its_values(tmp_path: Path):
+    """helm/featurizer/README.md is helm-docs' rendering of values.yaml (make chart-docs), and
+    every value there has a `# --` description."""
+    helm_docs = subprocess.run(["bash", str(ROOT / "hack" / "tools.sh"), "helm-docs"],
+                               capture_output=True, text=True, timeout=1800, check=True
+                               ).stdout.strip()
+    proc = subprocess.run([helm_docs, "--chart-search-root", "featurizer", "--template-files",
+                           "README.md.gotmpl", "--sort-values-order", "file", "--dry-run",
+                           "--log-level", "warning"], cwd=CHART.parent, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (CHART / "README.md").read_text().strip(), (
+        "helm/featurizer/README.md is stale: run make chart-docs")
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "`" in line]
+    undocumented = [row.split(" | ")[0].lstrip("| ") for row in rows
+                    if row.rstrip().endswith("|  |") or row.rstrip().endswith("| |")]
+    assert len(rows) > 80 and not undocumented, undocumented

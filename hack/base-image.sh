@@ -18,10 +18,10 @@ umask 022
 TAG="${1:-featurizer-base:bookworm}"
 SUITE=bookworm
 REV=1   # bump to invalidate caches when the rootfs recipe below changes
-CACHE="${FEATURIZER_CACHE:-$HOME/.cache/featurizer}/base"
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+CACHE=$FEATURIZER_CACHE/base
 T0=$SECONDS
-DOCKER=docker
-[ -x /usr/bin/docker ] && DOCKER=/usr/bin/docker   # matches Debian's engine; see docker-up.sh
 elapsed() { echo "base-image: $1 in $((SECONDS - T0))s"; }
 
 # Same mirror(s) the host uses: only those may be reachable. apt itself parses both

@@ -19,12 +19,12 @@ IMAGE=${1:-featurizer:local}
 BASE_IMAGE=${2:-featurizer-base:bookworm}
 EXTRAS=${IMAGE_EXTRAS:-spark}
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOG_PREFIX=image
+# shellcheck source=hack/lib.sh
+source "$REPO_DIR/hack/lib.sh"
 CONTEXT=$REPO_DIR/docker/context
 PY=$REPO_DIR/.venv/bin/python
-DOCKER=docker
-[[ -x /usr/bin/docker ]] && DOCKER=/usr/bin/docker   # matches the engine (hack/docker-up.sh)
 T0=$SECONDS
-log() { printf 'image: %s\n' "$*" >&2; }
 pin() { sed -n "s/^$1==//p" "$REPO_DIR/constraints.txt"; }
 
 bash "$REPO_DIR/hack/docker-up.sh" >&2

@@ -14,8 +14,8 @@ set -euo pipefail
 
 image=$1 stages=$2
 shift 2
-DOCKER=docker
-[[ -x /usr/bin/docker ]] && DOCKER=/usr/bin/docker   # matches the engine (hack/docker-up.sh)
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 LABEL=io.featurizer.build
 
 build() {

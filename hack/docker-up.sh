@@ -16,7 +16,9 @@ set -euo pipefail
 # (under 077, files root makes would be unreadable to every other user).
 umask 022
 
-CACHE="${FEATURIZER_CACHE:-$HOME/.cache/featurizer}"
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+CACHE=$FEATURIZER_CACHE
 LOG="$CACHE/dockerd.log"
 DRIVERS="${FEATURIZER_DOCKER_DRIVERS:-overlay2 fuse-overlayfs vfs}"
 mkdir -p "$CACHE"
@@ -26,9 +28,8 @@ mkdir -p "$CACHE"
 # DOCKER_API_VERSION is NOT needed. We still prefer Debian's /usr/bin/docker here since it
 # matches the engine exactly. Gotcha with the 28.x client: it has no buildx plugin, so
 # `docker build` falls back to the legacy builder with a DEPRECATED banner, and fails outright
-# if DOCKER_BUILDKIT=1 is set. Use DOCKER_BUILDKIT=0 (explicit legacy) or /usr/bin/docker.
-DOCKER=docker
-[ -x /usr/bin/docker ] && DOCKER=/usr/bin/docker
+# if DOCKER_BUILDKIT=1 is set. Use DOCKER_BUILDKIT=0 (explicit legacy) or /usr/bin/docker
+# (lib.sh's DOCKER).
 dinfo() { timeout 10 "$DOCKER" info >/dev/null 2>&1; }
 
 if dinfo; then

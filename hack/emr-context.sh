@@ -16,10 +16,10 @@ set -euo pipefail
 
 DEST=${1:?usage: hack/emr-context.sh DEST}
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=hack/lib.sh
+source "$REPO_DIR/hack/lib.sh"
 WEIGHTS=mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
 EMR_GLIBC_MINOR=34
-log() { printf 'emr-context: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 weights_dir=${FEATURIZER_WEIGHTS_DIR:-$REPO_DIR/../shared/models}
 [[ -f $weights_dir/$WEIGHTS ]] || die "no $WEIGHTS in $weights_dir: set FEATURIZER_WEIGHTS_DIR"

@@ -14,10 +14,8 @@ REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=hack/lib.sh
 source "$REPO_DIR/hack/lib.sh"
 PIP=${PIP:-$REPO_DIR/.venv/bin/pip}
-CACHE=${FEATURIZER_CACHE:-$HOME/.cache/featurizer}/emr
+CACHE=$FEATURIZER_CACHE/emr
 CONTEXT=$REPO_DIR/.build/emr-standin
-DOCKER=docker; [[ -x /usr/bin/docker ]] && DOCKER=/usr/bin/docker
-log() { printf 'emr-standin: %s\n' "$*" >&2; }
 
 bash "$REPO_DIR/hack/base-image.sh" >&2
 base_key=$("$DOCKER" image inspect -f '{{index .Config.Labels "featurizer.base.key"}}' featurizer-base:bookworm)

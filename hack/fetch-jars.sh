@@ -23,13 +23,13 @@ set -euo pipefail
 
 HADOOP_VERSION=${FEATURIZER_HADOOP_VERSION:-3.5.0}   # = hadoop-client-api-*.jar in PySpark 4.3.0
 MAVEN=${FEATURIZER_MAVEN_URL:-https://repo1.maven.org/maven2}
-CACHE=${FEATURIZER_JARS_CACHE:-${FEATURIZER_CACHE:-$HOME/.cache/featurizer}/jars}
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=hack/lib.sh
+source "$REPO_DIR/hack/lib.sh"
+CACHE=${FEATURIZER_JARS_CACHE:-$FEATURIZER_CACHE/jars}
 PINS=$REPO_DIR/docker/jars.sha256
 LIST=$CACHE/hadoop-aws-$HADOOP_VERSION.deps   # group:artifact:version lines from the POMs
 
-log() { printf 'fetch-jars: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 copy_to=
 if [[ ${1:-} == --copy ]]; then

@@ -10,14 +10,14 @@ set -euo pipefail
 shopt -s inherit_errexit
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=hack/lib.sh
+source "$REPO/hack/lib.sh"
 CHART=$REPO/helm/featurizer
 FIXTURES=$REPO/tests/k8s/fixtures
 RELEASE=featurizer
 NAMESPACE=featurizer
 HELM=${FEATURIZER_HELM:-$(bash "$REPO/hack/tools.sh" helm)}
 
-log() { printf 'k8s: %s\n' "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
 
 values_files() { ls "$CHART"/values-*.yaml; }
 

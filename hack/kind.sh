@@ -19,6 +19,9 @@ set -euo pipefail
 shopt -s inherit_errexit
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOG_PREFIX=kind.sh
+# shellcheck source=hack/lib.sh
+source "$REPO/hack/lib.sh"
 KIND_VERSION=v0.33.0
 SPARK_OPERATOR_VERSION=${FEATURIZER_SPARK_OPERATOR_VERSION:-v2.5.2}
 CLUSTER=featurizer
@@ -27,7 +30,7 @@ NAMESPACE=featurizer
 RELEASE=featurizer
 BUCKET=featurizer
 S3_HOST_ENDPOINT=http://127.0.0.1:30900     # hack/kind-config.yaml's port mapping
-CACHE_DIR=${FEATURIZER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/featurizer}
+CACHE_DIR=${FEATURIZER_TOOLS_CACHE:-$FEATURIZER_CACHE}
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/pyproject.toml")
 IMAGE=${IMAGE:-featurizer:$VERSION}
@@ -35,8 +38,6 @@ SAMPLE=${SAMPLE:-$REPO/data/sample}
 RUN_TIMEOUT=${RUN_TIMEOUT:-1800}
 KUBECTL=${KUBECTL:-kubectl}
 
-log() { printf 'kind.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 helm() { "$(bash "$REPO/hack/tools.sh" helm)" --kube-context "$CONTEXT" "$@"; }
 kubectl() { command "$KUBECTL" --context "$CONTEXT" "$@"; }

@@ -21,7 +21,7 @@
 # k8s.io/kubernetes module zip (api/openapi-spec/swagger.json).
 #
 # Knobs (environment):
-#   FEATURIZER_CACHE_DIR               default ${XDG_CACHE_HOME:-~/.cache}/featurizer
+#   FEATURIZER_TOOLS_CACHE             default $FEATURIZER_CACHE (~/.cache/featurizer)
 #   FEATURIZER_HELM_VERSION            default v3.22.0
 #   FEATURIZER_KUBECONFORM_VERSION     default v0.8.0
 #   FEATURIZER_HELM_DOCS_VERSION       default v1.14.2
@@ -38,17 +38,16 @@ KUBECONFORM_VERSION=${FEATURIZER_KUBECONFORM_VERSION:-v0.8.0}
 HELM_DOCS_VERSION=${FEATURIZER_HELM_DOCS_VERSION:-v1.14.2}
 SPARK_OPERATOR_VERSION=${FEATURIZER_SPARK_OPERATOR_VERSION:-v2.5.2}
 K8S_VERSION=${FEATURIZER_K8S_VERSION:-v1.37.2}
-CACHE_DIR=${FEATURIZER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/featurizer}
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$HACK_DIR")
 SPARKAPP_REFERENCE=${FEATURIZER_SPARKAPP_REFERENCE:-$REPO_DIR/../shared/schemas/sparkapplication_v1beta2.json}
 CONVERTER=$HACK_DIR/openapi2jsonschema.py
+LOG_PREFIX=tools.sh
 # shellcheck source=hack/lib.sh
 source "$HACK_DIR/lib.sh"
+CACHE_DIR=${FEATURIZER_TOOLS_CACHE:-$FEATURIZER_CACHE}
 
-log() { printf 'tools.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 go_cmd() {
   if [[ -z ${GO:-} ]]; then

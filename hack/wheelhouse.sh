@@ -23,9 +23,8 @@ REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=hack/lib.sh
 source "$REPO_DIR/hack/lib.sh"
 PIP=${PIP:-$REPO_DIR/.venv/bin/pip}
-CACHE=${FEATURIZER_CACHE:-$HOME/.cache/featurizer}/wheelhouse
+CACHE=$FEATURIZER_CACHE/wheelhouse
 
-log() { printf 'wheelhouse: %s\n' "$*" >&2; }
 [[ -x $PIP ]] || { log "error: no pip at $PIP (run make venv, or set PIP=...)"; exit 1; }
 
 # Wheels built for any glibc up to bookworm's are installable there.

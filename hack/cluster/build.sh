@@ -23,13 +23,12 @@ set -euo pipefail
 shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LOG_PREFIX="cluster build"
 # shellcheck source=hack/lib.sh
 source "$HERE/../lib.sh"
 CACHE=${FEATURIZER_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/featurizer-cluster}
 export GOFLAGS=${GOFLAGS:--buildvcs=false} GOWORK=off GO111MODULE=on CGO_ENABLED=0
 
-log() { printf 'cluster build: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 # The version of MODULE that wrapper $1 requires (`require M v` or a line of a require block).
 required() {

@@ -34,6 +34,9 @@ shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+LOG_PREFIX=cluster
+# shellcheck source=hack/lib.sh
+source "$REPO/hack/lib.sh"
 CACHE=${FEATURIZER_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/featurizer-cluster}
 STATE=${FEATURIZER_CLUSTER_STATE:-/var/lib/featurizer-cluster}
 IMAGE=${IMAGE:-featurizer:local}
@@ -50,11 +53,6 @@ NODE=127.0.0.1
 JOB_NAMESPACE=featurizer
 OPERATOR_NAMESPACE=spark-operator
 WEBHOOK=https://127.0.0.1:9443
-DOCKER=docker
-[[ -x /usr/bin/docker ]] && DOCKER=/usr/bin/docker
-
-log() { printf 'cluster: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 in_ns() { nsenter --net="$NETNS_PATH" "$@"; }
 kubectl() { in_ns "$KUBE_BIN/kubectl" --kubeconfig "$STATE/admin.kubeconfig" "$@"; }

@@ -17,12 +17,14 @@ _CACHE_ROOT: Path | None = None
 def pytest_configure(config: pytest.Config) -> None:
     """Every test session starts with empty featurizer caches (converted engines, the JVM
     class archive), as on a fresh machine: a warm cache must not hide a broken first run.
-    Tests of the caches make their own. The S3A jars stay shared: each is checked against
-    its pinned sha256 at every use (hack/fetch-jars.sh); .ci/run downloads them afresh."""
+    Tests of the caches make their own. The S3A jars and the Go-built tools stay shared: each
+    jar is checked against its pinned sha256 at every use (hack/fetch-jars.sh; .ci/run
+    downloads them afresh), each tool is run before it is used (hack/tools.sh)."""
     global _CACHE_ROOT
     _CACHE_ROOT = Path(tempfile.mkdtemp(prefix="featurizer-test-cache-"))
     user_cache = Path(os.environ.get("FEATURIZER_CACHE", "~/.cache/featurizer")).expanduser()
     os.environ.setdefault("FEATURIZER_JARS_CACHE", str(user_cache / "jars"))
+    os.environ.setdefault("FEATURIZER_TOOLS_CACHE", str(user_cache))   # helm & co. (Go builds)
     os.environ["FEATURIZER_CACHE"] = str(_CACHE_ROOT)
 
 

@@ -24,8 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 from featurizer.errors import ConfigError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")        # case-insensitive; = the listing's glob
+from featurizer.images import IMAGE_EXTENSIONS
 
 
 @dataclass
@@ -36,7 +35,8 @@ class LocalScan:
 
 
 def is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith((".", "_"))
+    return (name.lower().endswith(tuple("." + ext for ext in IMAGE_EXTENSIONS))
+            and not name.startswith((".", "_")))
 
 
 def spark_path(local: str) -> str:

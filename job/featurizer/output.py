@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -186,10 +187,8 @@ class Lease:
 
     def _renew(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            try:
+            with contextlib.suppress(Exception):     # a storage hiccup: the next beat retries
                 self._write()
-            except Exception:     # a storage hiccup: the next beat tries again
-                pass
 
     def _busy(self, holder: Holder) -> ConfigError:
         return ConfigError(f"output {self.layout.output} is being written by run "

@@ -28,6 +28,7 @@ from urllib.parse import unquote
 from featurizer import (
     engines,
     errors,
+    images,
     local_input,
     output,
     reduce,
@@ -42,8 +43,8 @@ from featurizer.errors import ConfigError, FeaturizerError, Stopped
 from featurizer.output import Layout
 from featurizer.progress import Progress
 
-IMAGE_GLOB = "*.{" + ",".join("".join(f"[{c}{c.upper()}]" for c in ext[1:])
-                              for ext in local_input.IMAGE_EXTENSIONS) + "}"
+IMAGE_GLOB = "*.{" + ",".join("".join(f"[{c}{c.upper()}]" for c in ext)
+                              for ext in images.IMAGE_EXTENSIONS) + "}"
 BINARY_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
 FEATURE_DIM = weights.FEATURE_DIM
 ROWS_PER_OUTPUT_FILE = 20_000            # ~100 MB of 1280-d float features per file
@@ -348,8 +349,6 @@ def calibration_images(store: storage.Storage, discovered: list[str],
     folder tends to contribute), preprocessed for the engine; with a digest of their bytes.
     Files that vanished or do not decode are passed over."""
     import hashlib
-
-    from featurizer import images
 
     ordered = sorted(discovered)
     step = max(1, len(ordered) // count)

@@ -6,6 +6,7 @@ are only applied where nothing else set the key.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -99,10 +100,8 @@ def started(config: RunConfig, log: Callable[[str], None], verbose: bool = False
     try:
         yield spark
     finally:
-        try:
+        with contextlib.suppress(Exception):   # a dead JVM: the run's own error is the one to report
             spark.stop()
-        except Exception:        # a dead JVM: the run's own error is the one to report
-            pass
         if archive is not None and class_archive.publish(archive):
             log(f"JVM class-data archive saved to {archive.path}")
 

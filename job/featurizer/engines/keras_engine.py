@@ -7,7 +7,7 @@ import tempfile
 
 import numpy as np
 
-from featurizer.weights import WeightsFile, build_model
+from featurizer.weights import FEATURE_DIM, WeightsFile, build_model
 
 
 def export(weights: WeightsFile) -> bytes:
@@ -36,7 +36,7 @@ class KerasPredictor:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         if len(images) == 0:
-            return np.zeros((0, 1280), np.float32)
+            return np.zeros((0, FEATURE_DIM), np.float32)
         return self._forward(images).numpy()
 
 

@@ -20,9 +20,6 @@ import numpy as np
 from featurizer import config
 from featurizer.weights import FEATURE_DIM, WeightsFile, build_model
 
-# Measured (bench/): one image per invoke is fastest under XNNPACK on CPU.
-DEFAULT_BATCH = 1
-
 
 def cache_dir() -> Path:
     return config.cache_dir("engines")

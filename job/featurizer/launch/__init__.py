@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 
 _TARGETS = "_featurizer_submit_targets"
+# The containers Spark names in its driver and executor pods (on every Kubernetes cluster,
+# EMR on EKS's too): logs are read from, and pod templates patch, these.
+DRIVER_CONTAINER = "spark-kubernetes-driver"
+EXECUTOR_CONTAINER = "spark-kubernetes-executor"
 
 
 def submit_targets(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:

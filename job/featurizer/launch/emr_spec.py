@@ -21,6 +21,7 @@ from typing import Any
 
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError
+from featurizer.launch import DRIVER_CONTAINER, EXECUTOR_CONTAINER
 
 SERVICE = "emr-containers"
 RELEASE_LABEL = "emr-7.13.0-latest"        # Spark 3.5.6-amzn-2, Python 3.9 and 3.11, Java 17
@@ -79,7 +80,7 @@ class Target:
 def pod_template(role: str) -> dict[str, Any]:
     """The driver or executor pod template. The image holds x86_64 wheels only, so the
     pods must land on amd64 nodes (a Graviton node would fail with `exec format error`)."""
-    container = "spark-kubernetes-driver" if role == "driver" else "spark-kubernetes-executor"
+    container = DRIVER_CONTAINER if role == "driver" else EXECUTOR_CONTAINER
     return {
         "apiVersion": "v1",
         "kind": "Pod",

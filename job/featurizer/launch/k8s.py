@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError, FeaturizerError
-from featurizer.launch import submit_targets
+from featurizer.launch import DRIVER_CONTAINER, submit_targets
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 GROUP, VERSION, PLURAL, KIND = "sparkoperator.k8s.io", "v1beta2", "sparkapplications", "SparkApplication"
 CRD = f"{PLURAL}.{GROUP}/{VERSION}"
 TEMPLATE = "templates/sparkapplication.yaml"
-DRIVER_CONTAINER = "spark-kubernetes-driver"  # the container Spark names in the driver pod
 TERMINAL = ("COMPLETED", "FAILED")
 DEFAULT_NAMESPACE = "featurizer"
 APP_LABEL = "app.kubernetes.io/name=featurizer"     # the chart's label on every application

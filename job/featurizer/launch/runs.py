@@ -1,5 +1,5 @@
 """`featurizer status`, `logs`, `cancel`, `delete`: one vocabulary for a submitted run, on
-Kubernetes (a SparkApplication, launch/k8s.py) or on EMR on EKS (a job run, launch/emr.py).
+Kubernetes (a SparkApplication, launch/k8s/) or on EMR on EKS (a job run, launch/emr.py).
 
 The run is on EMR when `--virtual-cluster-id` is given (RUN is then the job run id), else
 it is a SparkApplication (RUN is its name; default: the one `submit k8s` gave --output, else

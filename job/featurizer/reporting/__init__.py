@@ -44,11 +44,9 @@ def write_report(spark: Any, output_uri: str, html: str | None = None,
     report, images = build_report(output, log)
     json_target = _target(output.location, json_file, REPORT_JSON, spark)
     html_target = _target(output.location, html, REPORT_HTML, spark)
-    json_target[0].write_bytes(json_target[1], (json.dumps(report, indent=2) + "\n").encode(),
-                               absolute=True)
-    html_target[0].write_bytes(html_target[1], page.render(report, images).encode(),
-                               absolute=True)
-    return Written(report, json_target[2], html_target[2])
+    json_target.write((json.dumps(report, indent=2) + "\n").encode())
+    html_target.write(page.render(report, images).encode())
+    return Written(report, json_target.uri, html_target.uri)
 
 
 def after_run(spark: Any, output_uri: str, log: Callable[[str], None] = print) -> None:
@@ -63,15 +61,25 @@ def after_run(spark: Any, output_uri: str, log: Callable[[str], None] = print) -
     log(f"report: {written.html_uri}")
 
 
-def _target(location: Any, override: str | None, default: str, spark: Any
-            ) -> tuple[Any, str, str]:
-    """(Location, path in its file system, URI) of a report file."""
+@dataclass(frozen=True)
+class _Target:
+    """Where one report file goes: its file system (a source.Location), path and URI."""
+
+    location: Any
+    path: str
+    uri: str
+
+    def write(self, data: bytes) -> None:
+        self.location.write_bytes(self.path, data, absolute=True)
+
+
+def _target(location: Any, override: str | None, default: str, spark: Any) -> _Target:
     from featurizer.reporting import source
 
     if override is None:
-        return location, location.child(default), f"{location.uri}/{default}"
+        return _Target(location, location.child(default), f"{location.uri}/{default}")
     where = source.locate(override, spark)
-    return where, where.path, where.uri
+    return _Target(where, where.path, where.uri)
 
 
 def build_report(output: Any, log: Callable[[str], None] = lambda message: None

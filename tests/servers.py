@@ -59,6 +59,11 @@ class MotoServer:
             self._process.terminate()
             self._process.wait(timeout=15)
 
+    def request_count(self) -> int:
+        """HTTP requests served so far, from the server's request log (one line each)."""
+        text = self._log.read_text(errors="replace")
+        return sum(text.count(f'"{verb} ') for verb in ("GET", "PUT", "POST", "HEAD", "DELETE"))
+
     def pause(self) -> None:
         self._process.send_signal(signal.SIGSTOP)
 

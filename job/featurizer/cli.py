@@ -44,6 +44,21 @@ def _parser() -> argparse.ArgumentParser:
                           "default they go to the run's log file, named on failure).")
     run.set_defaults(handler=_run)
 
+    pack = commands.add_parser(
+        "pack", help="pack a folder tree of images into Parquet shards",
+        description="Write every image under INPUT (path, label = parent folder, length, "
+        "modificationTime, content), sorted by path, as Parquet files of ~1,000 images (or "
+        "~128 MB) into OUTPUT, with a _pack.json saying what they hold. `featurizer run "
+        "--input OUTPUT` then reads the shards: the same features and labels as the loose "
+        "files, ~1,000x fewer objects to list and GET on S3.")
+    pack.add_argument("input", help="folder of images (a path, file://, s3a://)")
+    pack.add_argument("output", help="new folder for the shards (a path, file://, s3a://)")
+    pack.add_argument("--images-per-file", type=int, default=1000,
+                      help="images per Parquet file (default: %(default)s; fewer if they "
+                      "would pass 128 MB)")
+    pack.add_argument("--master", help="Spark master URL (default: local[*,3])")
+    pack.set_defaults(handler=_pack)
+
     sample = commands.add_parser("sample-data", help="write the small synthetic data set")
     sample.add_argument("folder", help="where to write <split>/<class>/<n>_100.jpg")
     sample.add_argument("--scale", type=int, default=1,
@@ -65,6 +80,26 @@ def _run(args: argparse.Namespace) -> int:
     print("\nfeaturizer run complete\n" + report.summary_table(manifest))
     for warning in manifest.get("warnings", []):
         _info(f"warning: {warning}")
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from featurizer import local_input, session, sources, storage
+    from featurizer.errors import ConfigError
+
+    if args.images_per_file < 1:
+        raise ConfigError(f"--images-per-file must be >= 1, got {args.images_per_file}")
+    input_uri, output_uri = storage.normalize(args.input), storage.normalize(args.output)
+    if storage.is_inside(output_uri, input_uri) or storage.is_inside(input_uri, output_uri):
+        raise ConfigError(f"output {output_uri} and input {input_uri} overlap: pack elsewhere")
+    local = storage.local_path(input_uri)
+    scan = local_input.scan(local) if local else local_input.LocalScan()
+    config = RunConfig(input=input_uri, output=output_uri, master=args.master, no_report=True)
+    with session.started(config, _info) as spark:
+        summary = sources.pack(spark, input_uri, output_uri, scan, args.images_per_file)
+    print(f"packed {summary['images']:,} images ({summary['bytes'] / 1e6:,.1f} MB) into "
+          f"{summary['shards']:,} Parquet files of up to {summary['images_per_file']:,} under "
+          f"{output_uri}")
     return 0
 
 

@@ -20,6 +20,7 @@ from featurizer.errors import ConfigError
 
 ENGINES = ("tflite", "keras")
 PRECISIONS = ("float32", "int8")
+INPUT_FORMATS = ("auto", "files", "parquet")
 DEFAULT_ENGINE = "tflite"
 # Images per engine call, measured on CPU (see BENCHMARKS.md): XNNPACK is fastest one image
 # at a time; TensorFlow needs batches to amortize its per-call overhead.
@@ -45,6 +46,15 @@ def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:
 class RunConfig:
     input: str = _opt(None, "Input folder URI: a path, file://, s3a:// or s3:// "
                       "(images found recursively; label = parent folder name).", required=True)
+    input_format: str = _opt("auto", "files (folders of .jpg/.jpeg/.png) or parquet (rows of "
+                             "image bytes, as `featurizer pack` writes them, or img2dataset / "
+                             "Hugging Face exports); auto: parquet if the input holds "
+                             "_pack.json or .parquet files at its top.",
+                             choices=INPUT_FORMATS)
+    path_column: str = _opt("path", "Packed input: the column with each image's path.")
+    label_column: str = _opt("label", "Packed input: the column with each image's label.")
+    content_column: str = _opt("content", "Packed input: the column with the image bytes "
+                               "(a nested field as a.b, e.g. image.bytes).")
     output: str = _opt(None, "Output folder URI (features/, errors/, pca_model/, "
                        "manifest.json, explained_variance.png, _SUCCESS). {app} in it becomes "
                        "the Spark application's name, {date} the UTC date (one output per "

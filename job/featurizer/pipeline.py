@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from featurizer import (
     engines,
@@ -34,6 +33,7 @@ from featurizer import (
     reduce,
     report,
     signals,
+    sources,
     storage,
     udf,
     weights,
@@ -43,14 +43,12 @@ from featurizer.errors import ConfigError, FeaturizerError, Stopped
 from featurizer.output import Layout
 from featurizer.progress import Progress
 
-IMAGE_GLOB = "*.{" + ",".join("".join(f"[{c}{c.upper()}]" for c in ext)
-                              for ext in images.IMAGE_EXTENSIONS) + "}"
-BINARY_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
 FEATURE_DIM = weights.FEATURE_DIM
 ROWS_PER_OUTPUT_FILE = 20_000            # ~100 MB of 1280-d float features per file
 MIN_ROWS_PER_OUTPUT_FILE = 1_000         # ~5 MB: smaller files are not worth a core
 SECRET_WORDS = ("secret", "password", "token", "access.key", "credential", "session")
 DISAPPEARED = "file disappeared during the run"
+CALIBRATION_IMAGES = 128                 # what an int8 engine is calibrated on
 
 
 @dataclass
@@ -127,13 +125,13 @@ def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print
 def _run(run: Run, spark: Any) -> dict:
     config, layout, timer = run.config, run.layout, run.timer
     store = storage.Storage(spark)
+    source = sources.open_source(config, run.input_uri, store, run.local_scan)
     with timer.stage("discover"):
-        discovered = discover(spark, run.input_uri)
-    aliases = set(run.local_scan.aliases) & set(discovered)
-    found = len(discovered) - len(aliases) + len(run.local_scan.unreadable)
-    run.log(f"found {found:,} images under {run.input_uri}"
-            + (f" ({len(aliases):,} more reached again through links: counted once)"
-               if aliases else ""))
+        listing = discover(source, spark)
+    packed = " (packed)" if isinstance(source, sources.PackedSource) else ""
+    run.log(f"found {listing.found:,} images under {run.input_uri}{packed}"
+            + (f" ({len(listing.aliases):,} more reached again through links: counted once)"
+               if listing.aliases else ""))
     lease = output.Lease(store, layout, run.run_id)
     try:
         lease.acquire(wait_for_stale=config.resume)
@@ -142,7 +140,7 @@ def _run(run: Run, spark: Any) -> dict:
     except Exception as exc:                           # e.g. a missing bucket, a 403
         raise ConfigError(f"output {layout.output} is not writable: {errors.cause(exc)}") from None
     try:
-        return _featurize_and_commit(run, spark, store, discovered, aliases, found)
+        return _featurize_and_commit(run, spark, store, source, listing)
     except Stopped as stopped:
         with contextlib.suppress(Exception):
             if store.exists(layout.work):
@@ -152,22 +150,25 @@ def _run(run: Run, spark: Any) -> dict:
         lease.release()
 
 
-def _featurize_and_commit(run: Run, spark: Any, store: storage.Storage, discovered: list[str],
-                          aliases: set[str], found: int) -> dict:
+def _featurize_and_commit(run: Run, spark: Any, store: storage.Storage, source: Any,
+                          listing: sources.Listing) -> dict:
     config, layout, timer = run.config, run.layout, run.timer
+    found = listing.found
     output.prepare(store, layout, config.overwrite, config.resume,
                    _fingerprint(config, run.input_uri, run.weights))
 
     with timer.stage("export"):
         payload = engines.export(config.engine, run.weights, config.precision,
-                                 lambda: calibration_images(store, discovered))
+                                 lambda: calibration_images(source.samples(spark, store, listing,
+                                                                           CALIBRATION_IMAGES)))
     with timer.stage("featurize"):
-        readable = found - len(run.local_scan.unreadable)      # what the stream will see
-        stream = featurize(spark, store, run, payload, _expected(readable, config),
-                           sorted(aliases))
-        if config.limit is None and config.sample_fraction is None:
-            record_unread(spark, store, layout, [p for p in discovered if p not in aliases],
-                          run.local_scan.unreadable)
+        readable = found - len(listing.unreadable)             # what the stream will see
+        stream = featurize(spark, store, run, source, payload, _expected(readable, config),
+                           sorted(listing.aliases))
+        if source.accounts_unread and config.limit is None and config.sample_fraction is None:
+            record_unread(spark, store, layout,
+                          [p for p in listing.files if p not in listing.aliases],
+                          listing.unreadable)
 
     with timer.stage("reduce"):
         staged = spark.read.parquet(layout.featurized)
@@ -207,24 +208,9 @@ def _featurize_and_commit(run: Run, spark: Any, store: storage.Storage, discover
 
 # ---- stages ---------------------------------------------------------------------------
 
-def discover(spark: Any, input_uri: str) -> list[str]:
-    """The images under the input, as Spark's `path` column spells them (fails early on a
-    bad input)."""
-    try:
-        files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-                 .option("pathGlobFilter", IMAGE_GLOB).load(input_uri).inputFiles())
-    except Exception as exc:
-        raise ConfigError(f"cannot read input {input_uri}: {errors.cause(exc)}") from None
-    if not files:
-        raise ConfigError(f"no images (.jpg, .jpeg, .png) found under {input_uri}")
-    return [spark_path(uri) for uri in files]
-
-
-def spark_path(uri: str) -> str:
-    """inputFiles() gives URI-encoded strings; binaryFile's `path` column is decoded, and
-    local files read `file:/x` rather than `file:///x`."""
-    path = unquote(uri)
-    return "file:/" + path[len("file:///"):] if path.startswith("file:///") else path
+def discover(source: Any, spark: Any) -> sources.Listing:
+    """What the input holds (fails early, in one line, on a bad input)."""
+    return source.listing(spark)
 
 
 @dataclass(frozen=True)
@@ -234,14 +220,11 @@ class StreamStats:
     worker_rss_mb: float         # peak RSS of any Python worker
 
 
-def featurize(spark: Any, store: storage.Storage, run: Run, payload: engines.Payload,
-              expected: int, skip: list[str]) -> StreamStats:
+def featurize(spark: Any, store: storage.Storage, run: Run, source: Any,
+              payload: engines.Payload, expected: int, skip: list[str]) -> StreamStats:
     """Stream the input through the UDF into staged Parquet (minus the `skip` paths)."""
     config, layout = run.config, run.layout
     sc = spark.sparkContext
-    if storage.scheme_of(run.input_uri) == "file":
-        # Local listings are fast: list on the driver instead of launching a listing job.
-        spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "1000000")
     images_done = sc.accumulator(0)
     worker_rss = sc.accumulator(0.0, udf.MaxParam())
     # The engine travels once, as a broadcast that PySpark writes into Spark's local dir
@@ -252,11 +235,7 @@ def featurize(spark: Any, store: storage.Storage, run: Run, payload: engines.Pay
     featurize_udf = udf.make_featurize_udf(engine, payload.key, payload.engine,
                                            config.inference_batch, images_done, worker_rss)
     per_trigger = min(config.files_per_batch, config.limit or config.files_per_batch)
-    stream = (spark.readStream.format("binaryFile").schema(BINARY_SCHEMA)
-              .option("recursiveFileLookup", "true").option("pathGlobFilter", IMAGE_GLOB)
-              .option("maxFilesPerTrigger", per_trigger)
-              .option("maxFileAge", "36500d")           # never skip old files
-              .load(run.input_uri))
+    stream = source.stream(spark, per_trigger)
     skipped = (spark.createDataFrame([(path,) for path in skip], "path string")
                if skip else None)
     resumed = _staged_rows(spark, layout)
@@ -324,8 +303,8 @@ class BatchWriter:
         if self.config.limit is not None:
             files, taken = self._limited(files)
         rows = files.select(
-            "path", F.element_at(F.split("path", "/"), -2).alias("label"),
-            "length", "modificationTime", self.featurize_udf("content").alias("result"),
+            "path", "label", "length", "modificationTime",
+            self.featurize_udf("content").alias("result"),
         ).select("path", "label", "length", "modificationTime", "result.features",
                  "result.error")
         rows.write.mode("overwrite").parquet(target)
@@ -343,24 +322,19 @@ class BatchWriter:
         return files.orderBy("path").limit(remaining).repartition(partitions), remaining
 
 
-def calibration_images(store: storage.Storage, discovered: list[str],
-                       count: int = 128) -> tuple[str, list[Any]]:
-    """Up to `count` of the input's images, evenly spaced in path order (so every class
-    folder tends to contribute), preprocessed for the engine; with a digest of their bytes.
-    Files that vanished or do not decode are passed over."""
+def calibration_images(samples: list[tuple[str, bytes]]) -> tuple[str, list[Any]]:
+    """The source's sample images preprocessed for the engine, with a digest of their bytes
+    (which names the calibrated engine); images that do not decode are passed over."""
     import hashlib
 
-    ordered = sorted(discovered)
-    step = max(1, len(ordered) // count)
-    digest, samples = hashlib.sha256(), []
-    for path in ordered[::step][:count]:
+    digest, decoded = hashlib.sha256(), []
+    for _, data in samples:
         try:
-            data = store.read_bytes(path)
-            samples.append(images.preprocess(images.decode(data)))
-        except Exception:                           # ImageError, or gone since the listing
+            decoded.append(images.preprocess(images.decode(data)))
+        except images.ImageError:
             continue
         digest.update(data)
-    return digest.hexdigest(), samples
+    return digest.hexdigest(), decoded
 
 
 def record_unread(spark: Any, store: storage.Storage, layout: Layout, discovered: list[str],

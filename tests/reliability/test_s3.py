@@ -254,3 +254,31 @@ def test_a_pca_model_on_s3_projects_other_images_exactly_as_fitted(s3, jars):
     original = dict(zip(fitted.column("path").to_pylist(), fitted.column("pca").to_pylist()))
     rows = dict(zip(projected.column("path").to_pylist(), projected.column("pca").to_pylist()))
     assert len(rows) == 20 and all(rows[path] == original[path] for path in rows)
+
+
+def test_packed_shards_on_s3_give_the_loose_features_with_far_fewer_requests(s3, jars):
+    """`featurizer pack` from S3 to S3, then the same job over the shards and over the loose
+    objects: identical features and labels. The S3 requests each run sends are counted from
+    the server's request log (figures for BENCHMARKS.md, not asserted)."""
+    env = {**os.environ, **s3.env(*s3.credentials), "FEATURIZER_JARS": jars}
+    packed = subprocess.run([str(BIN / "featurizer"), "pack", "s3a://data/fruits",
+                             "s3a://results/packed", "--images-per-file", "50", "--master",
+                             "local[2]"], capture_output=True, text=True, env=env, timeout=900)
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    requests = {}
+    for name, source in (("loose", "s3a://data/fruits"), ("packed", "s3a://results/packed")):
+        before = s3.request_count()
+        code, _, err = finish(featurizer(s3, jars, "--input", source, "--output",
+                                         f"s3a://results/from-{name}", "--pca-k", "2",
+                                         "--no-report"))
+        assert code == 0, err[-3000:]
+        requests[name] = s3.request_count() - before
+    loose, _ = read_s3_output(s3.client, "results", "from-loose")
+    shards, manifest = read_s3_output(s3.client, "results", "from-packed")
+    a = dict(zip(loose.column("path").to_pylist(), zip(loose.column("label").to_pylist(),
+                                                       loose.column("features").to_pylist())))
+    b = dict(zip(shards.column("path").to_pylist(), zip(shards.column("label").to_pylist(),
+                                                        shards.column("features").to_pylist())))
+    assert a == b and len(a) == IMAGES
+    print(f"\nS3 requests for {IMAGES} images (the whole run, listing to commit): loose "
+          f"{requests['loose']}, packed (2 shards) {requests['packed']}")

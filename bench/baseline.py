@@ -30,16 +30,24 @@ def main(input_dir: str, output_dir: str, weights_path: str) -> None:
     from tensorflow.keras.models import Model
     from tensorflow.keras.preprocessing.image import img_to_array
 
-    spark = (SparkSession.builder.master("local[*]").appName("notebook-baseline")
-             .config("spark.sql.execution.arrow.maxRecordsPerBatch", "1024")
-             .config("spark.driver.host", "127.0.0.1")
-             .config("spark.driver.bindAddress", "127.0.0.1")
-             .config("spark.ui.enabled", "false").getOrCreate())
+    spark = (
+        SparkSession.builder.master("local[*]")
+        .appName("notebook-baseline")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "1024")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
     sc = spark.sparkContext
     sc.setLogLevel("ERROR")
 
-    images = (spark.read.format("binaryFile").option("pathGlobFilter", "*.jpg")
-              .option("recursiveFileLookup", "true").load(input_dir))
+    images = (
+        spark.read.format("binaryFile")
+        .option("pathGlobFilter", "*.jpg")
+        .option("recursiveFileLookup", "true")
+        .load(input_dir)
+    )
     images = images.withColumn("label", element_at(split(images["path"], "/"), -2))
 
     model = MobileNetV2(weights=weights_path, include_top=True, input_shape=(224, 224, 3))
@@ -68,13 +76,17 @@ def main(input_dir: str, output_dir: str, weights_path: str) -> None:
         for content_series in content_series_iter:
             yield featurize_series(model, content_series)
 
-    features = images.repartition(20).select(col("path"), col("label"),
-                                             featurize_udf("content").alias("features"))
+    features = images.repartition(20).select(
+        col("path"), col("label"), featurize_udf("content").alias("features")
+    )
     features.write.mode("overwrite").parquet(output_dir)
     rows = spark.read.parquet(output_dir).count()
     elapsed = time.monotonic() - start
-    print(json.dumps({"images": rows, "seconds": round(elapsed, 2),
-                      "images_per_s": round(rows / elapsed, 2)}))
+    print(
+        json.dumps(
+            {"images": rows, "seconds": round(elapsed, 2), "images_per_s": round(rows / elapsed, 2)}
+        )
+    )
 
 
 if __name__ == "__main__":

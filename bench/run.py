@@ -25,10 +25,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATA = Path(os.environ.get("FEATURIZER_BENCH_DATA", "~/.cache/featurizer/bench-data")).expanduser()
-GFLOP_PER_IMAGE = 0.6            # MobileNetV2 1.0/224: ~0.30 GMAC = 0.6 GFLOP
+GFLOP_PER_IMAGE = 0.6  # MobileNetV2 1.0/224: ~0.30 GMAC = 0.6 GFLOP
 
 
 # ---- measurements run in child processes ---------------------------------------------------
+
 
 def sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:
     a = np.random.default_rng(0).random((size, size), dtype=np.float32)
@@ -37,33 +38,37 @@ def sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def sample_images(count: int) -> np.ndarray:
     """Decoded, preprocessed real fruit photos when available, else the synthetic sample."""
     from featurizer import images
 
-    folder = Path(os.environ.get("FEATURIZER_FRUITS360", ROOT.parent / "shared/datasets/fruits360-subset"))
+    folder = Path(
+        os.environ.get("FEATURIZER_FRUITS360", ROOT.parent / "shared/datasets/fruits360-subset")
+    )
     files = sorted(folder.rglob("*.jpg"))[:count] or sorted(synthetic(count).rglob("*.jpg"))[:count]
     decoded, _ = images.decode_many(path.read_bytes() for path in files)
     return images.preprocess(decoded)
 
 
-def bare_engine(engine: str, threads: int, batch: int, count: int,
-                precision: str = "float32") -> float:
+def bare_engine(
+    engine: str, threads: int, batch: int, count: int, precision: str = "float32"
+) -> float:
     """images/s of one engine instance, preprocessed images in memory (no decode, no Spark)."""
     from featurizer import engines, weights
 
     pool = sample_images(256)
-    payload = engines.export(engine, weights.resolve(), precision,
-                             lambda: ("bench-pool", list(pool[::2])))
+    payload = engines.export(
+        engine, weights.resolve(), precision, lambda: ("bench-pool", list(pool[::2]))
+    )
     predictor = engines.load(engine, payload.data, threads)
     predictor.predict(pool[:batch])
     done, start = 0, time.perf_counter()
     while done < count:
         offset = done % (len(pool) - batch)
-        predictor.predict(pool[offset:offset + batch])
+        predictor.predict(pool[offset : offset + batch])
         done += batch
     return done / (time.perf_counter() - start)
 
@@ -80,27 +85,43 @@ def decode_rate(count: int = 2000) -> float:
 
 def child(kind: str, *args: str) -> float:
     """Run one measurement in a fresh interpreter; returns its number."""
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; "
-            f"print(run.{kind}(*{[int(a) if a.isdigit() else a for a in args]!r}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; "
+        f"print(run.{kind}(*{[int(a) if a.isdigit() else a for a in args]!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{kind}{args} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def parallel_bare(engine: str, processes: int, batch: int, count: int,
-                  precision: str = "float32") -> float:
+def parallel_bare(
+    engine: str, processes: int, batch: int, count: int, precision: str = "float32"
+) -> float:
     """`processes` single-threaded engines at once, like Spark's Python workers."""
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; "
-            f"print(run.bare_engine({engine!r}, 1, {batch}, {count}, {precision!r}))")
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-             for _ in range(processes)]
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; "
+        f"print(run.bare_engine({engine!r}, 1, {batch}, {count}, {precision!r}))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        for _ in range(processes)
+    ]
     return sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
 
 
 # ---- data and whole-job runs -----------------------------------------------------------------
+
 
 def synthetic(count: int) -> Path:
     """`count` synthetic 100x100 JPEGs (a multiple of 100), generated once and cached."""
@@ -122,9 +143,21 @@ def job(folder: Path, engine: str, extra: tuple[str, ...] = (), report: bool = F
     extra = (*extra, "--precision", precision or "float32", *(() if report else ("--no-report",)))
     with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
         start = time.monotonic()
-        process = subprocess.Popen([str(BIN / "featurizer"), "run", "--input", str(folder),
-                                    "--output", out + "/run", "--engine", engine, *extra],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [
+                str(BIN / "featurizer"),
+                "run",
+                "--input",
+                str(folder),
+                "--output",
+                out + "/run",
+                "--engine",
+                engine,
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         cpu = cpu_seconds_by_kind(process)
         wall = time.monotonic() - start
         if process.returncode:
@@ -133,8 +166,9 @@ def job(folder: Path, engine: str, extra: tuple[str, ...] = (), report: bool = F
         manifest["cpu_s"] = cpu
         if report:
             probe = json.loads(Path(out, "run", "report.json").read_text())["probe"]
-            manifest["probe_test_accuracy"] = {name: round(result["test_accuracy"], 4)
-                                               for name, result in probe["results"].items()}
+            manifest["probe_test_accuracy"] = {
+                name: round(result["test_accuracy"], 4) for name, result in probe["results"].items()
+            }
     manifest["wall_s"] = round(wall, 2)
     return manifest
 
@@ -146,7 +180,7 @@ def cpu_seconds_by_kind(process: subprocess.Popen, interval: float = 0.5) -> dic
 
     ticks = os.sysconf("SC_CLK_TCK")
     last: dict[int, tuple[str, float]] = {}
-    output = threading.Thread(target=process.stdout.read, daemon=True)   # never block on a pipe
+    output = threading.Thread(target=process.stdout.read, daemon=True)  # never block on a pipe
     output.start()
     while True:
         done = process.poll() is not None
@@ -156,9 +190,14 @@ def cpu_seconds_by_kind(process: subprocess.Popen, interval: float = 0.5) -> dic
                 argv0, *rest = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            kind = ("jvm" if argv0.endswith(b"java") else
-                    "python_workers" if (b"pyspark.daemon" in rest or b"featurizer.worker_daemon" in rest) else "driver_python")
-            if pid in last and not argv0:       # an exited (zombie) process has no cmdline
+            kind = (
+                "jvm"
+                if argv0.endswith(b"java")
+                else "python_workers"
+                if (b"pyspark.daemon" in rest or b"featurizer.worker_daemon" in rest)
+                else "driver_python"
+            )
+            if pid in last and not argv0:  # an exited (zombie) process has no cmdline
                 kind = last[pid][0]
             last[pid] = (kind, (int(stat[11]) + int(stat[12])) / ticks)
         if done:
@@ -190,22 +229,34 @@ def process_tree(root: int) -> list[int]:
 def accuracy(engines: list[str]) -> dict:
     """Linear-probe Test accuracy (Training -> Test) of each engine/precision on the real
     Fruits-360 subset: the criterion for keeping a reduced-precision mode."""
-    folder = Path(os.environ.get("FEATURIZER_FRUITS360",
-                                 ROOT.parent / "shared/datasets/fruits360-subset"))
+    folder = Path(
+        os.environ.get("FEATURIZER_FRUITS360", ROOT.parent / "shared/datasets/fruits360-subset")
+    )
     if not (folder / "Training").is_dir():
         return {}
-    return {engine: job(folder, engine, ("--pca-variance", "0.95"), report=True)
-            ["probe_test_accuracy"] for engine in engines}
+    return {
+        engine: job(folder, engine, ("--pca-variance", "0.95"), report=True)["probe_test_accuracy"]
+        for engine in engines
+    }
 
 
 def baseline(folder: Path) -> dict:
     weights_dir = Path(os.environ["FEATURIZER_WEIGHTS_DIR"])
     full = weights_dir / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
     with tempfile.TemporaryDirectory(prefix="bench-baseline-") as out:
-        result = subprocess.run([sys.executable, str(ROOT / "bench" / "baseline.py"),
-                                 str(folder), out + "/features", str(full)], check=True,
-                                capture_output=True, text=True,
-                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "baseline.py"),
+                str(folder),
+                out + "/features",
+                str(full),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -213,15 +264,19 @@ def job_rates(manifest: dict) -> dict:
     timings = manifest["timings_s"]
     images = manifest["counts"]["selected"]
     after_start = timings["total"] - timings.get("spark_start", 0)
-    return {"images": images,
-            "featurize_ips": manifest["throughput"]["featurize_images_per_s"],
-            "job_ips_excl_spark_start": round(images / after_start, 1),
-            "end_to_end_ips": round(images / manifest["wall_s"], 1),
-            "timings_s": timings, "memory_mb": manifest.get("memory_mb", {}),
-            "cpu_s": manifest.get("cpu_s", {})}
+    return {
+        "images": images,
+        "featurize_ips": manifest["throughput"]["featurize_images_per_s"],
+        "job_ips_excl_spark_start": round(images / after_start, 1),
+        "end_to_end_ips": round(images / manifest["wall_s"], 1),
+        "timings_s": timings,
+        "memory_mb": manifest.get("memory_mb", {}),
+        "cpu_s": manifest.get("cpu_s", {}),
+    }
 
 
 # ---- the table ---------------------------------------------------------------------------------
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -232,9 +287,14 @@ def main() -> None:
     if args.quick:
         args.images, args.scales = 400, "200,400"
     engines = available_engines()
-    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                 "processor": platform.processor() or platform.machine()},
-                     "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    results: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
     say("numpy sgemm")
     results["sgemm_gflops"] = round(child("sgemm_gflops"), 1)
@@ -250,8 +310,9 @@ def main() -> None:
     say("notebook baseline")
     results["baseline"] = baseline(folder)
     say("scale sweep")
-    results["scale"] = {str(n): job_rates(job(synthetic(n), engines[0]))
-                        for n in map(int, args.scales.split(","))}
+    results["scale"] = {
+        str(n): job_rates(job(synthetic(n), engines[0])) for n in map(int, args.scales.split(","))
+    }
     results["ratios"] = ratios(results, engines[0])
     results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     print(table(results))
@@ -277,11 +338,13 @@ def bare_sweep(engines: list[str], quick: bool) -> dict:
         batches = (1, 8) if engine == "tflite" else (16, 64)
         for threads in (1, 2):
             for batch in batches:
-                rows[f"{threads} thread x batch {batch}"] = round(child(
-                    "bare_engine", engine, str(threads), str(batch), str(count), precision), 1)
+                rows[f"{threads} thread x batch {batch}"] = round(
+                    child("bare_engine", engine, str(threads), str(batch), str(count), precision), 1
+                )
         best_batch = 1 if engine == "tflite" else 64
         rows[f"2 processes x 1 thread x batch {best_batch}"] = round(
-            parallel_bare(engine, 2, best_batch, count, precision), 1)
+            parallel_bare(engine, 2, best_batch, count, precision), 1
+        )
         sweep[name] = rows
     return sweep
 
@@ -293,9 +356,12 @@ def ratios(results: dict, default: str) -> dict:
     accuracy = results.get("accuracy", {})
     drops = {}
     if accuracy.get(default) and accuracy.get(f"{default}-int8"):
-        drops = {f"int8_probe_drop_points_{name}": round(
-            100 * (accuracy[default][name] - accuracy[f"{default}-int8"][name]), 2)
-            for name in accuracy[default]}
+        drops = {
+            f"int8_probe_drop_points_{name}": round(
+                100 * (accuracy[default][name] - accuracy[f"{default}-int8"][name]), 2
+            )
+            for name in accuracy[default]
+        }
     scale = results["scale"]
     small, large = scale[min(scale, key=int)], scale[max(scale, key=int)]
     achieved = job_["featurize_ips"] * GFLOP_PER_IMAGE
@@ -307,42 +373,64 @@ def ratios(results: dict, default: str) -> dict:
         "job_over_baseline": round(job_["end_to_end_ips"] / results["baseline"]["images_per_s"], 2),
         "achieved_gflops": round(achieved, 1),
         "achieved_over_sgemm": round(achieved / results["sgemm_gflops"], 3),
-        "largest_over_smallest_scale": round(large["job_ips_excl_spark_start"]
-                                             / small["job_ips_excl_spark_start"], 3),
-        **({"int8_job_over_float32_job": round(int8["featurize_ips"] / job_["featurize_ips"], 2)}
-           if int8 else {}),
+        "largest_over_smallest_scale": round(
+            large["job_ips_excl_spark_start"] / small["job_ips_excl_spark_start"], 3
+        ),
+        **(
+            {"int8_job_over_float32_job": round(int8["featurize_ips"] / job_["featurize_ips"], 2)}
+            if int8
+            else {}
+        ),
         **drops,
     }
 
 
 def table(results: dict) -> str:
     lines = [f"{'measurement':<58} {'value':>12}", "-" * 71]
-    add = lambda name, value: lines.append(f"{name:<58} {value:>12}")   # noqa: E731
+    add = lambda name, value: lines.append(f"{name:<58} {value:>12}")  # noqa: E731
     add("numpy sgemm (GFLOP/s, all cores)", results["sgemm_gflops"])
     add("decode + resize + preprocess (images/s, 1 core)", results["decode_ips_one_core"])
     for engine, rows in results["bare"].items():
         for name, value in rows.items():
             add(f"bare {engine}: {name} (images/s)", value)
     for engine, rates in results["jobs"].items():
-        add(f"job {engine}, {rates['images']} images: featurize stage (img/s)", rates["featurize_ips"])
+        add(
+            f"job {engine}, {rates['images']} images: featurize stage (img/s)",
+            rates["featurize_ips"],
+        )
         add(f"job {engine}: excluding Spark start-up (img/s)", rates["job_ips_excl_spark_start"])
         add(f"job {engine}: end to end, process wall time (img/s)", rates["end_to_end_ips"])
-        add(f"job {engine}: seconds start/discover/featurize/reduce/write", "/".join(
-            str(round(rates["timings_s"].get(stage, 0), 1))
-            for stage in ("spark_start", "discover", "featurize", "reduce", "write")))
-        add(f"job {engine}: CPU s JVM/python workers/driver python", "/".join(
-            str(rates["cpu_s"].get(kind, 0)) for kind in ("jvm", "python_workers", "driver_python")))
+        add(
+            f"job {engine}: seconds start/discover/featurize/reduce/write",
+            "/".join(
+                str(round(rates["timings_s"].get(stage, 0), 1))
+                for stage in ("spark_start", "discover", "featurize", "reduce", "write")
+            ),
+        )
+        add(
+            f"job {engine}: CPU s JVM/python workers/driver python",
+            "/".join(
+                str(rates["cpu_s"].get(kind, 0))
+                for kind in ("jvm", "python_workers", "driver_python")
+            ),
+        )
         memory = rates["memory_mb"]
-        add(f"job {engine}: peak RSS driver python / worker (MB)",
-            f"{memory.get('driver_python_peak', '?')}/{memory.get('python_worker_peak', '?')}")
-    add(f"notebook baseline, {results['baseline']['images']} images (img/s)",
-        results["baseline"]["images_per_s"])
+        add(
+            f"job {engine}: peak RSS driver python / worker (MB)",
+            f"{memory.get('driver_python_peak', '?')}/{memory.get('python_worker_peak', '?')}",
+        )
+    add(
+        f"notebook baseline, {results['baseline']['images']} images (img/s)",
+        results["baseline"]["images_per_s"],
+    )
     for name, scores in results.get("accuracy", {}).items():
         for column, value in scores.items():
             add(f"linear probe Test accuracy, {name}, from {column}", value)
     for n, rates in results["scale"].items():
-        add(f"scale {n}: job excl. start-up / end to end (img/s)",
-            f"{rates['job_ips_excl_spark_start']}/{rates['end_to_end_ips']}")
+        add(
+            f"scale {n}: job excl. start-up / end to end (img/s)",
+            f"{rates['job_ips_excl_spark_start']}/{rates['end_to_end_ips']}",
+        )
     for name, value in results["ratios"].items():
         add(f"ratio {name}", value)
     return "\n".join(lines)

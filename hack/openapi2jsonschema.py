@@ -83,6 +83,7 @@ def _walk_children(schema, fn):
 # Built-in Kubernetes kinds (swagger.json, OpenAPI v2)
 # --------------------------------------------------------------------------
 
+
 def _fix_k8s_leaf(schema):
     """int-or-string and Quantity fix-ups, on a schema that is not a $ref."""
     if schema.get("format") == "int-or-string":
@@ -118,7 +119,7 @@ class Inliner:
         def inline(schema, stack):
             ref = schema.get("$ref")
             if ref is not None:
-                target = ref[len(REF_PREFIX):]
+                target = ref[len(REF_PREFIX) :]
                 if target in stack:  # recursion: keep a local ref
                     if target not in local:
                         local[target] = None
@@ -143,6 +144,7 @@ class Inliner:
 
 def allow_null_optional(schema):
     """Optional properties may be null (the API server treats null as unset)."""
+
     def visit(s):
         props = s.get("properties")
         if isinstance(props, dict):
@@ -152,6 +154,7 @@ def allow_null_optional(schema):
                     _add_null(p)
         _walk_children(s, lambda c: visit(c) or c)
         return s
+
     return visit(schema)
 
 
@@ -181,12 +184,17 @@ def deny_additional_properties(schema, preserve_unknown_key=None):
     preserve_unknown_key: vendor extension that opts a node out
     (x-kubernetes-preserve-unknown-fields for CRDs).
     """
+
     def visit(s):
-        if ("properties" in s and "additionalProperties" not in s
-                and not (preserve_unknown_key and s.get(preserve_unknown_key) is True)):
+        if (
+            "properties" in s
+            and "additionalProperties" not in s
+            and not (preserve_unknown_key and s.get(preserve_unknown_key) is True)
+        ):
             s["additionalProperties"] = False
         _walk_children(s, lambda c: visit(c) or c)
         return s
+
     return visit(schema)
 
 
@@ -249,8 +257,10 @@ def cmd_k8s(args):
         api_version = f"{group}/{ver}" if group else ver
         fname = kind.lower() + kind_suffix(group, ver) + ".json"
         if fname in written:
-            print(f"warning: {fname}: {name} collides with {written[fname]}, keeping the first",
-                  file=sys.stderr)
+            print(
+                f"warning: {fname}: {name} collides with {written[fname]}, keeping the first",
+                file=sys.stderr,
+            )
             continue
         written[fname] = name
         base, local = inl.expand(name)
@@ -261,13 +271,16 @@ def cmd_k8s(args):
         write_json(os.path.join(args.outdir, f"{version}-standalone", fname), base)
         strict = deny_additional_properties(copy.deepcopy(base))
         write_json(os.path.join(args.outdir, f"{version}-standalone-strict", fname), strict)
-    print(f"wrote {len(written)} kinds x 2 (standalone, standalone-strict) under {args.outdir}",
-          file=sys.stderr)
+    print(
+        f"wrote {len(written)} kinds x 2 (standalone, standalone-strict) under {args.outdir}",
+        file=sys.stderr,
+    )
 
 
 # --------------------------------------------------------------------------
 # CustomResourceDefinitions
 # --------------------------------------------------------------------------
+
 
 def load_yaml_docs(path):
     try:
@@ -280,7 +293,9 @@ def load_yaml_docs(path):
 
     # An unquoted `=` is YAML's "value" tag; keep it a plain string
     # (see https://github.com/yaml/pyyaml/issues/89).
-    Loader.add_constructor("tag:yaml.org,2002:value", lambda l, n: l.construct_scalar(n))
+    Loader.add_constructor(
+        "tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node)
+    )
     with open(path) as f:
         return [d for d in yaml.load_all(f, Loader=Loader) if d]
 
@@ -306,8 +321,11 @@ PUK = "x-kubernetes-preserve-unknown-fields"
 
 def crd_fixups(schema):
     """Structural-schema extensions that plain JSON schema does not know."""
+
     def visit(s):
-        if s.get("x-kubernetes-int-or-string") is True and not any(k in s for k in ("anyOf", "oneOf")):
+        if s.get("x-kubernetes-int-or-string") is True and not any(
+            k in s for k in ("anyOf", "oneOf")
+        ):
             s.pop("type", None)
             s["anyOf"] = [{"type": "integer"}, {"type": "string"}]
         if s.get("x-kubernetes-embedded-resource") is True and "properties" in s:
@@ -318,6 +336,7 @@ def crd_fixups(schema):
             _add_null(s)
         _walk_children(s, lambda c: visit(c) or c)
         return s
+
     return visit(schema)
 
 
@@ -376,7 +395,8 @@ def cmd_compare(args):
         for d in diffs:
             print("  " + d)
         return 1
-    print(f"identical: {crds[0]['metadata']['name']} {args.version} openAPIV3Schema == {args.reference}")
+    name = crds[0]["metadata"]["name"]
+    print(f"identical: {name} {args.version} openAPIV3Schema == {args.reference}")
     return 0
 
 

@@ -25,13 +25,13 @@ from pathlib import Path
 from featurizer.config import cache_dir
 
 EXIT_TIMEOUT_S = 120
-KEEP = 3                         # archives of different installs (~240 MB each)
+KEEP = 3  # archives of different installs (~240 MB each)
 
 
 @dataclass(frozen=True)
 class ClassArchive:
-    path: Path                   # the published archive
-    recording: Path | None       # where this run's JVM records one (None: mapping `path`)
+    path: Path  # the published archive
+    recording: Path | None  # where this run's JVM records one (None: mapping `path`)
 
     def java_options(self) -> str:
         if self.recording is None:
@@ -51,7 +51,7 @@ def for_this_jvm(record: bool) -> ClassArchive | None:
     _remove_orphans(path.parent)
     if path.is_file():
         with contextlib.suppress(OSError):
-            os.utime(path)                  # last used: publish() keeps the recent ones
+            os.utime(path)  # last used: publish() keeps the recent ones
         return ClassArchive(path, None)
     if not record or not _writable(path.parent):
         return None
@@ -67,13 +67,13 @@ def publish(archive: ClassArchive) -> bool:
     if archive.recording is None or gateway is None or process is None:
         return False
     gateway.shutdown()
-    process.stdin.close()                 # the gateway JVM exits on EOF of its stdin
+    process.stdin.close()  # the gateway JVM exits on EOF of its stdin
     try:
         process.wait(timeout=EXIT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:     # its recording is removed once it is gone
+    except subprocess.TimeoutExpired:  # its recording is removed once it is gone
         return False
     finally:
-        SparkContext._gateway = SparkContext._jvm = None   # a later session starts a new JVM
+        SparkContext._gateway = SparkContext._jvm = None  # a later session starts a new JVM
     if process.returncode != 0 or not archive.recording.is_file():
         archive.recording.unlink(missing_ok=True)
         return False
@@ -107,7 +107,7 @@ def _remove_orphans(folder: Path) -> None:
         except ProcessLookupError:
             with contextlib.suppress(OSError):
                 part.unlink(missing_ok=True)
-        except PermissionError:           # alive, another user's
+        except PermissionError:  # alive, another user's
             pass
 
 

@@ -31,38 +31,51 @@ COMMAND_MODULES: tuple[str, ...] = (
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="featurizer",
-        description="MobileNetV2 embeddings + PCA features for image folders, with Spark.")
+        description="MobileNetV2 embeddings + PCA features for image folders, with Spark.",
+    )
     parser.add_argument("--version", action="version", version=f"featurizer {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="featurize a folder of images and fit PCA",
-                              description="Featurize every image under --input with "
-                              "MobileNetV2 and reduce the features with Spark ML PCA.")
+    run = commands.add_parser(
+        "run",
+        help="featurize a folder of images and fit PCA",
+        description="Featurize every image under --input with "
+        "MobileNetV2 and reduce the features with Spark ML PCA.",
+    )
     RunConfig.add_arguments(run)
-    run.add_argument("--verbose", action="store_true",
-                     help="Show Spark's warnings and Python tracebacks on the console (by "
-                          "default they go to the run's log file, named on failure).")
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Show Spark's warnings and Python tracebacks on the console (by "
+        "default they go to the run's log file, named on failure).",
+    )
     run.set_defaults(handler=_run)
 
     pack = commands.add_parser(
-        "pack", help="pack a folder tree of images into Parquet shards",
+        "pack",
+        help="pack a folder tree of images into Parquet shards",
         description="Write every image under INPUT (path, label = parent folder, length, "
         "modificationTime, content), sorted by path, as Parquet files of ~1,000 images (or "
         "~128 MB) into OUTPUT, with a _pack.json saying what they hold. `featurizer run "
         "--input OUTPUT` then reads the shards: the same features and labels as the loose "
-        "files, ~1,000x fewer objects to list and GET on S3.")
+        "files, ~1,000x fewer objects to list and GET on S3.",
+    )
     pack.add_argument("input", help="folder of images (a path, file://, s3a://)")
     pack.add_argument("output", help="new folder for the shards (a path, file://, s3a://)")
-    pack.add_argument("--images-per-file", type=int, default=1000,
-                      help="images per Parquet file (default: %(default)s; fewer if they "
-                      "would pass 128 MB)")
+    pack.add_argument(
+        "--images-per-file",
+        type=int,
+        default=1000,
+        help="images per Parquet file (default: %(default)s; fewer if they would pass 128 MB)",
+    )
     pack.add_argument("--master", help="Spark master URL (default: local[*,3])")
     pack.set_defaults(handler=_pack)
 
     sample = commands.add_parser("sample-data", help="write the small synthetic data set")
     sample.add_argument("folder", help="where to write <split>/<class>/<n>_100.jpg")
-    sample.add_argument("--scale", type=int, default=1,
-                        help="multiply the 100 default images (default 1)")
+    sample.add_argument(
+        "--scale", type=int, default=1, help="multiply the 100 default images (default 1)"
+    )
     sample.set_defaults(handler=_sample_data)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands)
@@ -72,11 +85,15 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from featurizer import pipeline, report
 
-    if not args.verbose:                        # e.g. py4j logs every failed callback
-        logging.basicConfig(filename=args.log_file, level=logging.WARNING,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    manifest = pipeline.run(RunConfig.from_namespace(args), log=_info, verbose=args.verbose,
-                            log_file=args.log_file)
+    if not args.verbose:  # e.g. py4j logs every failed callback
+        logging.basicConfig(
+            filename=args.log_file,
+            level=logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    manifest = pipeline.run(
+        RunConfig.from_namespace(args), log=_info, verbose=args.verbose, log_file=args.log_file
+    )
     print("\nfeaturizer run complete\n" + report.summary_table(manifest))
     for warning in manifest.get("warnings", []):
         _info(f"warning: {warning}")
@@ -97,9 +114,11 @@ def _pack(args: argparse.Namespace) -> int:
     config = RunConfig(input=input_uri, output=output_uri, master=args.master, no_report=True)
     with session.started(config, _info) as spark:
         summary = sources.pack(spark, input_uri, output_uri, scan, args.images_per_file)
-    print(f"packed {summary['images']:,} images ({summary['bytes'] / 1e6:,.1f} MB) into "
-          f"{summary['shards']:,} Parquet files of up to {summary['images_per_file']:,} under "
-          f"{output_uri}")
+    print(
+        f"packed {summary['images']:,} images ({summary['bytes'] / 1e6:,.1f} MB) into "
+        f"{summary['shards']:,} Parquet files of up to {summary['images_per_file']:,} under "
+        f"{output_uri}"
+    )
     return 0
 
 
@@ -130,12 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
     args.log_file = None
-    if args.handler is _run:                   # other commands keep Ctrl-C = KeyboardInterrupt
+    if args.handler is _run:  # other commands keep Ctrl-C = KeyboardInterrupt
         args.log_file = _log_file()
         signals.install()
     try:
         code = args.handler(args)
-        if args.log_file is not None:           # a run that succeeded needs no log
+        if args.log_file is not None:  # a run that succeeded needs no log
             args.log_file.unlink(missing_ok=True)
         return code
     except FeaturizerError as exc:
@@ -143,21 +162,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Stopped as exc:
         message = f"stopped by {exc}" + (f"; {exc.detail}" if exc.detail else "")
         return _fail(message, exc, exc.exit_code, args.log_file, verbose, prefix="")
-    except KeyboardInterrupt as exc:           # SIGINT before our handler was installed
+    except KeyboardInterrupt as exc:  # SIGINT before our handler was installed
         return _fail("stopped by SIGINT", exc, 130, args.log_file, verbose, prefix="")
-    except Exception as exc:                    # not anticipated: still one line, and the trace
+    except Exception as exc:  # not anticipated: still one line, and the trace
         return _fail(errors.cause(exc), exc, 1, args.log_file, verbose)
 
 
-def _fail(message: str, exc: BaseException, code: int, log_file: Path | None,
-          verbose: bool, prefix: str = "error: ") -> int:
+def _fail(
+    message: str,
+    exc: BaseException,
+    code: int,
+    log_file: Path | None,
+    verbose: bool,
+    prefix: str = "error: ",
+) -> int:
     trace = "".join(traceback.format_exception(exc))
     if verbose:
         print(trace, file=sys.stderr)
     elif log_file is not None:
         with open(log_file, "a", encoding="utf-8") as log:
             log.write(f"\n--- featurizer: {message}\n{trace}")
-        if code == 1:                           # a failed run: where the details are
+        if code == 1:  # a failed run: where the details are
             message += f" (full log: {log_file})"
     print(f"featurizer: {prefix}{message}", file=sys.stderr, flush=True)
     return code

@@ -28,13 +28,19 @@ ENGINE_BATCH = {"tflite": 1, "keras": 64}
 # Rows per Arrow batch sent to a Python worker: bounds worker memory, amortizes transfers.
 ARROW_BATCH = 64
 # The master URLs Spark accepts (SparkContext.createTaskScheduler), checked before it starts.
-MASTER = re.compile(r"^(local(\[\s*(\*|\d+)\s*(,\s*\d+\s*)?\])?|local-cluster\[[\d,\s]+\]|"
-                    r"spark://\S+|k8s://\S+|yarn)$")
+MASTER = re.compile(
+    r"^(local(\[\s*(\*|\d+)\s*(,\s*\d+\s*)?\])?|local-cluster\[[\d,\s]+\]|"
+    r"spark://\S+|k8s://\S+|yarn)$"
+)
 
 
 def cache_dir(*parts: str) -> Path:
     """Where featurizer keeps what it builds once per machine (FEATURIZER_CACHE)."""
-    return Path(os.environ.get("FEATURIZER_CACHE", "~/.cache/featurizer")).expanduser().joinpath(*parts)
+    return (
+        Path(os.environ.get("FEATURIZER_CACHE", "~/.cache/featurizer"))
+        .expanduser()
+        .joinpath(*parts)
+    )
 
 
 def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:
@@ -44,56 +50,103 @@ def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:
 
 @dataclass(frozen=True)
 class RunConfig:
-    input: str = _opt(None, "Input folder URI: a path, file://, s3a:// or s3:// "
-                      "(images found recursively; label = parent folder name).", required=True)
-    input_format: str = _opt("auto", "files (folders of .jpg/.jpeg/.png) or parquet (rows of "
-                             "image bytes, as `featurizer pack` writes them, or img2dataset / "
-                             "Hugging Face exports); auto: parquet if the input holds "
-                             "_pack.json or .parquet files at its top.",
-                             choices=INPUT_FORMATS)
+    input: str = _opt(
+        None,
+        "Input folder URI: a path, file://, s3a:// or s3:// "
+        "(images found recursively; label = parent folder name).",
+        required=True,
+    )
+    input_format: str = _opt(
+        "auto",
+        "files (folders of .jpg/.jpeg/.png) or parquet (rows of "
+        "image bytes, as `featurizer pack` writes them, or img2dataset / "
+        "Hugging Face exports); auto: parquet if the input holds "
+        "_pack.json or .parquet files at its top.",
+        choices=INPUT_FORMATS,
+    )
     path_column: str = _opt("path", "Packed input: the column with each image's path.")
     label_column: str = _opt("label", "Packed input: the column with each image's label.")
-    content_column: str = _opt("content", "Packed input: the column with the image bytes "
-                               "(a nested field as a.b, e.g. image.bytes).")
-    output: str = _opt(None, "Output folder URI (features/, errors/, pca_model/, "
-                       "manifest.json, explained_variance.png, _SUCCESS). {app} in it becomes "
-                       "the Spark application's name, {date} the UTC date (one output per "
-                       "scheduled run).", required=True)
-    weights: str = _opt("imagenet", "'imagenet' (resolved offline first, see README) or a "
-                        "Keras .h5 weights file for MobileNetV2. Env: FEATURIZER_WEIGHTS.")
-    engine: str = _opt(DEFAULT_ENGINE, "Inference engine: tflite (LiteRT/XNNPACK, float32, "
-                       "converted from the Keras model) or keras (TensorFlow reference).",
-                       choices=ENGINES)
-    precision: str = _opt("float32", "Engine arithmetic: float32, or int8 (tflite only: "
-                          "weights and activations quantized, calibrated on up to 128 of the "
-                          "input's images; ~2x faster, see BENCHMARKS.md for its accuracy).",
-                          choices=PRECISIONS)
-    pca_k: int | None = _opt(None, "Number of PCA components (overrides --pca-variance).",
-                             type=int)
-    pca_variance: float = _opt(0.95, "Pick the smallest k whose cumulative explained "
-                               "variance reaches this fraction.", type=float)
-    pca_model: str | None = _opt(None, "Project with this fitted PCA model (the pca_model/ "
-                                 "folder of an earlier output, local or S3) instead of fitting "
-                                 "one, e.g. fit on Training, then featurize Test with the same "
-                                 "components; its k applies.", metavar="URI")
-    batch_size: int | None = _opt(None, "Images per inference call (default: the engine's "
-                                  "measured best, tflite 1, keras 64).", type=int)
-    files_per_batch: int = _opt(4096, "Files per streaming micro-batch (the unit of progress "
-                                "and of --resume).", type=int)
-    master: str | None = _opt(None, "Spark master URL (default: local[*,3] = all cores, 3 task attempts; or whatever "
-                              "spark-submit set).")
+    content_column: str = _opt(
+        "content",
+        "Packed input: the column with the image bytes (a nested field as a.b, e.g. image.bytes).",
+    )
+    output: str = _opt(
+        None,
+        "Output folder URI (features/, errors/, pca_model/, "
+        "manifest.json, explained_variance.png, _SUCCESS). {app} in it becomes "
+        "the Spark application's name, {date} the UTC date (one output per "
+        "scheduled run).",
+        required=True,
+    )
+    weights: str = _opt(
+        "imagenet",
+        "'imagenet' (resolved offline first, see README) or a "
+        "Keras .h5 weights file for MobileNetV2. Env: FEATURIZER_WEIGHTS.",
+    )
+    engine: str = _opt(
+        DEFAULT_ENGINE,
+        "Inference engine: tflite (LiteRT/XNNPACK, float32, "
+        "converted from the Keras model) or keras (TensorFlow reference).",
+        choices=ENGINES,
+    )
+    precision: str = _opt(
+        "float32",
+        "Engine arithmetic: float32, or int8 (tflite only: "
+        "weights and activations quantized, calibrated on up to 128 of the "
+        "input's images; ~2x faster, see BENCHMARKS.md for its accuracy).",
+        choices=PRECISIONS,
+    )
+    pca_k: int | None = _opt(None, "Number of PCA components (overrides --pca-variance).", type=int)
+    pca_variance: float = _opt(
+        0.95,
+        "Pick the smallest k whose cumulative explained variance reaches this fraction.",
+        type=float,
+    )
+    pca_model: str | None = _opt(
+        None,
+        "Project with this fitted PCA model (the pca_model/ "
+        "folder of an earlier output, local or S3) instead of fitting "
+        "one, e.g. fit on Training, then featurize Test with the same "
+        "components; its k applies.",
+        metavar="URI",
+    )
+    batch_size: int | None = _opt(
+        None,
+        "Images per inference call (default: the engine's measured best, tflite 1, keras 64).",
+        type=int,
+    )
+    files_per_batch: int = _opt(
+        4096, "Files per streaming micro-batch (the unit of progress and of --resume).", type=int
+    )
+    master: str | None = _opt(
+        None,
+        "Spark master URL (default: local[*,3] = all cores, 3 task attempts; or whatever "
+        "spark-submit set).",
+    )
     limit: int | None = _opt(None, "Featurize at most N files (the oldest first).", type=int)
-    sample_fraction: float | None = _opt(None, "Featurize a deterministic pseudo-random "
-                                         "fraction of the files (0 < F <= 1).", type=float)
-    max_error_rate: float = _opt(0.05, "Fail the run (after writing errors/) when more than "
-                                 "this fraction of files cannot be decoded.", type=float)
+    sample_fraction: float | None = _opt(
+        None,
+        "Featurize a deterministic pseudo-random fraction of the files (0 < F <= 1).",
+        type=float,
+    )
+    max_error_rate: float = _opt(
+        0.05,
+        "Fail the run (after writing errors/) when more than "
+        "this fraction of files cannot be decoded.",
+        type=float,
+    )
     overwrite: bool = _opt(False, "Replace an existing output.", action="store_true")
-    resume: bool = _opt(False, "Continue an interrupted run into the same output, featurizing "
-                        "only files not done yet.", action="store_true")
-    no_report: bool = _opt(False, "Do not write report.json / report.html at the end of the "
-                           "run (see `featurizer report`).", action="store_true")
-    conf: tuple[str, ...] = _opt((), "Extra Spark config KEY=VALUE (repeatable).",
-                                 action="append")
+    resume: bool = _opt(
+        False,
+        "Continue an interrupted run into the same output, featurizing only files not done yet.",
+        action="store_true",
+    )
+    no_report: bool = _opt(
+        False,
+        "Do not write report.json / report.html at the end of the run (see `featurizer report`).",
+        action="store_true",
+    )
+    conf: tuple[str, ...] = _opt((), "Extra Spark config KEY=VALUE (repeatable).", action="append")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -122,15 +175,18 @@ class RunConfig:
         if self.overwrite and self.resume:
             raise ConfigError("--overwrite and --resume exclude each other")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, "
-                              f"got {self.precision}")
+            raise ConfigError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}"
+            )
         if self.precision != "float32" and self.engine != "tflite":
             raise ConfigError(f"--precision {self.precision} needs --engine tflite")
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine}")
         if self.master is not None and not MASTER.match(self.master):
-            raise ConfigError(f"--master must be local, local[N], local[*], local[N,RETRIES], "
-                              f"spark://HOST:PORT, k8s://URL or yarn, got {self.master!r}")
+            raise ConfigError(
+                f"--master must be local, local[N], local[*], local[N,RETRIES], "
+                f"spark://HOST:PORT, k8s://URL or yarn, got {self.master!r}"
+            )
         for item in self.conf:
             if "=" not in item:
                 raise ConfigError(f"--conf expects KEY=VALUE, got {item!r}")
@@ -158,7 +214,7 @@ class RunConfig:
             flag = "--" + f.name.replace("_", "-")
             if meta.get("action") not in ("store_true", "append"):
                 meta.setdefault("default", f.default)
-                if "choices" not in meta:          # argparse shows {a,b} for choices
+                if "choices" not in meta:  # argparse shows {a,b} for choices
                     meta.setdefault("metavar", f.name.upper())
                 if f.default is not None and "(default" not in meta["help"]:
                     meta["help"] += f" (default: {f.default})"

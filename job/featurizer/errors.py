@@ -34,13 +34,15 @@ class Stopped(BaseException):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.exit_code = 128 + signum
-        self.detail = ""          # what to do next (the pipeline fills it in)
+        self.detail = ""  # what to do next (the pipeline fills it in)
 
 
 # Java exceptions that only wrap another one: their message is not the cause.
-_WRAPPERS = re.compile(r"(SparkException|StreamingQueryException|ExecutionException|"
-                       r"InvocationTargetException|UncheckedIOException|"
-                       r"SparkUpgradeException|Py4JJavaError|PythonException)$")
+_WRAPPERS = re.compile(
+    r"(SparkException|StreamingQueryException|ExecutionException|"
+    r"InvocationTargetException|UncheckedIOException|"
+    r"SparkUpgradeException|Py4JJavaError|PythonException)$"
+)
 # "org.apache.spark.SparkException: [CODE] text", "java.io.IOException: text", ...
 _CLASS_PREFIX = re.compile(r"^(?:[a-z_][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error)?:\s*")
 _ERROR_CLASS = re.compile(r"^\[[A-Z_.]+\]\s*")
@@ -48,14 +50,15 @@ _ERROR_CLASS = re.compile(r"^\[[A-Z_.]+\]\s*")
 
 def cause(exc: BaseException, limit: int = 300) -> str:
     """The innermost meaningful cause of `exc`, cleaned, on one line."""
-    for name, message in reversed(_java_chain(exc)):     # innermost first
+    for name, message in reversed(_java_chain(exc)):  # innermost first
         found = _innermost_in_text(message)
         if found:
             return _one_line(found, limit)
         if message.strip() and not _WRAPPERS.search(name):
             return _one_line(message, limit)
-    while exc.__cause__ is not None or (exc.__context__ is not None and
-                                        not exc.__suppress_context__):
+    while exc.__cause__ is not None or (
+        exc.__context__ is not None and not exc.__suppress_context__
+    ):
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     text = str(exc)
     return _one_line(_innermost_in_text(text) or text.strip() or type(exc).__name__, limit)
@@ -70,7 +73,7 @@ def _java_chain(exc: BaseException) -> list[tuple[str, str]]:
         while throwable is not None and len(chain) < 50:
             chain.append((str(throwable.getClass().getName()), str(throwable.getMessage() or "")))
             throwable = throwable.getCause()
-    except Exception:                # the JVM is gone: what we have, or the Python text
+    except Exception:  # the JVM is gone: what we have, or the Python text
         pass
     return chain
 
@@ -90,8 +93,11 @@ def _innermost_in_text(text: str) -> str | None:
         if not re.match(r"^[\w.]+(Error|Exception|Exit|Interrupt)\b", line):
             continue
         if line.startswith("py4j.protocol.Py4JJavaError"):
-            java = [rest.strip()[1:].strip() for rest in lines[index + 1:]
-                    if rest.strip().startswith(": ")]
+            java = [
+                rest.strip()[1:].strip()
+                for rest in lines[index + 1 :]
+                if rest.strip().startswith(": ")
+            ]
             return java[0] if java else line
         return line
     return None
@@ -99,6 +105,6 @@ def _innermost_in_text(text: str) -> str | None:
 
 def _one_line(text: str, limit: int) -> str:
     first = next((line.strip() for line in text.strip().splitlines() if line.strip()), text)
-    for _ in range(3):                        # nested "Class: Class: [CODE] message"
+    for _ in range(3):  # nested "Class: Class: [CODE] message"
         first = _ERROR_CLASS.sub("", _CLASS_PREFIX.sub("", first))
     return first[:limit]

@@ -28,7 +28,8 @@ def is_image_name(name: str) -> bool:
     """True for visible files with an image extension (case-insensitive)."""
     base = name.rsplit("/", 1)[-1]
     return not base.startswith((".", "_")) and base.lower().endswith(
-        tuple("." + ext for ext in IMAGE_EXTENSIONS))
+        tuple("." + ext for ext in IMAGE_EXTENSIONS)
+    )
 
 
 def decode(data: bytes | None) -> np.ndarray:
@@ -41,8 +42,7 @@ def decode(data: bytes | None) -> np.ndarray:
             image: Image.Image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > MAX_PIXELS:
-                raise ImageError(f"image too large: {width}x{height} pixels "
-                                 f"(limit {MAX_PIXELS:,})")
+                raise ImageError(f"image too large: {width}x{height} pixels (limit {MAX_PIXELS:,})")
             # JPEG can decode at 1/2, 1/4, 1/8 scale for free: big photos stay cheap.
             image.draft("RGB", (SIZE, SIZE))
             image = ImageOps.exif_transpose(image)

@@ -29,14 +29,15 @@ from featurizer.images import IMAGE_EXTENSIONS
 
 @dataclass
 class LocalScan:
-    aliases: list[str] = field(default_factory=list)           # Spark paths to skip
-    unreadable: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+    aliases: list[str] = field(default_factory=list)  # Spark paths to skip
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     links: int = 0
 
 
 def is_image_name(name: str) -> bool:
-    return (name.lower().endswith(tuple("." + ext for ext in IMAGE_EXTENSIONS))
-            and not name.startswith((".", "_")))
+    return name.lower().endswith(
+        tuple("." + ext for ext in IMAGE_EXTENSIONS)
+    ) and not name.startswith((".", "_"))
 
 
 def spark_path(local: str) -> str:
@@ -52,50 +53,56 @@ def printable(local: str) -> str:
 def scan(root: str) -> LocalScan:
     """Walk `root` (a local folder) as Spark's listing will, minus its blind spots."""
     result = _walk(root, record=False)
-    if result.links:              # links seen: walk again, noting where each file really is
+    if result.links:  # links seen: walk again, noting where each file really is
         result = _walk(root, record=True)
     return result
 
 
 def _walk(root: str, record: bool) -> LocalScan:
     result = LocalScan()
-    reached: dict[str, list[tuple[bool, str]]] = {}   # real file -> [(via a link, path)]
+    reached: dict[str, list[tuple[bool, str]]] = {}  # real file -> [(via a link, path)]
     # Depth first, names sorted: (folder, its real path, real folders above it, via a link)
     stack: list[tuple[str, str, tuple[str, ...], bool]] = [
-        (root, os.path.realpath(root), (), False)]
+        (root, os.path.realpath(root), (), False)
+    ]
     while stack:
         folder, real, above, via_link = stack.pop()
         chain = above + (real,)
         try:
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name, reverse=True)
         except OSError:
-            continue              # an unreadable folder: Spark's listing reports it
+            continue  # an unreadable folder: Spark's listing reports it
         for entry in entries:
-            if entry.name.startswith((".", "_")):    # Spark's file index skips these
+            if entry.name.startswith((".", "_")):  # Spark's file index skips these
                 continue
             link = entry.is_symlink()
             result.links += link
-            if entry.is_dir():                       # follows links
+            if entry.is_dir():  # follows links
                 target = os.path.realpath(entry.path) if link else os.path.join(real, entry.name)
                 if link and _leads_back(target, chain):
                     raise ConfigError(
                         f"input folder link {printable(entry.path)} -> {printable(target)} "
                         f"leads back into a folder above it (the listing would never end): "
-                        f"remove the link or choose an --input that does not hold it")
+                        f"remove the link or choose an --input that does not hold it"
+                    )
                 stack.append((entry.path, target, chain, via_link or link))
             elif is_image_name(entry.name) and entry.is_file():
                 if not _utf8(entry.name):
                     result.unreadable.append(
-                        (spark_path(printable(entry.path)),
-                         "file name is not valid UTF-8: Spark cannot open it (rename the file)"))
+                        (
+                            spark_path(printable(entry.path)),
+                            "file name is not valid UTF-8: Spark cannot open it (rename the file)",
+                        )
+                    )
                 elif record:
                     through = via_link or link
-                    real_file = (os.path.realpath(entry.path) if through
-                                 else os.path.join(real, entry.name))
+                    real_file = (
+                        os.path.realpath(entry.path) if through else os.path.join(real, entry.name)
+                    )
                     reached.setdefault(real_file, []).append((through, entry.path))
     for paths in reached.values():
         if len(paths) > 1:
-            keep = min(paths)     # a path through no link first, then by name
+            keep = min(paths)  # a path through no link first, then by name
             result.aliases += [spark_path(path) for via, path in paths if (via, path) != keep]
     result.aliases.sort()
     return result
@@ -103,8 +110,7 @@ def _walk(root: str, record: bool) -> LocalScan:
 
 def _leads_back(target: str, chain: tuple[str, ...]) -> bool:
     """Is `target` one of the folders being listed (`chain`) or above one of them?"""
-    return any(target == folder or folder.startswith(target.rstrip("/") + "/")
-               for folder in chain)
+    return any(target == folder or folder.startswith(target.rstrip("/") + "/") for folder in chain)
 
 
 def _utf8(name: str) -> bool:

@@ -24,14 +24,21 @@ from datetime import datetime, timezone
 from featurizer import errors, storage
 from featurizer.errors import ConfigError
 
-ARTIFACTS = ("features", "errors", "pca_model", "manifest.json", "explained_variance.png",
-             "report.json", "report.html")
+ARTIFACTS = (
+    "features",
+    "errors",
+    "pca_model",
+    "manifest.json",
+    "explained_variance.png",
+    "report.json",
+    "report.html",
+)
 SUCCESS = "_SUCCESS"
 WORK = "_work"
 LEASE = "_lease.json"
-LEASE_TTL_S = 45.0               # a lease not renewed for this long belongs to a dead run
+LEASE_TTL_S = 45.0  # a lease not renewed for this long belongs to a dead run
 HEARTBEAT_S = 10.0
-SETTLE_S = 1.0                   # two runs that create a lease at once both see the winner
+SETTLE_S = 1.0  # two runs that create a lease at once both see the winner
 
 
 @dataclass(frozen=True)
@@ -98,30 +105,38 @@ def new_run_id() -> str:
 
 # ---- the lease ------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Holder:
     run_id: str
     host: str
     pid: int
     started_at: str
-    heartbeat: float              # epoch seconds of the last renewal
+    heartbeat: float  # epoch seconds of the last renewal
 
     @staticmethod
     def parse(data: bytes) -> Holder | None:
         try:
             value = json.loads(data)
-            return Holder(str(value["run_id"]), str(value["host"]), int(value["pid"]),
-                          str(value["started_at"]), float(value["heartbeat"]))
+            return Holder(
+                str(value["run_id"]),
+                str(value["host"]),
+                int(value["pid"]),
+                str(value["started_at"]),
+                float(value["heartbeat"]),
+            )
         except (ValueError, KeyError, TypeError):
-            return None           # a torn or foreign file: nobody holds it
+            return None  # a torn or foreign file: nobody holds it
 
     def to_json(self) -> bytes:
-        return json.dumps({**self.__dict__,
-                           "expires_at": _iso(self.heartbeat + LEASE_TTL_S)}).encode()
+        return json.dumps(
+            {**self.__dict__, "expires_at": _iso(self.heartbeat + LEASE_TTL_S)}
+        ).encode()
 
     def alive(self, now: float) -> bool:
-        if self.host == socket.gethostname() and (self.pid == os.getpid()
-                                                  or not _pid_alive(self.pid)):
+        if self.host == socket.gethostname() and (
+            self.pid == os.getpid() or not _pid_alive(self.pid)
+        ):
             # Our machine, and the process is gone, or is this one: a restarted container
             # keeps its host name and often its pid (a retried driver pod <app>-driver).
             return False
@@ -137,15 +152,16 @@ class Lease:
 
     def __init__(self, store: storage.Storage, layout: Layout, run_id: str) -> None:
         self.store, self.layout = store, layout
-        self.holder = Holder(run_id, socket.gethostname(), os.getpid(), _iso(time.time()),
-                             time.time())
+        self.holder = Holder(
+            run_id, socket.gethostname(), os.getpid(), _iso(time.time()), time.time()
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def current(self) -> Holder | None:
         try:
             return Holder.parse(self.store.read_bytes(self.layout.lease))
-        except Exception:         # no lease (or unreadable: the output checks say why)
+        except Exception:  # no lease (or unreadable: the output checks say why)
             return None
 
     def acquire(self, wait_for_stale: bool, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -160,7 +176,7 @@ class Lease:
             sleep(min(HEARTBEAT_S / 2, max(0.1, deadline - time.time())))
             renewed = self.current()
             if renewed is not None and renewed.heartbeat > holder.heartbeat:
-                raise self._busy(renewed)      # renewed meanwhile: that run is alive
+                raise self._busy(renewed)  # renewed meanwhile: that run is alive
             holder = renewed
         self._write()
         sleep(SETTLE_S)
@@ -178,7 +194,7 @@ class Lease:
             holder = self.current()
             if holder is not None and holder.run_id == self.holder.run_id:
                 self.store.delete(self.layout.lease)
-        except Exception:         # best effort: an unreleased lease expires by itself
+        except Exception:  # best effort: an unreleased lease expires by itself
             pass
 
     def _write(self) -> None:
@@ -187,19 +203,23 @@ class Lease:
 
     def _renew(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(Exception):     # a storage hiccup: the next beat retries
+            with contextlib.suppress(Exception):  # a storage hiccup: the next beat retries
                 self._write()
 
     def _busy(self, holder: Holder) -> ConfigError:
-        return ConfigError(f"output {self.layout.output} is being written by run "
-                           f"{holder.run_id} (host {holder.host}, pid {holder.pid}) since "
-                           f"{holder.started_at}; wait for it to end, or write elsewhere")
+        return ConfigError(
+            f"output {self.layout.output} is being written by run "
+            f"{holder.run_id} (host {holder.host}, pid {holder.pid}) since "
+            f"{holder.started_at}; wait for it to end, or write elsewhere"
+        )
 
 
 # ---- preparing and committing ------------------------------------------------------------
 
-def prepare(store: storage.Storage, layout: Layout, overwrite: bool, resume: bool,
-            fingerprint: dict) -> None:
+
+def prepare(
+    store: storage.Storage, layout: Layout, overwrite: bool, resume: bool, fingerprint: dict
+) -> None:
     """Refuse to clobber, clear a stale work area, or keep it for --resume. Call with the
     lease held."""
     try:
@@ -208,21 +228,28 @@ def prepare(store: storage.Storage, layout: Layout, overwrite: bool, resume: boo
         raise ConfigError(f"cannot access output {layout.output}: {errors.cause(exc)}") from None
     interrupted = WORK in names
     if resume and interrupted:
-        previous = (json.loads(store.read_bytes(layout.run_file))
-                    if store.exists(layout.run_file) else None)
+        previous = (
+            json.loads(store.read_bytes(layout.run_file)) if store.exists(layout.run_file) else None
+        )
         if previous != fingerprint:
-            different = sorted(key for key in fingerprint
-                               if (previous or {}).get(key) != fingerprint[key])
-            raise ConfigError(f"{layout.output} holds a run with other settings "
-                              f"({', '.join(different) or 'unknown'} differ); --resume needs "
-                              f"the same --input, --weights, --engine, --precision, --limit "
-                              f"and --sample-fraction (or use --overwrite)")
+            different = sorted(
+                key for key in fingerprint if (previous or {}).get(key) != fingerprint[key]
+            )
+            raise ConfigError(
+                f"{layout.output} holds a run with other settings "
+                f"({', '.join(different) or 'unknown'} differ); --resume needs "
+                f"the same --input, --weights, --engine, --precision, --limit "
+                f"and --sample-fraction (or use --overwrite)"
+            )
         return
     if resume and SUCCESS in names:
         raise ConfigError(f"{layout.output} is already complete; use --overwrite to redo it")
     if names and not (overwrite or resume):
-        hint = ("it holds an interrupted run: pass --resume to continue it or --overwrite "
-                "to start over" if names == [WORK] else "pass --overwrite to replace it")
+        hint = (
+            "it holds an interrupted run: pass --resume to continue it or --overwrite to start over"
+            if names == [WORK]
+            else "pass --overwrite to replace it"
+        )
         raise ConfigError(f"output {layout.output} is not empty; {hint}")
     try:
         if interrupted:
@@ -230,8 +257,7 @@ def prepare(store: storage.Storage, layout: Layout, overwrite: bool, resume: boo
         store.mkdirs(layout.output)
         store.write_bytes(layout.run_file, json.dumps(fingerprint).encode())
     except Exception as exc:
-        raise ConfigError(f"output {layout.output} is not writable: "
-                          f"{errors.cause(exc)}") from None
+        raise ConfigError(f"output {layout.output} is not writable: {errors.cause(exc)}") from None
 
 
 def commit(store: storage.Storage, layout: Layout) -> None:
@@ -266,7 +292,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:       # alive, another user's
+    except PermissionError:  # alive, another user's
         return True
     return True
 

@@ -44,11 +44,11 @@ from featurizer.output import Layout
 from featurizer.progress import Progress
 
 FEATURE_DIM = weights.FEATURE_DIM
-ROWS_PER_OUTPUT_FILE = 20_000            # ~100 MB of 1280-d float features per file
-MIN_ROWS_PER_OUTPUT_FILE = 1_000         # ~5 MB: smaller files are not worth a core
+ROWS_PER_OUTPUT_FILE = 20_000  # ~100 MB of 1280-d float features per file
+MIN_ROWS_PER_OUTPUT_FILE = 1_000  # ~5 MB: smaller files are not worth a core
 SECRET_WORDS = ("secret", "password", "token", "access.key", "credential", "session")
 DISAPPEARED = "file disappeared during the run"
-CALIBRATION_IMAGES = 128                 # what an int8 engine is calibrated on
+CALIBRATION_IMAGES = 128  # what an int8 engine is calibrated on
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Timer:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        signals.check()                          # a stop request ends the run between steps
+        signals.check()  # a stop request ends the run between steps
         begin = time.monotonic()
         try:
             yield
@@ -83,15 +83,20 @@ class Run:
     started_at: str = field(default_factory=lambda: _now())
     warnings: list[str] = field(default_factory=list)
     local_scan: local_input.LocalScan = field(default_factory=local_input.LocalScan)
-    reused_pca: reduce.PcaResult | None = None      # --pca-model, loaded before featurizing
+    reused_pca: reduce.PcaResult | None = None  # --pca-model, loaded before featurizing
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         self.log(f"warning: {message}")
 
 
-def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print,
-        verbose: bool = False, log_file: Path | None = None) -> dict:
+def run(
+    config: RunConfig,
+    spark: Any = None,
+    log: Callable[[str], None] = print,
+    verbose: bool = False,
+    log_file: Path | None = None,
+) -> dict:
     """Run the whole job; returns the manifest. Raises FeaturizerError on failure (or
     Stopped on SIGINT/SIGTERM, with `_work/` kept for --resume).
 
@@ -102,11 +107,11 @@ def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print
     early = not output.needs_app_name(config.output)  # else known once Spark runs
     if early:
         _check_locations(input_uri, storage.normalize(output.expand(config.output)))
-    weights_file = weights.resolve(config.weights_spec)    # before Spark: fail fast
+    weights_file = weights.resolve(config.weights_spec)  # before Spark: fail fast
     local = storage.local_path(input_uri)
     scan = local_input.scan(local) if local else local_input.LocalScan()  # before Spark lists
     with contextlib.ExitStack() as owned:
-        if spark is None:                              # our own session: stopped at the end
+        if spark is None:  # our own session: stopped at the end
             from featurizer import session
 
             with timer.stage("spark_start"):
@@ -114,11 +119,20 @@ def run(config: RunConfig, spark: Any = None, log: Callable[[str], None] = print
         output_uri = storage.normalize(output.expand(config.output, spark.sparkContext.appName))
         if not early:
             _check_locations(input_uri, output_uri)
-        run = Run(config, input_uri, Layout(output_uri), weights_file, log, timer=timer,
-                  started_at=started_at, local_scan=scan)
-        if config.pca_model:                           # a configuration mistake: before work
-            run.reused_pca = reduce.load_pca(spark, storage.normalize(config.pca_model),
-                                             FEATURE_DIM, "vector", "pca_vector")
+        run = Run(
+            config,
+            input_uri,
+            Layout(output_uri),
+            weights_file,
+            log,
+            timer=timer,
+            started_at=started_at,
+            local_scan=scan,
+        )
+        if config.pca_model:  # a configuration mistake: before work
+            run.reused_pca = reduce.load_pca(
+                spark, storage.normalize(config.pca_model), FEATURE_DIM, "vector", "pca_vector"
+            )
         return _run(run, spark)
 
 
@@ -129,15 +143,20 @@ def _run(run: Run, spark: Any) -> dict:
     with timer.stage("discover"):
         listing = discover(source, spark)
     packed = " (packed)" if isinstance(source, sources.PackedSource) else ""
-    run.log(f"found {listing.found:,} images under {run.input_uri}{packed}"
-            + (f" ({len(listing.aliases):,} more reached again through links: counted once)"
-               if listing.aliases else ""))
+    run.log(
+        f"found {listing.found:,} images under {run.input_uri}{packed}"
+        + (
+            f" ({len(listing.aliases):,} more reached again through links: counted once)"
+            if listing.aliases
+            else ""
+        )
+    )
     lease = output.Lease(store, layout, run.run_id)
     try:
         lease.acquire(wait_for_stale=config.resume)
     except FeaturizerError:
         raise
-    except Exception as exc:                           # e.g. a missing bucket, a 403
+    except Exception as exc:  # e.g. a missing bucket, a 403
         raise ConfigError(f"output {layout.output} is not writable: {errors.cause(exc)}") from None
     try:
         return _featurize_and_commit(run, spark, store, source, listing)
@@ -150,53 +169,81 @@ def _run(run: Run, spark: Any) -> dict:
         lease.release()
 
 
-def _featurize_and_commit(run: Run, spark: Any, store: storage.Storage, source: Any,
-                          listing: sources.Listing) -> dict:
+def _featurize_and_commit(
+    run: Run, spark: Any, store: storage.Storage, source: Any, listing: sources.Listing
+) -> dict:
     config, layout, timer = run.config, run.layout, run.timer
     found = listing.found
-    output.prepare(store, layout, config.overwrite, config.resume,
-                   _fingerprint(config, run.input_uri, run.weights))
+    output.prepare(
+        store,
+        layout,
+        config.overwrite,
+        config.resume,
+        _fingerprint(config, run.input_uri, run.weights),
+    )
 
     with timer.stage("export"):
-        payload = engines.export(config.engine, run.weights, config.precision,
-                                 lambda: calibration_images(source.samples(spark, store, listing,
-                                                                           CALIBRATION_IMAGES)))
+        payload = engines.export(
+            config.engine,
+            run.weights,
+            config.precision,
+            lambda: calibration_images(source.samples(spark, store, listing, CALIBRATION_IMAGES)),
+        )
     with timer.stage("featurize"):
-        readable = found - len(listing.unreadable)             # what the stream will see
-        stream = featurize(spark, store, run, source, payload, _expected(readable, config),
-                           sorted(listing.aliases))
+        readable = found - len(listing.unreadable)  # what the stream will see
+        stream = featurize(
+            spark, store, run, source, payload, _expected(readable, config), sorted(listing.aliases)
+        )
         if source.accounts_unread and config.limit is None and config.sample_fraction is None:
-            record_unread(spark, store, layout,
-                          [p for p in listing.files if p not in listing.aliases],
-                          listing.unreadable)
+            record_unread(
+                spark,
+                store,
+                layout,
+                [p for p in listing.files if p not in listing.aliases],
+                listing.unreadable,
+            )
 
     with timer.stage("reduce"):
         staged = spark.read.parquet(layout.featurized)
         counts = _counts(staged, found)
         if counts["found"] > found:
-            run.warn(f"{counts['found'] - found:,} images were added to the input during the "
-                     f"run and featurized too")
+            run.warn(
+                f"{counts['found'] - found:,} images were added to the input during the "
+                f"run and featurized too"
+            )
         _check_error_rate(store, run, counts, staged)
         vectors = _vectors(staged)
-        pca = run.reused_pca or reduce.fit_pca(vectors, "vector", "pca_vector", FEATURE_DIM,
-                                               config.pca_k, config.pca_variance,
-                                               rows=counts["featurized"])
+        pca = run.reused_pca or reduce.fit_pca(
+            vectors,
+            "vector",
+            "pca_vector",
+            FEATURE_DIM,
+            config.pca_k,
+            config.pca_variance,
+            rows=counts["featurized"],
+        )
         if pca.clamped_from is not None:
-            run.warn(f"--pca-k {pca.clamped_from} asks for more components than "
-                     f"{counts['featurized']:,} images can have (at most images - 1 carry "
-                     f"variance): using k = {pca.k}")
-    run.log(f"PCA: k = {pca.k}, {pca.variance_explained:.1%} of the variance"
-            + (f" (the model of {pca.source})" if pca.source else ""))
+            run.warn(
+                f"--pca-k {pca.clamped_from} asks for more components than "
+                f"{counts['featurized']:,} images can have (at most images - 1 carry "
+                f"variance): using k = {pca.k}"
+            )
+    run.log(
+        f"PCA: k = {pca.k}, {pca.variance_explained:.1%} of the variance"
+        + (f" (the model of {pca.source})" if pca.source else "")
+    )
 
     with timer.stage("write"), _failing("writing results to", layout.result):
         write_results(spark, layout, vectors, staged, pca, counts)
     manifest = _manifest(run, spark, counts, pca, stream, status="succeeded")
     with _failing("writing results to", layout.result):
         store.write_bytes(layout.staged("manifest.json"), report.manifest_json(manifest))
-        store.write_bytes(layout.staged("explained_variance.png"),
-                          report.explained_variance_png(
-                              pca.cumulative, pca.k,
-                              None if config.pca_k or pca.source else config.pca_variance))
+        store.write_bytes(
+            layout.staged("explained_variance.png"),
+            report.explained_variance_png(
+                pca.cumulative, pca.k, None if config.pca_k or pca.source else config.pca_variance
+            ),
+        )
     with _failing("committing", layout.output):
         output.commit(store, layout)
     if not config.no_report:
@@ -208,6 +255,7 @@ def _featurize_and_commit(run: Run, spark: Any, store: storage.Storage, source: 
 
 # ---- stages ---------------------------------------------------------------------------
 
+
 def discover(source: Any, spark: Any) -> sources.Listing:
     """What the input holds (fails early, in one line, on a bad input)."""
     return source.listing(spark)
@@ -215,13 +263,20 @@ def discover(source: Any, spark: Any) -> sources.Listing:
 
 @dataclass(frozen=True)
 class StreamStats:
-    resumed: int                 # rows staged by an earlier, interrupted run (--resume)
-    processed: int               # files this run decoded and featurized (or failed)
-    worker_rss_mb: float         # peak RSS of any Python worker
+    resumed: int  # rows staged by an earlier, interrupted run (--resume)
+    processed: int  # files this run decoded and featurized (or failed)
+    worker_rss_mb: float  # peak RSS of any Python worker
 
 
-def featurize(spark: Any, store: storage.Storage, run: Run, source: Any,
-              payload: engines.Payload, expected: int, skip: list[str]) -> StreamStats:
+def featurize(
+    spark: Any,
+    store: storage.Storage,
+    run: Run,
+    source: Any,
+    payload: engines.Payload,
+    expected: int,
+    skip: list[str],
+) -> StreamStats:
     """Stream the input through the UDF into staged Parquet (minus the `skip` paths)."""
     config, layout = run.config, run.layout
     sc = spark.sparkContext
@@ -229,20 +284,23 @@ def featurize(spark: Any, store: storage.Storage, run: Run, source: Any,
     worker_rss = sc.accumulator(0.0, udf.MaxParam())
     # The engine travels once, as a broadcast that PySpark writes into Spark's local dir
     # (and on failure prints its own traceback: kept out of the console).
-    with _failing("featurizing into", layout.featurized), \
-            contextlib.redirect_stderr(io.StringIO()):
+    with _failing("featurizing into", layout.featurized), contextlib.redirect_stderr(io.StringIO()):
         engine = sc.broadcast(payload.data)
-    featurize_udf = udf.make_featurize_udf(engine, payload.key, payload.engine,
-                                           config.inference_batch, images_done, worker_rss)
+    featurize_udf = udf.make_featurize_udf(
+        engine, payload.key, payload.engine, config.inference_batch, images_done, worker_rss
+    )
     per_trigger = min(config.files_per_batch, config.limit or config.files_per_batch)
     stream = source.stream(spark, per_trigger)
-    skipped = (spark.createDataFrame([(path,) for path in skip], "path string")
-               if skip else None)
+    skipped = spark.createDataFrame([(path,) for path in skip], "path string") if skip else None
     resumed = _staged_rows(spark, layout)
     writer = BatchWriter(config, layout, store, featurize_udf, resumed, skipped)
-    query = (stream.writeStream.foreachBatch(writer)
-             .option("checkpointLocation", layout.checkpoint)
-             .trigger(availableNow=True).queryName(f"featurize-{uuid.uuid4().hex[:8]}").start())
+    query = (
+        stream.writeStream.foreachBatch(writer)
+        .option("checkpointLocation", layout.checkpoint)
+        .trigger(availableNow=True)
+        .queryName(f"featurize-{uuid.uuid4().hex[:8]}")
+        .start()
+    )
     try:
         with Progress("featurize", max(expected - resumed, 1), lambda: images_done.value):
             while not query.awaitTermination(0.5):
@@ -263,27 +321,35 @@ def featurize(spark: Any, store: storage.Storage, run: Run, source: Any,
         if isinstance(exc, (Stopped, KeyboardInterrupt)):
             raise
         raise _stage_error("featurizing into", layout.featurized, exc) from None
-    return StreamStats(resumed=resumed, processed=int(images_done.value),
-                       worker_rss_mb=float(worker_rss.value))
+    return StreamStats(
+        resumed=resumed, processed=int(images_done.value), worker_rss_mb=float(worker_rss.value)
+    )
 
 
 class BatchWriter:
     """foreachBatch sink: featurize one micro-batch of files into batch=N (idempotent)."""
 
-    def __init__(self, config: RunConfig, layout: Layout, store: storage.Storage,
-                 featurize_udf: Any, already_selected: int, skipped: Any = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        layout: Layout,
+        store: storage.Storage,
+        featurize_udf: Any,
+        already_selected: int,
+        skipped: Any = None,
+    ) -> None:
         self.config, self.layout, self.store = config, layout, store
         self.featurize_udf, self.skipped = featurize_udf, skipped
         self.selected = already_selected
         self.limit_reached = config.limit is not None and already_selected >= config.limit
 
     def __call__(self, files: Any, batch_id: int) -> None:
-        if signals.requested():            # not committed: these files stay undone
+        if signals.requested():  # not committed: these files stay undone
             raise RuntimeError(f"featurizer: stopped before micro-batch {batch_id}")
         try:
             self._write(files, batch_id)
         except Exception:
-            if signals.requested():        # a short error: the job was cancelled on purpose
+            if signals.requested():  # a short error: the job was cancelled on purpose
                 raise RuntimeError(f"featurizer: micro-batch {batch_id} stopped") from None
             raise
 
@@ -295,27 +361,29 @@ class BatchWriter:
             # A run killed between staging a batch and checkpointing its commit replays
             # that batch (same files, same id): its rows are staged and counted already.
             return
-        if self.skipped is not None:                # aliases: reached again through links
+        if self.skipped is not None:  # aliases: reached again through links
             files = files.join(F.broadcast(self.skipped), "path", "left_anti")
         if self.config.sample_fraction is not None:
             files = files.where(_sampled(self.config.sample_fraction))
-        taken = None
-        if self.config.limit is not None:
-            files, taken = self._limited(files)
+        limit, taken = self.config.limit, None
+        if limit is not None:
+            files, taken = self._limited(files, limit)
         rows = files.select(
-            "path", "label", "length", "modificationTime",
+            "path",
+            "label",
+            "length",
+            "modificationTime",
             self.featurize_udf("content").alias("result"),
-        ).select("path", "label", "length", "modificationTime", "result.features",
-                 "result.error")
+        ).select("path", "label", "length", "modificationTime", "result.features", "result.error")
         rows.write.mode("overwrite").parquet(target)
-        if taken is not None:           # only now: the driver stops the query on this flag
+        if limit is not None and taken is not None:  # only now: the driver stops on this flag
             self.selected += taken
-            self.limit_reached = self.selected >= self.config.limit
+            self.limit_reached = self.selected >= limit
 
-    def _limited(self, files: Any) -> tuple[Any, int]:
+    def _limited(self, files: Any, limit: int) -> tuple[Any, int]:
         """At most the files still needed under --limit (first by path within the batch)."""
-        remaining = self.config.limit - self.selected
-        count = files.count()                       # metadata only: no content read
+        remaining = limit - self.selected
+        count = files.count()  # metadata only: no content read
         if count <= remaining:
             return files, count
         partitions = max(1, math.ceil(remaining / 128))
@@ -337,27 +405,37 @@ def calibration_images(samples: list[tuple[str, bytes]]) -> tuple[str, list[Any]
     return digest.hexdigest(), decoded
 
 
-def record_unread(spark: Any, store: storage.Storage, layout: Layout, discovered: list[str],
-                  unlisted: list[tuple[str, str]]) -> None:
+def record_unread(
+    spark: Any,
+    store: storage.Storage,
+    layout: Layout,
+    discovered: list[str],
+    unlisted: list[tuple[str, str]],
+) -> None:
     """Every listed file that produced no row, and every file the listing could not name
     (`unlisted`), becomes an error row, so found = featurized + failed. Spark's scan skips
     zero-byte files and, with ignoreMissingFiles, files deleted since the listing."""
     from pyspark.sql import functions as F
 
-    staged = {row.path for row in spark.read.parquet(layout.featurized).select("path")
-              .toLocalIterator()}
+    staged = {
+        row.path for row in spark.read.parquet(layout.featurized).select("path").toLocalIterator()
+    }
     unread = sorted(set(discovered) - staged)
     rows = [(path, _unread_reason(store, path)) for path in unread]
     rows += [(path, reason) for path, reason in unlisted if path not in staged]
     if not rows:
         return
     frame = spark.createDataFrame(rows, "path string, error string").select(
-        "path", F.element_at(F.split("path", "/"), -2).alias("label"),
+        "path",
+        F.element_at(F.split("path", "/"), -2).alias("label"),
         F.lit(None).cast("long").alias("length"),
         F.lit(None).cast("timestamp").alias("modificationTime"),
-        F.lit(None).cast("array<float>").alias("features"), "error")
+        F.lit(None).cast("array<float>").alias("features"),
+        "error",
+    )
     frame.coalesce(1).write.mode("overwrite").parquet(
-        storage.join(layout.featurized, "batch=unread"))
+        storage.join(layout.featurized, "batch=unread")
+    )
 
 
 def _unread_reason(store: storage.Storage, path: str) -> str:
@@ -380,16 +458,19 @@ def _sampled(fraction: float) -> Any:
 def _staged_rows(spark: Any, layout: Layout) -> int:
     store = storage.Storage(spark)
     if not store.exists(layout.featurized) or not [
-            name for name in store.list_names(layout.featurized) if name.startswith("batch=")]:
-        return 0                                    # nothing staged yet
+        name for name in store.list_names(layout.featurized) if name.startswith("batch=")
+    ]:
+        return 0  # nothing staged yet
     return spark.read.parquet(layout.featurized).count()
 
 
 def _vectors(staged: Any) -> Any:
     from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
 
-    return (staged.where("error IS NULL")
-            .select("path", "label", "features", array_to_vector("features").alias("vector")))
+    return staged.where("error IS NULL").select(
+        "path", "label", "features", array_to_vector(F.col("features")).alias("vector")
+    )
 
 
 def _counts(staged: Any, found: int) -> dict[str, int]:
@@ -402,14 +483,19 @@ def _counts(staged: Any, found: int) -> dict[str, int]:
         F.countDistinct("path").alias("distinct_paths"),
     ).first()
     selected = int(row["selected"] or 0)
-    return {"found": max(found, selected), "selected": selected,
-            "featurized": int(row["featurized"] or 0),
-            "failed": selected - int(row["featurized"] or 0), "classes": int(row["classes"]),
-            "duplicate_paths": selected - int(row["distinct_paths"])}
+    return {
+        "found": max(found, selected),
+        "selected": selected,
+        "featurized": int(row["featurized"] or 0),
+        "failed": selected - int(row["featurized"] or 0),
+        "classes": int(row["classes"]),
+        "duplicate_paths": selected - int(row["distinct_paths"]),
+    }
 
 
-def _check_error_rate(store: storage.Storage, run: Run, counts: dict[str, int],
-                      staged: Any) -> None:
+def _check_error_rate(
+    store: storage.Storage, run: Run, counts: dict[str, int], staged: Any
+) -> None:
     """Above --max-error-rate (or with fewer than 2 images for PCA) the run ends here:
     errors/ and a failed manifest are committed (output.commit_failed), then it raises."""
     rate = counts["failed"] / max(counts["selected"], 1)
@@ -419,34 +505,64 @@ def _check_error_rate(store: storage.Storage, run: Run, counts: dict[str, int],
         return
     layout = run.layout
     _write_errors(staged, layout.staged("errors"))
-    output.commit_failed(store, layout, report.manifest_json(
-        {"status": "failed", "run_id": run.run_id, "output": layout.output, "counts": counts,
-         "error_rate": rate, "max_error_rate": run.config.max_error_rate,
-         "warnings": run.warnings}))
+    output.commit_failed(
+        store,
+        layout,
+        report.manifest_json(
+            {
+                "status": "failed",
+                "run_id": run.run_id,
+                "output": layout.output,
+                "counts": counts,
+                "error_rate": rate,
+                "max_error_rate": run.config.max_error_rate,
+                "warnings": run.warnings,
+            }
+        ),
+    )
     errors_uri = layout.final("errors")
     if counts["featurized"] < 2:
-        raise FeaturizerError(f"only {counts['featurized']} image(s) could be featurized "
-                              f"(PCA needs 2); see {errors_uri}")
-    raise FeaturizerError(f"{counts['failed']:,} of {counts['selected']:,} files could not be "
-                          f"decoded ({rate:.1%} > --max-error-rate "
-                          f"{run.config.max_error_rate:.1%}); see {errors_uri}")
+        raise FeaturizerError(
+            f"only {counts['featurized']} image(s) could be featurized "
+            f"(PCA needs 2); see {errors_uri}"
+        )
+    raise FeaturizerError(
+        f"{counts['failed']:,} of {counts['selected']:,} files could not be "
+        f"decoded ({rate:.1%} > --max-error-rate "
+        f"{run.config.max_error_rate:.1%}); see {errors_uri}"
+    )
 
 
 def _write_errors(staged: Any, uri: str) -> None:
-    staged.where("error IS NOT NULL").select("path", "error").coalesce(1) \
-        .write.mode("overwrite").parquet(uri)
+    staged.where("error IS NOT NULL").select("path", "error").coalesce(1).write.mode(
+        "overwrite"
+    ).parquet(uri)
 
 
-def write_results(spark: Any, layout: Layout, vectors: Any, staged: Any,
-                  pca: reduce.PcaResult, counts: dict[str, int]) -> None:
+def write_results(
+    spark: Any,
+    layout: Layout,
+    vectors: Any,
+    staged: Any,
+    pca: reduce.PcaResult,
+    counts: dict[str, int],
+) -> None:
     from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
 
     files = output_files(counts["featurized"], spark.sparkContext.defaultParallelism)
-    (pca.model.transform(vectors)
-     .select("path", "label", "features",
-             vector_to_array("pca_vector", "float32").alias("pca"))
-     .coalesce(files).write.mode("overwrite")
-     .parquet(layout.staged("features")))
+    (
+        pca.model.transform(vectors)
+        .select(
+            "path",
+            "label",
+            "features",
+            vector_to_array(F.col("pca_vector"), "float32").alias("pca"),
+        )
+        .coalesce(files)
+        .write.mode("overwrite")
+        .parquet(layout.staged("features"))
+    )
     _write_errors(staged, layout.staged("errors"))
     pca.model.write().overwrite().save(layout.staged("pca_model"))
 
@@ -460,6 +576,7 @@ def output_files(rows: int, cores: int) -> int:
 
 
 # ---- failures ---------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _failing(action: str, uri: str) -> Iterator[None]:
@@ -507,10 +624,13 @@ def _full_local_folder(candidates: list[str]) -> str | None:
 
 # ---- helpers ----------------------------------------------------------------------------
 
+
 def _check_locations(input_uri: str, output_uri: str) -> None:
     if storage.is_inside(output_uri, input_uri):
-        raise ConfigError(f"output {output_uri} is inside the input {input_uri}: the run would "
-                          f"read its own files; choose an output outside the input")
+        raise ConfigError(
+            f"output {output_uri} is inside the input {input_uri}: the run would "
+            f"read its own files; choose an output outside the input"
+        )
     if storage.is_inside(input_uri, output_uri):
         raise ConfigError(f"input {input_uri} is inside the output {output_uri}")
 
@@ -525,21 +645,35 @@ def _expected(found: int, config: RunConfig) -> int:
 
 
 def _fingerprint(config: RunConfig, input_uri: str, weights_file: weights.WeightsFile) -> dict:
-    return {"input": input_uri, "weights_sha256": weights_file.sha256, "engine": config.engine,
-            "precision": config.precision,
-            "limit": config.limit, "sample_fraction": config.sample_fraction}
+    return {
+        "input": input_uri,
+        "weights_sha256": weights_file.sha256,
+        "engine": config.engine,
+        "precision": config.precision,
+        "limit": config.limit,
+        "sample_fraction": config.sample_fraction,
+    }
 
 
 def _redacted(config: RunConfig) -> dict:
     values = config.to_dict()
-    values["conf"] = [item.split("=", 1)[0] + "=***"
-                      if any(word in item.split("=", 1)[0].lower() for word in SECRET_WORDS)
-                      else item for item in config.conf]
+    values["conf"] = [
+        item.split("=", 1)[0] + "=***"
+        if any(word in item.split("=", 1)[0].lower() for word in SECRET_WORDS)
+        else item
+        for item in config.conf
+    ]
     return values
 
 
-def _manifest(run: Run, spark: Any, counts: dict[str, int], pca: reduce.PcaResult,
-              stream: StreamStats, status: str) -> dict:
+def _manifest(
+    run: Run,
+    spark: Any,
+    counts: dict[str, int],
+    pca: reduce.PcaResult,
+    stream: StreamStats,
+    status: str,
+) -> dict:
     config, timer = run.config, run.timer
     total = timer.total()
     featurize_s = timer.stages.get("featurize", total)
@@ -550,29 +684,44 @@ def _manifest(run: Run, spark: Any, counts: dict[str, int], pca: reduce.PcaResul
         "input": run.input_uri,
         "output": run.layout.output,
         "parameters": _redacted(config),
-        "counts": {**{key: counts[key] for key in ("found", "selected", "featurized", "failed")},
-                   "resumed": stream.resumed, "processed_this_run": stream.processed,
-                   "aliases_skipped": len(run.local_scan.aliases)},
+        "counts": {
+            **{key: counts[key] for key in ("found", "selected", "featurized", "failed")},
+            "resumed": stream.resumed,
+            "processed_this_run": stream.processed,
+            "aliases_skipped": len(run.local_scan.aliases),
+        },
         "classes": counts["classes"],
-        "pca": {"k": pca.k, "k_requested": config.pca_k,
-                "model_source": pca.source,     # None: fitted on this run's images
-                "variance_target": None if config.pca_k or pca.source else config.pca_variance,
-                "variance_explained": pca.variance_explained,
-                "explained_variance": pca.explained},
+        "pca": {
+            "k": pca.k,
+            "k_requested": config.pca_k,
+            "model_source": pca.source,  # None: fitted on this run's images
+            "variance_target": None if config.pca_k or pca.source else config.pca_variance,
+            "variance_explained": pca.variance_explained,
+            "explained_variance": pca.explained,
+        },
         "warnings": run.warnings,
         "timings_s": {**timer.stages, "total": round(total, 3)},
         "throughput": {
             "featurize_images_per_s": round(stream.processed / max(featurize_s, 1e-9), 2),
-            "end_to_end_images_per_s": round(counts["selected"] / max(total, 1e-9), 2)},
-        "memory_mb": {"driver_python_peak": udf.peak_rss_mb(),
-                      "driver_jvm_peak": _jvm_peak_rss_mb(spark),
-                      "python_worker_peak": round(stream.worker_rss_mb, 1)},
-        "engine": {"name": config.engine, "precision": config.precision,
-                   "batch_size": config.inference_batch},
+            "end_to_end_images_per_s": round(counts["selected"] / max(total, 1e-9), 2),
+        },
+        "memory_mb": {
+            "driver_python_peak": udf.peak_rss_mb(),
+            "driver_jvm_peak": _jvm_peak_rss_mb(spark),
+            "python_worker_peak": round(stream.worker_rss_mb, 1),
+        },
+        "engine": {
+            "name": config.engine,
+            "precision": config.precision,
+            "batch_size": config.inference_batch,
+        },
         "weights": {"name": run.weights.name, "sha256": run.weights.sha256},
-        "spark": {"master": sc.master, "application_id": sc.applicationId,
-                  "default_parallelism": sc.defaultParallelism,
-                  "task_cpus": int(sc.getConf().get("spark.task.cpus", "1"))},
+        "spark": {
+            "master": sc.master,
+            "application_id": sc.applicationId,
+            "default_parallelism": sc.defaultParallelism,
+            "task_cpus": int(sc.getConf().get("spark.task.cpus", "1")),
+        },
         "versions": report.versions(spark.version),
         "started_at": run.started_at,
         "finished_at": _now(),
@@ -583,7 +732,7 @@ def _jvm_peak_rss_mb(spark: Any) -> float | None:
     """Peak RSS of the driver JVM (it runs beside this process, in every deploy mode)."""
     try:
         return udf.peak_rss_mb(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
-    except Exception:                            # no gateway JVM (e.g. Spark Connect)
+    except Exception:  # no gateway JVM (e.g. Spark Connect)
         return None
 
 

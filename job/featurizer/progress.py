@@ -16,9 +16,15 @@ class Progress:
     printed every `log_every` seconds instead.
     """
 
-    def __init__(self, label: str, total: int, done: Callable[[], int],
-                 stream: TextIO = sys.stderr, interval: float = 0.5,
-                 log_every: float = 10.0) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        done: Callable[[], int],
+        stream: TextIO = sys.stderr,
+        interval: float = 0.5,
+        log_every: float = 10.0,
+    ) -> None:
         self.label, self.total, self._done = label, max(total, 1), done
         self._stream, self._interval, self._log_every = stream, interval, log_every
         self._tty = stream.isatty()
@@ -44,8 +50,7 @@ class Progress:
         filled = int(24 * done / self.total)
         bar = "#" * filled + "." * (24 - filled)
         eta_text = f"ETA {eta:5.0f}s" if eta == eta else "ETA     ?"
-        return (f"{self.label} [{bar}] {done:>7,}/{self.total:,} images "
-                f"{rate:6.1f} img/s {eta_text}")
+        return f"{self.label} [{bar}] {done:>7,}/{self.total:,} images {rate:6.1f} img/s {eta_text}"
 
     def _draw(self, final: bool = False) -> None:
         if self._tty:

@@ -21,11 +21,11 @@ from featurizer.errors import ConfigError, FeaturizerError
 
 @dataclass(frozen=True)
 class PcaResult:
-    model: Any                      # pyspark.ml.feature.PCAModel with k components
+    model: Any  # pyspark.ml.feature.PCAModel with k components
     k: int
-    explained: list[float]          # explained-variance ratio of every component
+    explained: list[float]  # explained-variance ratio of every component
     clamped_from: int | None = None  # the --pca-k asked for, when more than the data carry
-    source: str | None = None        # where a reused model came from (--pca-model)
+    source: str | None = None  # where a reused model came from (--pca-model)
 
     @property
     def cumulative(self) -> list[float]:
@@ -33,7 +33,7 @@ class PcaResult:
 
     @property
     def variance_explained(self) -> float:
-        return min(1.0, float(np.sum(self.explained[: self.k])))   # no 1.0000000000000009
+        return min(1.0, float(np.sum(self.explained[: self.k])))  # no 1.0000000000000009
 
 
 def choose_k(explained: Sequence[float], target: float) -> int:
@@ -51,8 +51,9 @@ def canonical_signs(components: np.ndarray) -> np.ndarray:
     return components * signs
 
 
-def fit_pca(df: Any, input_col: str, output_col: str, dim: int, k: int | None,
-            variance: float, rows: int) -> PcaResult:
+def fit_pca(
+    df: Any, input_col: str, output_col: str, dim: int, k: int | None, variance: float, rows: int
+) -> PcaResult:
     """Fit PCA on a DataFrame of `rows` `dim`-d ML vectors."""
     from pyspark.ml.feature import PCA
 
@@ -61,8 +62,9 @@ def fit_pca(df: Any, input_col: str, output_col: str, dim: int, k: int | None,
     full = PCA(k=dim, inputCol=input_col, outputCol=output_col).fit(df)
     explained = full.explainedVariance.toArray().tolist()
     if not np.all(np.isfinite(explained)):
-        raise FeaturizerError("the features have no variance (are all images identical?); "
-                              "PCA is undefined")
+        raise FeaturizerError(
+            "the features have no variance (are all images identical?); PCA is undefined"
+        )
     # n images span at most n - 1 directions: components beyond carry no variance.
     clamped_from = k if k is not None and k > rows - 1 else None
     chosen = min(k, rows - 1) if k is not None else choose_k(explained, variance)
@@ -80,12 +82,16 @@ def load_pca(spark: Any, uri: str, dim: int, input_col: str, output_col: str) ->
     except Exception as exc:
         from featurizer import errors
 
-        raise ConfigError(f"cannot load the PCA model {uri} (--pca-model, the pca_model/ "
-                          f"folder of an earlier output): {errors.cause(exc)}") from None
+        raise ConfigError(
+            f"cannot load the PCA model {uri} (--pca-model, the pca_model/ "
+            f"folder of an earlier output): {errors.cause(exc)}"
+        ) from None
     rows = model.pc.numRows
     if rows != dim:
-        raise ConfigError(f"--pca-model {uri} projects {rows}-d vectors; these features are "
-                          f"{dim}-d: use the pca_model/ of a featurizer output")
+        raise ConfigError(
+            f"--pca-model {uri} projects {rows}-d vectors; these features are "
+            f"{dim}-d: use the pca_model/ of a featurizer output"
+        )
     model = model.setInputCol(input_col).setOutputCol(output_col)
     explained = model.explainedVariance.toArray().tolist()
     return PcaResult(model=model, k=model.getK(), explained=explained, source=uri)
@@ -97,16 +103,18 @@ def _leading_components(sc: Any, model: Any, k: int) -> np.ndarray:
     from pyspark.ml.common import _java2py
 
     pc = model._java_obj.pc()
-    if pc.isTransposed():                        # row-major: columns are not contiguous
+    if pc.isTransposed():  # row-major: columns are not contiguous
         return model.pc.toArray()[:, :k]
     jvm = sc._jvm
     leading = jvm.java.util.Arrays.copyOfRange(pc.values(), 0, pc.numRows() * k)
-    return _java2py(sc, jvm.org.apache.spark.ml.linalg.DenseMatrix(pc.numRows(), k, leading)
-                    ).toArray()
+    return _java2py(
+        sc, jvm.org.apache.spark.ml.linalg.DenseMatrix(pc.numRows(), k, leading)
+    ).toArray()
 
 
-def _pca_model(spark: Any, components: np.ndarray, explained: Sequence[float],
-               input_col: str, output_col: str) -> Any:
+def _pca_model(
+    spark: Any, components: np.ndarray, explained: Sequence[float], input_col: str, output_col: str
+) -> Any:
     """A Spark ML PCAModel with the given principal components (columns)."""
     from pyspark.ml.common import _py2java
     from pyspark.ml.feature import PCAModel
@@ -117,7 +125,9 @@ def _pca_model(spark: Any, components: np.ndarray, explained: Sequence[float],
     pc = DenseMatrix(rows, cols, components.flatten(order="F").tolist())
     java_model = sc._jvm.org.apache.spark.ml.feature.PCAModel(
         sc._jvm.org.apache.spark.ml.util.Identifiable.randomUID("pca"),
-        _py2java(sc, pc), _py2java(sc, DenseVector(list(explained))))
+        _py2java(sc, pc),
+        _py2java(sc, DenseVector(list(explained))),
+    )
     model = PCAModel(java_model)
     model._transfer_params_from_java()
     # Params live on the Python side and are copied to Java on transform/save.

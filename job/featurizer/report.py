@@ -9,8 +9,17 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
-PACKAGES = ("pyspark", "tensorflow", "tensorflow-cpu", "keras", "numpy", "pandas", "pyarrow",
-            "pillow", "ai-edge-litert")
+PACKAGES = (
+    "pyspark",
+    "tensorflow",
+    "tensorflow-cpu",
+    "keras",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pillow",
+    "ai-edge-litert",
+)
 
 
 def versions(spark_version: str) -> dict[str, str]:
@@ -41,8 +50,13 @@ def explained_variance_png(cumulative: Sequence[float], k: int, target: float | 
     axes.plot(list(xs), cumulative[: len(xs)], color="#1f77b4", linewidth=2)
     axes.axvline(k, color="#d62728", linestyle="--", linewidth=1.2)
     axes.scatter([k], [cumulative[k - 1]], color="#d62728", zorder=3)
-    axes.annotate(f"k = {k}: {cumulative[k - 1]:.1%}", (k, cumulative[k - 1]),
-                  textcoords="offset points", xytext=(8, -16), color="#d62728")
+    axes.annotate(
+        f"k = {k}: {cumulative[k - 1]:.1%}",
+        (k, cumulative[k - 1]),
+        textcoords="offset points",
+        xytext=(8, -16),
+        color="#d62728",
+    )
     if target is not None:
         axes.axhline(target, color="gray", linestyle=":", linewidth=1)
     axes.set_xlabel("principal components")
@@ -60,12 +74,18 @@ def explained_variance_png(cumulative: Sequence[float], k: int, target: float | 
 def summary_table(manifest: Mapping[str, Any]) -> str:
     counts, pca, speed = manifest["counts"], manifest["pca"], manifest["throughput"]
     rows = [
-        ("images", f"{counts['featurized']:,} featurized, {counts['failed']:,} failed "
-                   f"(of {counts['found']:,} found)"),
+        (
+            "images",
+            f"{counts['featurized']:,} featurized, {counts['failed']:,} failed "
+            f"(of {counts['found']:,} found)",
+        ),
         ("classes", f"{manifest['classes']:,}"),
         ("pca k", f"{pca['k']} ({pca['variance_explained']:.1%} variance explained)"),
-        ("images/s", f"{speed['featurize_images_per_s']:.1f} featurize, "
-                     f"{speed['end_to_end_images_per_s']:.1f} end to end"),
+        (
+            "images/s",
+            f"{speed['featurize_images_per_s']:.1f} featurize, "
+            f"{speed['end_to_end_images_per_s']:.1f} end to end",
+        ),
         ("wall time", f"{manifest['timings_s']['total']:.1f} s"),
         ("output", manifest["output"]),
     ]

@@ -36,10 +36,12 @@ def draw_fruit(rng: np.random.Generator, colour: tuple[int, int, int], ratio: fl
     draw.ellipse(box, fill=body)
     highlight = tuple(min(255, c + 60) for c in body)
     hx, hy = cx - width / 5, cy - height / 5
-    draw.ellipse((hx - width / 8, hy - height / 8, hx + width / 8, hy + height / 8),
-                 fill=highlight)
-    draw.line((cx, cy - height / 2, cx + rng.uniform(-4, 4), cy - height / 2 - 8),
-              fill=(80, 60, 30), width=3)
+    draw.ellipse((hx - width / 8, hy - height / 8, hx + width / 8, hy + height / 8), fill=highlight)
+    draw.line(
+        (cx, cy - height / 2, cx + rng.uniform(-4, 4), cy - height / 2 - 8),
+        fill=(80, 60, 30),
+        width=3,
+    )
     image = image.rotate(float(rng.uniform(-30, 30)), fillcolor=(255, 255, 255))
     image = image.filter(ImageFilter.GaussianBlur(0.6))
     noise = rng.normal(0, 4, size=(100, 100, 3))

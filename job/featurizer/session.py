@@ -30,16 +30,20 @@ def launched_by_spark_submit() -> bool:
 
 def is_local(config: RunConfig) -> bool:
     """A local session this process launches itself (not spark-submit, not a cluster)."""
-    return config.master is not None and config.master.startswith("local") or (
-        config.master is None and not launched_by_spark_submit())
+    return (
+        config.master is not None
+        and config.master.startswith("local")
+        or (config.master is None and not launched_by_spark_submit())
+    )
 
 
 def job_defaults(config: RunConfig) -> dict[str, str]:
     """Settings this workload needs wherever it runs."""
     return {
         # Small Arrow batches: a worker holds few decoded images at a time.
-        "spark.sql.execution.arrow.maxRecordsPerBatch": str(max(ARROW_BATCH,
-                                                                config.inference_batch)),
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(
+            max(ARROW_BATCH, config.inference_batch)
+        ),
         # Images are small files: count 1 MB per file when packing read tasks, so a task
         # holds ~100 files (Spark's 4 MB default gives ~30 and more per-task overhead).
         "spark.sql.files.openCostInBytes": str(1 << 20),
@@ -57,22 +61,34 @@ def job_defaults(config: RunConfig) -> dict[str, str]:
     }
 
 
-def local_defaults(archive: class_archive.ClassArchive | None = None, verbose: bool = False,
-                   log_file: Path | None = None) -> dict[str, str]:
+def local_defaults(
+    archive: class_archive.ClassArchive | None = None,
+    verbose: bool = False,
+    log_file: Path | None = None,
+) -> dict[str, str]:
     """Settings for `featurizer run` on this machine (no spark-submit).
 
     FEATURIZER_JARS (comma-separated jar files, e.g. hadoop-aws + the AWS SDK bundle from
     `hack/fetch-jars.sh`) adds connectors that pip's PySpark does not ship. Spark logs its
     warnings and errors to `log_file`, and to the console only if `verbose`: featurizer
     prints its own progress and one line per failure."""
-    jars = {"spark.jars": os.environ["FEATURIZER_JARS"]} if os.environ.get("FEATURIZER_JARS") else {}
+    jars = (
+        {"spark.jars": os.environ["FEATURIZER_JARS"]} if os.environ.get("FEATURIZER_JARS") else {}
+    )
     cds = f" {archive.java_options()}" if archive else ""
-    logging = (f"-Dlog4j2.configurationFile=file:{LOG4J} "
-               f"-Dfeaturizer.console.level={'warn' if verbose else 'off'} "
-               f"-Dfeaturizer.log.file={log_file or os.devnull}")
-    workers = {} if verbose or log_file is None else {   # their stderr: the log too
-        "spark.python.daemon.module": "featurizer.worker_daemon",
-        "spark.executorEnv.FEATURIZER_WORKER_LOG": str(log_file)}
+    logging = (
+        f"-Dlog4j2.configurationFile=file:{LOG4J} "
+        f"-Dfeaturizer.console.level={'warn' if verbose else 'off'} "
+        f"-Dfeaturizer.log.file={log_file or os.devnull}"
+    )
+    workers = (
+        {}
+        if verbose or log_file is None
+        else {  # their stderr: the log too
+            "spark.python.daemon.module": "featurizer.worker_daemon",
+            "spark.executorEnv.FEATURIZER_WORKER_LOG": str(log_file),
+        }
+    )
     return {
         **jars,
         **workers,
@@ -88,26 +104,36 @@ def local_defaults(archive: class_archive.ClassArchive | None = None, verbose: b
 
 
 @contextmanager
-def started(config: RunConfig, log: Callable[[str], None], verbose: bool = False,
-            log_file: Path | None = None) -> Iterator[Any]:
+def started(
+    config: RunConfig,
+    log: Callable[[str], None],
+    verbose: bool = False,
+    log_file: Path | None = None,
+) -> Iterator[Any]:
     """A session this process owns: a local one maps the JVM class-data archive (or records
     it on its first run, class_archive.py); stopped when the block ends."""
     archive = class_archive.for_this_jvm(record=True) if is_local(config) else None
     if archive is not None and archive.recording is not None:
-        log("first local run with this Java and Spark: the JVM records its classes at exit "
-            "(once, ~15 s; later runs start faster)")
+        log(
+            "first local run with this Java and Spark: the JVM records its classes at exit "
+            "(once, ~15 s; later runs start faster)"
+        )
     spark = create(config, archive, verbose, log_file)
     try:
         yield spark
     finally:
-        with contextlib.suppress(Exception):   # a dead JVM: the run's own error is the one to report
+        with contextlib.suppress(Exception):  # a dead JVM: the run's own error is the one to report
             spark.stop()
         if archive is not None and class_archive.publish(archive):
             log(f"JVM class-data archive saved to {archive.path}")
 
 
-def create(config: RunConfig, archive: class_archive.ClassArchive | None = None,
-           verbose: bool = False, log_file: Path | None = None) -> Any:
+def create(
+    config: RunConfig,
+    archive: class_archive.ClassArchive | None = None,
+    verbose: bool = False,
+    log_file: Path | None = None,
+) -> Any:
     """The session for `config`; a local one maps (or records) `archive` (class_archive.py)
     and logs as local_defaults says."""
     from pyspark import SparkConf
@@ -121,8 +147,10 @@ def create(config: RunConfig, archive: class_archive.ClassArchive | None = None,
         # The local JVM runs the tasks itself: job_defaults' OPENBLAS_NUM_THREADS, for it.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     existing = SparkConf()
-    settings = {**job_defaults(config),
-                **(local_defaults(archive, verbose, log_file) if local else {})}
+    settings = {
+        **job_defaults(config),
+        **(local_defaults(archive, verbose, log_file) if local else {}),
+    }
     builder = SparkSession.builder.appName("featurizer")
     if config.master or not launched_by_spark_submit():
         builder = builder.master(config.master or LOCAL_MASTER)
@@ -159,6 +187,8 @@ def _no_local_checksum_files(spark: Any) -> None:
     file system, which this JVM's tasks share, is told not to verify or write checksums.
     Executors in other JVMs (clusters) keep Hadoop's default; they read object stores."""
     jvm = spark.sparkContext._jvm
-    local = jvm.org.apache.hadoop.fs.FileSystem.getLocal(spark.sparkContext._jsc.hadoopConfiguration())
+    local = jvm.org.apache.hadoop.fs.FileSystem.getLocal(
+        spark.sparkContext._jsc.hadoopConfiguration()
+    )
     local.setVerifyChecksum(False)
     local.setWriteChecksum(False)

@@ -43,11 +43,15 @@ def check() -> None:
 
 def _request(signum: int, frame: Any) -> None:
     global _requested
-    if _requested is not None:                 # the second one: no more waiting
+    if _requested is not None:  # the second one: no more waiting
         for handled in HANDLED:
             signal.signal(handled, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
     _requested = signum
-    print(f"featurizer: {signal.Signals(signum).name} received: stopping after the current "
-          f"step (send it again to stop at once)", file=sys.stderr, flush=True)
+    print(
+        f"featurizer: {signal.Signals(signum).name} received: stopping after the current "
+        f"step (send it again to stop at once)",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -23,10 +23,13 @@ from featurizer import errors, images, storage
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError
 
-IMAGE_GLOB = "*.{" + ",".join("".join(f"[{c}{c.upper()}]" for c in ext)
-                              for ext in images.IMAGE_EXTENSIONS) + "}"
+IMAGE_GLOB = (
+    "*.{"
+    + ",".join("".join(f"[{c}{c.upper()}]" for c in ext) for ext in images.IMAGE_EXTENSIONS)
+    + "}"
+)
 BINARY_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
-PACK_MARKER = "_pack.json"          # written by `featurizer pack` (Spark skips _ names)
+PACK_MARKER = "_pack.json"  # written by `featurizer pack` (Spark skips _ names)
 IMAGES_PER_SHARD = 1000
 
 
@@ -35,16 +38,16 @@ class Listing:
     """What the input holds, as far as the run needs to know before featurizing."""
 
     found: int
-    files: list[str] = field(default_factory=list)    # FileSource: Spark paths of the images
-    aliases: set[str] = field(default_factory=set)    # reached again through links: skipped
-    unreadable: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+    files: list[str] = field(default_factory=list)  # FileSource: Spark paths of the images
+    aliases: set[str] = field(default_factory=set)  # reached again through links: skipped
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
 def spark_path(uri: str) -> str:
     """inputFiles() gives URI-encoded strings; binaryFile's `path` column is decoded, and
     local files read `file:/x` rather than `file:///x`."""
     path = unquote(uri)
-    return "file:/" + path[len("file:///"):] if path.startswith("file:///") else path
+    return "file:/" + path[len("file:///") :] if path.startswith("file:///") else path
 
 
 def label_of(path: Any) -> Any:
@@ -57,47 +60,62 @@ def label_of(path: Any) -> Any:
 class FileSource:
     """Folders of image files, found recursively."""
 
-    accounts_unread = True          # zero-byte and vanished files are recorded as errors
+    accounts_unread = True  # zero-byte and vanished files are recorded as errors
 
     def __init__(self, uri: str, scan: Any) -> None:
         self.uri, self.scan = uri, scan
 
     def listing(self, spark: Any) -> Listing:
         try:
-            files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-                     .option("pathGlobFilter", IMAGE_GLOB).load(self.uri).inputFiles())
+            files = (
+                spark.read.format("binaryFile")
+                .option("recursiveFileLookup", "true")
+                .option("pathGlobFilter", IMAGE_GLOB)
+                .load(self.uri)
+                .inputFiles()
+            )
         except Exception as exc:
             raise ConfigError(f"cannot read input {self.uri}: {errors.cause(exc)}") from None
         if not files:
             raise ConfigError(f"no images (.jpg, .jpeg, .png) found under {self.uri}")
         discovered = [spark_path(uri) for uri in files]
         aliases = set(self.scan.aliases) & set(discovered)
-        return Listing(found=len(discovered) - len(aliases) + len(self.scan.unreadable),
-                       files=discovered, aliases=aliases, unreadable=list(self.scan.unreadable))
+        return Listing(
+            found=len(discovered) - len(aliases) + len(self.scan.unreadable),
+            files=discovered,
+            aliases=aliases,
+            unreadable=list(self.scan.unreadable),
+        )
 
     def stream(self, spark: Any, per_trigger: int) -> Any:
         if storage.scheme_of(self.uri) == "file":
             # Local listings are fast: list on the driver instead of launching a listing job.
             spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "1000000")
-        files = (spark.readStream.format("binaryFile").schema(BINARY_SCHEMA)
-                 .option("recursiveFileLookup", "true").option("pathGlobFilter", IMAGE_GLOB)
-                 .option("maxFilesPerTrigger", per_trigger)
-                 .option("maxFileAge", "36500d")           # never skip old files
-                 .load(self.uri))
-        return files.select("path", label_of("path").alias("label"), "length",
-                            "modificationTime", "content")
+        files = (
+            spark.readStream.format("binaryFile")
+            .schema(BINARY_SCHEMA)
+            .option("recursiveFileLookup", "true")
+            .option("pathGlobFilter", IMAGE_GLOB)
+            .option("maxFilesPerTrigger", per_trigger)
+            .option("maxFileAge", "36500d")  # never skip old files
+            .load(self.uri)
+        )
+        return files.select(
+            "path", label_of("path").alias("label"), "length", "modificationTime", "content"
+        )
 
-    def samples(self, spark: Any, store: storage.Storage, listing: Listing,
-                count: int) -> list[tuple[str, bytes]]:
+    def samples(
+        self, spark: Any, store: storage.Storage, listing: Listing, count: int
+    ) -> list[tuple[str, bytes]]:
         """Up to `count` images evenly spaced in path order (so every class folder tends to
         contribute); files gone since the listing are passed over."""
         ordered = sorted(listing.files)
-        chosen = ordered[::max(1, len(ordered) // count)][:count]
+        chosen = ordered[:: max(1, len(ordered) // count)][:count]
         found = []
         for path in chosen:
             try:
                 found.append((path, store.read_bytes(path)))
-            except Exception:                     # vanished since the listing
+            except Exception:  # vanished since the listing
                 continue
         return found
 
@@ -112,7 +130,7 @@ class Columns:
 class PackedSource:
     """Parquet files of images: one row per image (bytes, path, label)."""
 
-    accounts_unread = False         # a row is an image: nothing can go unlisted
+    accounts_unread = False  # a row is an image: nothing can go unlisted
 
     def __init__(self, uri: str, columns: Columns) -> None:
         self.uri, self.columns = uri, columns
@@ -125,12 +143,17 @@ class PackedSource:
 
     def listing(self, spark: Any) -> Listing:
         frame = self._frame(spark)
-        missing = [name for name in (self.columns.path, self.columns.label, self.columns.content)
-                   if not _has_column(frame, name)]
+        missing = [
+            name
+            for name in (self.columns.path, self.columns.label, self.columns.content)
+            if not _has_column(frame, name)
+        ]
         if missing:
-            raise ConfigError(f"packed input {self.uri} has no column {', '.join(missing)}: its "
-                              f"columns are {', '.join(frame.columns)} (set --path-column, "
-                              f"--label-column, --content-column)")
+            raise ConfigError(
+                f"packed input {self.uri} has no column {', '.join(missing)}: its "
+                f"columns are {', '.join(frame.columns)} (set --path-column, "
+                f"--label-column, --content-column)"
+            )
         found = frame.count()
         if not found:
             raise ConfigError(f"no images in the packed input {self.uri}")
@@ -140,28 +163,44 @@ class PackedSource:
         from pyspark.sql import functions as F
 
         content = F.col(self.columns.content)
-        modified = (F.col("modificationTime") if "modificationTime" in frame.columns
-                    else F.lit(None).cast("timestamp"))
-        return frame.select(F.col(self.columns.path).cast("string").alias("path"),
-                            F.col(self.columns.label).cast("string").alias("label"),
-                            F.length(content).cast("long").alias("length"),
-                            modified.alias("modificationTime"), content.alias("content"))
+        modified = (
+            F.col("modificationTime")
+            if "modificationTime" in frame.columns
+            else F.lit(None).cast("timestamp")
+        )
+        return frame.select(
+            F.col(self.columns.path).cast("string").alias("path"),
+            F.col(self.columns.label).cast("string").alias("label"),
+            F.length(content).cast("long").alias("length"),
+            modified.alias("modificationTime"),
+            content.alias("content"),
+        )
 
     def stream(self, spark: Any, per_trigger: int) -> Any:
         schema = self._frame(spark).schema
-        shards = max(1, per_trigger // IMAGES_PER_SHARD)      # --files-per-batch images
-        frame = (spark.readStream.schema(schema).format("parquet")
-                 .option("maxFilesPerTrigger", shards).option("maxFileAge", "36500d")
-                 .load(self.uri))
+        shards = max(1, per_trigger // IMAGES_PER_SHARD)  # --files-per-batch images
+        frame = (
+            spark.readStream.schema(schema)
+            .format("parquet")
+            .option("maxFilesPerTrigger", shards)
+            .option("maxFileAge", "36500d")
+            .load(self.uri)
+        )
         return self._rows(frame)
 
-    def samples(self, spark: Any, store: storage.Storage, listing: Listing,
-                count: int) -> list[tuple[str, bytes]]:
+    def samples(
+        self, spark: Any, store: storage.Storage, listing: Listing, count: int
+    ) -> list[tuple[str, bytes]]:
         """`count` rows picked by a hash of their path: deterministic, spread over classes."""
         from pyspark.sql import functions as F
 
-        rows = (self._rows(self._frame(spark)).select("path", "content")
-                .orderBy(F.xxhash64("path")).limit(count).collect())
+        rows = (
+            self._rows(self._frame(spark))
+            .select("path", "content")
+            .orderBy(F.xxhash64("path"))
+            .limit(count)
+            .collect()
+        )
         return [(row.path, bytes(row.content)) for row in rows if row.content is not None]
 
 
@@ -177,22 +216,30 @@ def is_packed(store: storage.Storage, uri: str) -> bool:
     """An input is packed when `featurizer pack` marked it, or its top level holds Parquet."""
     try:
         names = store.list_names(uri)
-    except Exception:            # the listing says why, with the input's own error
+    except Exception:  # the listing says why, with the input's own error
         return False
     return PACK_MARKER in names or any(name.endswith(".parquet") for name in names)
 
 
 def open_source(config: RunConfig, uri: str, store: storage.Storage, scan: Any) -> Any:
-    packed = (config.input_format == "parquet" or
-              (config.input_format == "auto" and is_packed(store, uri)))
+    packed = config.input_format == "parquet" or (
+        config.input_format == "auto" and is_packed(store, uri)
+    )
     if packed:
-        return PackedSource(uri, Columns(config.path_column, config.label_column,
-                                         config.content_column))
+        return PackedSource(
+            uri, Columns(config.path_column, config.label_column, config.content_column)
+        )
     return FileSource(uri, scan)
 
 
-def pack(spark: Any, input_uri: str, output_uri: str, scan: Any,
-         images_per_file: int = IMAGES_PER_SHARD, max_bytes_per_file: int = 128 << 20) -> dict:
+def pack(
+    spark: Any,
+    input_uri: str,
+    output_uri: str,
+    scan: Any,
+    images_per_file: int = IMAGES_PER_SHARD,
+    max_bytes_per_file: int = 128 << 20,
+) -> dict:
     """Write the images under `input_uri` as Parquet shards (path, label, length,
     modificationTime, content; sorted by path) of ~`images_per_file` images or
     ~`max_bytes_per_file`, whichever is smaller, and a _pack.json that says what it holds."""
@@ -203,22 +250,36 @@ def pack(spark: Any, input_uri: str, output_uri: str, scan: Any,
         raise ConfigError(f"output {output_uri} is not empty: pack into a new folder")
     source = FileSource(input_uri, scan)
     listing = source.listing(spark)
-    files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-             .option("pathGlobFilter", IMAGE_GLOB).load(input_uri))
+    files = (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", IMAGE_GLOB)
+        .load(input_uri)
+    )
     if listing.aliases:
-        skip = spark.createDataFrame([(path,) for path in sorted(listing.aliases)],
-                                     "path string")
+        skip = spark.createDataFrame([(path,) for path in sorted(listing.aliases)], "path string")
         files = files.join(F.broadcast(skip), "path", "left_anti")
-    rows = files.select("path", label_of("path").alias("label"), "length", "modificationTime",
-                        "content")
+    rows = files.select(
+        "path", label_of("path").alias("label"), "length", "modificationTime", "content"
+    )
     stats = rows.agg(F.count(F.lit(1)).alias("images"), F.sum("length").alias("bytes")).first()
     count, total = int(stats["images"]), int(stats["bytes"] or 0)
     per_file = max(1, min(images_per_file, max_bytes_per_file // max(1, total // max(1, count))))
     shards = max(1, -(-count // per_file))
-    (rows.repartitionByRange(shards, "path").sortWithinPartitions("path").write
-     .option("maxRecordsPerFile", per_file).parquet(output_uri))
-    summary = {"images": count, "bytes": total, "shards": shards, "images_per_file": per_file,
-               "source": input_uri, "skipped_aliases": len(listing.aliases),
-               "not_packed": listing.unreadable}
+    (
+        rows.repartitionByRange(shards, "path")
+        .sortWithinPartitions("path")
+        .write.option("maxRecordsPerFile", per_file)
+        .parquet(output_uri)
+    )
+    summary = {
+        "images": count,
+        "bytes": total,
+        "shards": shards,
+        "images_per_file": per_file,
+        "source": input_uri,
+        "skipped_aliases": len(listing.aliases),
+        "not_packed": listing.unreadable,
+    }
     store.write_bytes(storage.join(output_uri, PACK_MARKER), json.dumps(summary).encode())
     return summary

@@ -24,7 +24,7 @@ def normalize(uri: str) -> str:
     if not uri:
         raise ConfigError("empty path")
     if uri.startswith("file:") and not uri.startswith("file://"):
-        uri = "file://" + uri[len("file:"):]          # file:/x (Spark's form) -> file:///x
+        uri = "file://" + uri[len("file:") :]  # file:/x (Spark's form) -> file:///x
     if not _SCHEME.match(uri):
         uri = "file://" + os.path.abspath(os.path.expanduser(uri))
     scheme = scheme_of(uri)
@@ -51,20 +51,23 @@ def is_inside(child: str, parent: str) -> bool:
 
 def _comparable(uri: str) -> str:
     scheme = scheme_of(uri)
-    if scheme in S3_SCHEMES:                      # s3:// and s3a:// name the same objects
+    if scheme in S3_SCHEMES:  # s3:// and s3a:// name the same objects
         return "s3://" + uri.split("://", 1)[1]
     return uri
 
 
 def local_path(uri: str) -> str | None:
     """The local file system path of a file:// URI, else None."""
-    return uri[len("file://"):] if uri.startswith("file://") else None
+    return uri[len("file://") :] if uri.startswith("file://") else None
 
 
 def s3_endpoint(env: Mapping[str, str] = os.environ) -> str | None:
     """The S3-compatible endpoint, if not AWS' own (AWS SDK variable names)."""
-    return (env.get("FEATURIZER_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL_S3")
-            or env.get("AWS_ENDPOINT_URL"))
+    return (
+        env.get("FEATURIZER_S3_ENDPOINT")
+        or env.get("AWS_ENDPOINT_URL_S3")
+        or env.get("AWS_ENDPOINT_URL")
+    )
 
 
 def s3a_hadoop_conf(env: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -76,8 +79,9 @@ def s3a_hadoop_conf(env: Mapping[str, str] = os.environ) -> dict[str, str]:
         conf["fs.s3a.endpoint"] = endpoint
         conf["fs.s3a.path.style.access"] = "true"
         conf["fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https")).lower()
-        conf["fs.s3a.endpoint.region"] = env.get("AWS_REGION") or env.get(
-            "AWS_DEFAULT_REGION") or "us-east-1"
+        conf["fs.s3a.endpoint.region"] = (
+            env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
     return conf
 
 
@@ -127,7 +131,7 @@ class Storage:
     def read_bytes(self, uri: str) -> bytes:
         stream = self._fs(uri).open(self._path(uri))
         try:
-            return bytes(stream.readAllBytes())   # py4j copies byte[] by value
+            return bytes(stream.readAllBytes())  # py4j copies byte[] by value
         finally:
             stream.close()
 

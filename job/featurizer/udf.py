@@ -19,6 +19,7 @@ from featurizer import engines, images
 
 RESULT_DDL = "struct<features: array<float>, error: string>"
 
+
 class MaxParam:
     """Accumulator that keeps the maximum (peak memory across workers)."""
 
@@ -34,26 +35,27 @@ _PREDICTORS: dict[str, engines.Predictor] = {}
 
 def cached_predictor(key: str, build: Callable[[], engines.Predictor]) -> engines.Predictor:
     if key not in _PREDICTORS:
-        _PREDICTORS.clear()          # one engine per worker: drop a previous run's model
+        _PREDICTORS.clear()  # one engine per worker: drop a previous run's model
         _PREDICTORS[key] = build()
     return _PREDICTORS[key]
 
 
-def featurize_contents(contents: Sequence[bytes | None], predictor: engines.Predictor,
-                       batch_size: int) -> pd.DataFrame:
+def featurize_contents(
+    contents: Sequence[bytes | None], predictor: engines.Predictor, batch_size: int
+) -> pd.DataFrame:
     """Decode + featurize one Arrow batch of file contents, `batch_size` images at a time.
     Undecodable files get an error message instead of features; engine failures raise
     (Spark then retries the task)."""
     features: list[np.ndarray | None] = [None] * len(contents)
     errors: list[str | None] = [None] * len(contents)
     for start in range(0, len(contents), batch_size):
-        decoded, chunk_errors = images.decode_many(contents[start:start + batch_size])
+        decoded, chunk_errors = images.decode_many(contents[start : start + batch_size])
         good = [start + i for i, error in enumerate(chunk_errors) if error is None]
         if good:
             vectors = predictor.predict(images.preprocess(decoded))
             for row, vector in zip(good, vectors):
                 features[row] = vector
-        errors[start:start + len(chunk_errors)] = chunk_errors
+        errors[start : start + len(chunk_errors)] = chunk_errors
     return pd.DataFrame({"features": features, "error": errors})
 
 
@@ -74,13 +76,14 @@ def peak_rss_mb(pid: int | str = "self") -> float | None:
                     return round(int(line.split()[1]) / 1024, 1)
     except (OSError, ValueError):
         pass
-    if pid == "self":                            # no /proc (macOS): the best we have
+    if pid == "self":  # no /proc (macOS): the best we have
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return None
 
 
-def make_featurize_udf(payload: Any, key: str, engine: str, batch_size: int,
-                       images_done: Any, worker_rss_mb: Any) -> Any:
+def make_featurize_udf(
+    payload: Any, key: str, engine: str, batch_size: int, images_done: Any, worker_rss_mb: Any
+) -> Any:
     """A scalar-iterator pandas UDF: content (binary) -> struct<features, error>.
 
     `payload` is a Broadcast of the engine bytes; `images_done` a counting accumulator
@@ -92,7 +95,8 @@ def make_featurize_udf(payload: Any, key: str, engine: str, batch_size: int,
     @pandas_udf(RESULT_DDL)  # type: ignore[call-overload]
     def featurize(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         predictor = cached_predictor(
-            key, lambda: engines.load(engine, payload.value, threads=_task_cpus()))
+            key, lambda: engines.load(engine, payload.value, threads=_task_cpus())
+        )
         for contents in batches:
             yield featurize_contents(contents.tolist(), predictor, batch_size)
             images_done.add(len(contents))

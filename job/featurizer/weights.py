@@ -18,12 +18,15 @@ from featurizer.errors import ConfigError
 
 NO_TOP_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 FULL_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
-KERAS_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
-             + NO_TOP_FILE)
+KERAS_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + NO_TOP_FILE
+)
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 FEATURE_DIM = 1280
-HOW_TO_PROVIDE = (f"pass --weights /path/to/{NO_TOP_FILE}, or set FEATURIZER_WEIGHTS to that "
-                  f"file, or FEATURIZER_WEIGHTS_DIR to a folder that holds it")
+HOW_TO_PROVIDE = (
+    f"pass --weights /path/to/{NO_TOP_FILE}, or set FEATURIZER_WEIGHTS to that "
+    f"file, or FEATURIZER_WEIGHTS_DIR to a folder that holds it"
+)
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,15 @@ def _offline_candidates() -> list[Path]:
     candidates = []
     if os.environ.get("FEATURIZER_WEIGHTS"):
         candidates.append(Path(os.environ["FEATURIZER_WEIGHTS"]).expanduser())
-    for folder in (os.environ.get("FEATURIZER_WEIGHTS_DIR"),
-                   os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models")):
+    for folder in (
+        os.environ.get("FEATURIZER_WEIGHTS_DIR"),
+        os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models"),
+    ):
         if folder:
-            candidates += [Path(folder).expanduser() / NO_TOP_FILE,
-                           Path(folder).expanduser() / FULL_FILE]
+            candidates += [
+                Path(folder).expanduser() / NO_TOP_FILE,
+                Path(folder).expanduser() / FULL_FILE,
+            ]
     return candidates
 
 
@@ -69,8 +76,9 @@ def _download() -> Path:
 
         return Path(keras.utils.get_file(NO_TOP_FILE, KERAS_URL, cache_subdir="models"))
     except Exception as exc:  # no network, proxy, DNS ...
-        raise ConfigError(f"could not download MobileNetV2 weights ({type(exc).__name__}); "
-                          f"{HOW_TO_PROVIDE}") from None
+        raise ConfigError(
+            f"could not download MobileNetV2 weights ({type(exc).__name__}); {HOW_TO_PROVIDE}"
+        ) from None
 
 
 def _checked(path: Path, origin: str) -> WeightsFile:
@@ -99,14 +107,17 @@ def build_model(weights_path: str | os.PathLike[str]) -> Any:
     import keras
 
     try:
-        return keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=False,
-                                              pooling="avg", weights=str(weights_path))
+        return keras.applications.MobileNetV2(
+            input_shape=(224, 224, 3), include_top=False, pooling="avg", weights=str(weights_path)
+        )
     except ValueError as no_top_error:
         try:
-            full = keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=True,
-                                                  weights=str(weights_path))
+            full = keras.applications.MobileNetV2(
+                input_shape=(224, 224, 3), include_top=True, weights=str(weights_path)
+            )
         except ValueError:
-            raise ConfigError(f"{weights_path} does not hold MobileNetV2 (alpha 1.0, 224) "
-                              f"weights: {no_top_error}") from None
+            raise ConfigError(
+                f"{weights_path} does not hold MobileNetV2 (alpha 1.0, 224) weights: {no_top_error}"
+            ) from None
         pooled = full.get_layer("global_average_pooling2d").output
         return keras.Model(full.input, pooled, name="mobilenetv2_1.00_224_pooled")

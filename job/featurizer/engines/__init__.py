@@ -45,8 +45,12 @@ def _module(engine: str):
 Calibration = Callable[[], tuple[str, Iterable[np.ndarray]]]
 
 
-def export(engine: str, weights: WeightsFile, precision: str = "float32",
-           calibration: Calibration | None = None) -> Payload:
+def export(
+    engine: str,
+    weights: WeightsFile,
+    precision: str = "float32",
+    calibration: Calibration | None = None,
+) -> Payload:
     with native_output_quieted():
         if precision == "float32":
             return Payload(engine, _module(engine).export(weights))

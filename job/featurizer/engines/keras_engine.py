@@ -32,7 +32,8 @@ class KerasPredictor:
         # A fixed signature with a free batch dimension: one trace for every batch size.
         self._forward = tf.function(
             lambda images: model(images, training=False),
-            input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)])
+            input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)],
+        )
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         if len(images) == 0:

@@ -48,10 +48,10 @@ def export(weights: WeightsFile, precision: str = "float32", calibration: Any = 
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as handle:
-            handle.write(data)                   # write-then-rename: no torn cache files
-        os.chmod(handle.name, 0o644)             # temp files are 0600; others read it too
+            handle.write(data)  # write-then-rename: no torn cache files
+        os.chmod(handle.name, 0o644)  # temp files are 0600; others read it too
         os.replace(handle.name, cached)
-    except OSError:                              # read-only cache: fine, just not cached
+    except OSError:  # read-only cache: fine, just not cached
         pass
     return data
 
@@ -74,7 +74,7 @@ def convert(model: Any, calibration: Any = None) -> bytes:
 def _interpreter_class() -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter
-    except ImportError:                         # images without LiteRT: TF's copy
+    except ImportError:  # images without LiteRT: TF's copy
         import tensorflow as tf
 
         Interpreter = tf.lite.Interpreter
@@ -86,13 +86,13 @@ class TflitePredictor:
         self._interpreter = _interpreter_class()(model_content=data, num_threads=threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
-        self._interpreter.allocate_tensors()    # applies XNNPACK now (engines.load is quiet)
+        self._interpreter.allocate_tensors()  # applies XNNPACK now (engines.load is quiet)
         self._batch = int(self._interpreter.get_input_details()[0]["shape"][0])
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         if len(images) == 0:
             return np.zeros((0, FEATURE_DIM), np.float32)
-        if len(images) != self._batch:           # re-plan only when the batch size changes
+        if len(images) != self._batch:  # re-plan only when the batch size changes
             self._interpreter.resize_tensor_input(self._input, list(images.shape))
             self._interpreter.allocate_tensors()
             self._batch = len(images)

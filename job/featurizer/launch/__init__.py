@@ -21,8 +21,10 @@ def submit_targets(commands: argparse._SubParsersAction) -> argparse._SubParsers
     submit = commands.choices.get("submit")
     if submit is None:
         submit = commands.add_parser(
-            "submit", help="run the job on a cluster (Kubernetes, EMR on EKS)",
-            description="Run `featurizer run` with the same options on a cluster.")
+            "submit",
+            help="run the job on a cluster (Kubernetes, EMR on EKS)",
+            description="Run `featurizer run` with the same options on a cluster.",
+        )
     targets = getattr(submit, _TARGETS, None)
     if targets is None:
         targets = submit.add_subparsers(dest="target", required=True, metavar="TARGET")

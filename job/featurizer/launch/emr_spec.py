@@ -24,7 +24,7 @@ from featurizer.errors import ConfigError
 from featurizer.launch import DRIVER_CONTAINER, EXECUTOR_CONTAINER
 
 SERVICE = "emr-containers"
-RELEASE_LABEL = "emr-7.13.0-latest"        # Spark 3.5.6-amzn-2, Python 3.9 and 3.11, Java 17
+RELEASE_LABEL = "emr-7.13.0-latest"  # Spark 3.5.6-amzn-2, Python 3.9 and 3.11, Java 17
 # Baked by docker/emr-on-eks.Dockerfile; outside every path EMR mounts over.
 ENTRY_POINT = "local:///opt/featurizer/main.py"
 PYTHON = "/opt/featurizer/venv/bin/python"  # a venv on the release's python3.11
@@ -68,11 +68,11 @@ class Target:
     virtual_cluster_id: str
     execution_role_arn: str
     image: str
-    log_uri: str                               # s3:// prefix for driver/executor logs
-    driver_pod_template: str                   # s3:// URIs of the uploaded pod templates
+    log_uri: str  # s3:// prefix for driver/executor logs
+    driver_pod_template: str  # s3:// URIs of the uploaded pod templates
     executor_pod_template: str
     release_label: str = RELEASE_LABEL
-    log_group: str | None = LOG_GROUP          # None: no CloudWatch Logs
+    log_group: str | None = LOG_GROUP  # None: no CloudWatch Logs
     resources: Resources = Resources()
 
 
@@ -84,12 +84,14 @@ def pod_template(role: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"labels": {"app.kubernetes.io/name": "featurizer",
-                                "app.kubernetes.io/component": role}},
+        "metadata": {
+            "labels": {"app.kubernetes.io/name": "featurizer", "app.kubernetes.io/component": role}
+        },
         "spec": {
             "nodeSelector": {"kubernetes.io/arch": "amd64"},
-            "containers": [{"name": container,
-                            "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}]}],
+            "containers": [
+                {"name": container, "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}]}
+            ],
         },
     }
 
@@ -97,15 +99,18 @@ def pod_template(role: str) -> dict[str, Any]:
 def pod_template_yaml(role: str) -> str:
     import yaml
 
-    header = (f"# Spark {role} pod template for EMR on EKS (featurizer). Generated from\n"
-              "# job/featurizer/launch/emr_spec.py by `make emr-render`; to customize (node\n"
-              f"# groups, tolerations), copy it and pass --{role}-pod-template FILE.\n")
+    header = (
+        f"# Spark {role} pod template for EMR on EKS (featurizer). Generated from\n"
+        "# job/featurizer/launch/emr_spec.py by `make emr-render`; to customize (node\n"
+        f"# groups, tolerations), copy it and pass --{role}-pod-template FILE.\n"
+    )
     return header + yaml.safe_dump(pod_template(role), sort_keys=False)
 
 
 # ---- StartJobRun -------------------------------------------------------------------
-def spark_defaults(image: str, driver_pod_template: str,
-                   executor_pod_template: str) -> dict[str, str]:
+def spark_defaults(
+    image: str, driver_pod_template: str, executor_pod_template: str
+) -> dict[str, str]:
     return {
         "spark.kubernetes.container.image": image,
         "spark.kubernetes.driver.podTemplateFile": driver_pod_template,
@@ -118,11 +123,15 @@ def spark_defaults(image: str, driver_pod_template: str,
 
 
 def monitoring(log_uri: str, log_group: str | None) -> dict[str, Any]:
-    config: dict[str, Any] = {"persistentAppUI": "ENABLED",
-                              "s3MonitoringConfiguration": {"logUri": log_uri}}
+    config: dict[str, Any] = {
+        "persistentAppUI": "ENABLED",
+        "s3MonitoringConfiguration": {"logUri": log_uri},
+    }
     if log_group:
         config["cloudWatchMonitoringConfiguration"] = {
-            "logGroupName": log_group, "logStreamNamePrefix": LOG_STREAM_PREFIX}
+            "logGroupName": log_group,
+            "logStreamNamePrefix": LOG_STREAM_PREFIX,
+        }
     return config
 
 
@@ -144,9 +153,13 @@ def retry_policy(max_attempts: int) -> dict[str, Any]:
     return {"retryPolicyConfiguration": {"maxAttempts": max_attempts}} if max_attempts > 1 else {}
 
 
-def start_job_run_request(config: RunConfig, target: Target, name: str | None = None,
-                          client_token: str | None = None,
-                          max_attempts: int = MAX_ATTEMPTS) -> dict[str, Any]:
+def start_job_run_request(
+    config: RunConfig,
+    target: Target,
+    name: str | None = None,
+    client_token: str | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> dict[str, Any]:
     """StartJobRun parameters; the client token defaults to a hash of the request, so
     re-sending the same request returns the same job run instead of starting another.
     With `max_attempts` > 1 EMR retries a failed driver and the job resumes."""
@@ -156,16 +169,22 @@ def start_job_run_request(config: RunConfig, target: Target, name: str | None = 
         "virtualClusterId": target.virtual_cluster_id,
         "executionRoleArn": target.execution_role_arn,
         "releaseLabel": target.release_label,
-        "jobDriver": {"sparkSubmitJobDriver": {
-            "entryPoint": ENTRY_POINT,
-            "entryPointArguments": config.to_argv(),
-            "sparkSubmitParameters": target.resources.spark_submit_parameters(),
-        }},
+        "jobDriver": {
+            "sparkSubmitJobDriver": {
+                "entryPoint": ENTRY_POINT,
+                "entryPointArguments": config.to_argv(),
+                "sparkSubmitParameters": target.resources.spark_submit_parameters(),
+            }
+        },
         "configurationOverrides": {
-            "applicationConfiguration": [{
-                "classification": "spark-defaults",
-                "properties": spark_defaults(target.image, target.driver_pod_template,
-                                             target.executor_pod_template)}],
+            "applicationConfiguration": [
+                {
+                    "classification": "spark-defaults",
+                    "properties": spark_defaults(
+                        target.image, target.driver_pod_template, target.executor_pod_template
+                    ),
+                }
+            ],
             "monitoringConfiguration": monitoring(target.log_uri, target.log_group),
         },
         **retry_policy(max_attempts),
@@ -176,15 +195,20 @@ def start_job_run_request(config: RunConfig, target: Target, name: str | None = 
 
 
 def token_of(request: Mapping[str, Any]) -> str:
-    canonical = json.dumps({k: v for k, v in request.items() if k != "clientToken"},
-                           sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()     # 64 chars, the API's maximum
+    canonical = json.dumps(
+        {k: v for k, v in request.items() if k != "clientToken"},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()  # 64 chars, the API's maximum
 
 
 def driver_log_uris(log_uri: str, virtual_cluster_id: str, job_id: str) -> dict[str, str]:
     """Where EMR on EKS uploads the driver's stdout and stderr (s3MonitoringConfiguration)."""
-    base = (f"{log_uri.rstrip('/')}/{virtual_cluster_id}/jobs/{job_id}/containers/"
-            f"spark-{job_id}/spark-{job_id}-driver")
+    base = (
+        f"{log_uri.rstrip('/')}/{virtual_cluster_id}/jobs/{job_id}/containers/"
+        f"spark-{job_id}/spark-{job_id}-driver"
+    )
     return {"stdout": f"{base}/stdout.gz", "stderr": f"{base}/stderr.gz"}
 
 
@@ -202,7 +226,7 @@ TEMPLATE_PARAMETERS: dict[str, tuple[str, str | None]] = {
     "DriverPodTemplate": ("STRING", None),
     "ExecutorPodTemplate": ("STRING", None),
     "ReleaseLabel": ("STRING", RELEASE_LABEL),
-    "PcaOption": ("STRING", "--pca-variance"),       # or --pca-k
+    "PcaOption": ("STRING", "--pca-variance"),  # or --pca-k
     "PcaValue": ("STRING", str(_default("pca_variance"))),
     "Executors": ("NUMBER", Resources.executors),
     "ExecutorCores": ("NUMBER", Resources.executor_cores),
@@ -222,51 +246,87 @@ def job_template_data(execution_role_arn: str, log_group: str | None = LOG_GROUP
     Its runs always --resume: a retry continues a failed attempt, and on an empty output
     --resume is an ordinary run."""
     placeholders = RunConfig(input=_param("Input"), output=_param("Output"), resume=True)
-    sizing = Resources(executors=_param("Executors"), executor_cores=_param("ExecutorCores"),
-                       executor_memory=_param("ExecutorMemory"),
-                       driver_cores=_param("DriverCores"), driver_memory=_param("DriverMemory"))
+    sizing = Resources(
+        executors=_param("Executors"),
+        executor_cores=_param("ExecutorCores"),
+        executor_memory=_param("ExecutorMemory"),
+        driver_cores=_param("DriverCores"),
+        driver_memory=_param("DriverMemory"),
+    )
     return {
         "executionRoleArn": execution_role_arn,
         "releaseLabel": _param("ReleaseLabel"),
-        "jobDriver": {"sparkSubmitJobDriver": {
-            "entryPoint": ENTRY_POINT,
-            "entryPointArguments": placeholders.to_argv()
-            + [_param("PcaOption"), _param("PcaValue")],
-            "sparkSubmitParameters": sizing.spark_submit_parameters(),
-        }},
+        "jobDriver": {
+            "sparkSubmitJobDriver": {
+                "entryPoint": ENTRY_POINT,
+                "entryPointArguments": placeholders.to_argv()
+                + [_param("PcaOption"), _param("PcaValue")],
+                "sparkSubmitParameters": sizing.spark_submit_parameters(),
+            }
+        },
         "configurationOverrides": {
-            "applicationConfiguration": [{
-                "classification": "spark-defaults",
-                "properties": spark_defaults(_param("Image"), _param("DriverPodTemplate"),
-                                             _param("ExecutorPodTemplate"))}],
+            "applicationConfiguration": [
+                {
+                    "classification": "spark-defaults",
+                    "properties": spark_defaults(
+                        _param("Image"), _param("DriverPodTemplate"), _param("ExecutorPodTemplate")
+                    ),
+                }
+            ],
             "monitoringConfiguration": monitoring(_param("LogUri"), log_group),
         },
         "parameterConfiguration": {
             name: {"type": kind, **({"defaultValue": default} if default else {})}
-            for name, (kind, default) in TEMPLATE_PARAMETERS.items()},
+            for name, (kind, default) in TEMPLATE_PARAMETERS.items()
+        },
         "jobTags": dict(TAGS),
     }
 
 
-def template_parameters(config: RunConfig, image: str, log_uri: str, driver_pod_template: str,
-                        executor_pod_template: str, resources: Resources,
-                        release_label: str) -> dict[str, str]:
+def template_parameters(
+    config: RunConfig,
+    image: str,
+    log_uri: str,
+    driver_pod_template: str,
+    executor_pod_template: str,
+    resources: Resources,
+    release_label: str,
+) -> dict[str, str]:
     """jobTemplateParameters for a run; refuses job options the template cannot carry."""
-    carried = dataclasses.replace(config, input="i", output="o", pca_k=None, resume=False,
-                                  pca_variance=_default("pca_variance"))
+    carried = dataclasses.replace(
+        config,
+        input="i",
+        output="o",
+        pca_k=None,
+        resume=False,
+        pca_variance=_default("pca_variance"),
+    )
     extra = [arg for arg in carried.to_argv()[4:] if arg.startswith("--")]
     if extra:
-        raise ConfigError(f"{', '.join(extra)} cannot be passed through the job template "
-                          f"(it carries --input, --output and the PCA option): submit "
-                          f"without --job-template-id")
-    pca = ("--pca-k", str(config.pca_k)) if config.pca_k else (
-        "--pca-variance", str(config.pca_variance))
+        raise ConfigError(
+            f"{', '.join(extra)} cannot be passed through the job template "
+            f"(it carries --input, --output and the PCA option): submit "
+            f"without --job-template-id"
+        )
+    pca = (
+        ("--pca-k", str(config.pca_k))
+        if config.pca_k
+        else ("--pca-variance", str(config.pca_variance))
+    )
     return {
-        "Input": config.input, "Output": config.output, "Image": image, "LogUri": log_uri,
-        "DriverPodTemplate": driver_pod_template, "ExecutorPodTemplate": executor_pod_template,
-        "ReleaseLabel": release_label, "PcaOption": pca[0], "PcaValue": pca[1],
-        "Executors": resources.executors, "ExecutorCores": resources.executor_cores,
-        "ExecutorMemory": resources.executor_memory, "DriverCores": resources.driver_cores,
+        "Input": config.input,
+        "Output": config.output,
+        "Image": image,
+        "LogUri": log_uri,
+        "DriverPodTemplate": driver_pod_template,
+        "ExecutorPodTemplate": executor_pod_template,
+        "ReleaseLabel": release_label,
+        "PcaOption": pca[0],
+        "PcaValue": pca[1],
+        "Executors": resources.executors,
+        "ExecutorCores": resources.executor_cores,
+        "ExecutorMemory": resources.executor_memory,
+        "DriverCores": resources.driver_cores,
         "DriverMemory": resources.driver_memory,
     }
 
@@ -282,12 +342,19 @@ def substitute(value: Any, parameters: Mapping[str, str]) -> Any:
     return value
 
 
-def template_run_request(job_template_id: str, virtual_cluster_id: str, name: str,
-                         parameters: Mapping[str, str], client_token: str | None = None,
-                         max_attempts: int = MAX_ATTEMPTS) -> dict[str, Any]:
+def template_run_request(
+    job_template_id: str,
+    virtual_cluster_id: str,
+    name: str,
+    parameters: Mapping[str, str],
+    client_token: str | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> dict[str, Any]:
     request: dict[str, Any] = {
-        "name": name, "virtualClusterId": virtual_cluster_id,
-        "jobTemplateId": job_template_id, "jobTemplateParameters": dict(parameters),
+        "name": name,
+        "virtualClusterId": virtual_cluster_id,
+        "jobTemplateId": job_template_id,
+        "jobTemplateParameters": dict(parameters),
         **retry_policy(max_attempts),
         "tags": dict(TAGS),
     }
@@ -303,14 +370,20 @@ def validate(operation: str, params: Mapping[str, Any]) -> None:
     import botocore.session
     from botocore.validate import ParamValidator
 
-    shape = botocore.session.get_session().get_service_model(SERVICE) \
-        .operation_model(operation).input_shape
+    shape = (
+        botocore.session.get_session()
+        .get_service_model(SERVICE)
+        .operation_model(operation)
+        .input_shape
+    )
     report = ParamValidator().validate(dict(params), shape)
     problems = [report.generate_report()] if report.has_errors() else []
     problems += _constraint_errors(params, shape, operation)
     if problems:
-        raise ConfigError(f"{operation} request rejected by the {SERVICE} model: "
-                          + "; ".join(p.replace("\n", " ") for p in problems))
+        raise ConfigError(
+            f"{operation} request rejected by the {SERVICE} model: "
+            + "; ".join(p.replace("\n", " ") for p in problems)
+        )
 
 
 def _constraint_errors(value: Any, shape: Any, path: str) -> list[str]:
@@ -318,15 +391,27 @@ def _constraint_errors(value: Any, shape: Any, path: str) -> list[str]:
     if limit is not None and isinstance(value, (str, list, Mapping)) and len(value) > limit:
         return [f"{path} is longer than the maximum of {limit}"]
     if kind == "structure" and isinstance(value, Mapping):
-        return [err for key, item in value.items() if key in shape.members
-                for err in _constraint_errors(item, shape.members[key], f"{path}.{key}")]
+        return [
+            err
+            for key, item in value.items()
+            if key in shape.members
+            for err in _constraint_errors(item, shape.members[key], f"{path}.{key}")
+        ]
     if kind == "list" and isinstance(value, list):
-        return [err for i, item in enumerate(value)
-                for err in _constraint_errors(item, shape.member, f"{path}[{i}]")]
+        return [
+            err
+            for i, item in enumerate(value)
+            for err in _constraint_errors(item, shape.member, f"{path}[{i}]")
+        ]
     if kind == "map" and isinstance(value, Mapping):
-        return [err for key, item in value.items()
-                for err in (_constraint_errors(key, shape.key, f"{path} key {key!r}")
-                            + _constraint_errors(item, shape.value, f"{path}.{key}"))]
+        return [
+            err
+            for key, item in value.items()
+            for err in (
+                _constraint_errors(key, shape.key, f"{path} key {key!r}")
+                + _constraint_errors(item, shape.value, f"{path}.{key}")
+            )
+        ]
     if kind == "string" and isinstance(value, str):
         pattern, enum = shape.metadata.get("pattern"), shape.metadata.get("enum")
         if pattern and not re.fullmatch(pattern, value, flags=re.DOTALL):
@@ -339,16 +424,26 @@ def _constraint_errors(value: Any, shape: Any, path: str) -> list[str]:
 # ---- files under emr-on-eks/ -------------------------------------------------------
 # Shell placeholders, filled with `envsubst` (see emr-on-eks/README.md); EMR's own
 # job template parameters are ${CamelCase} and are left alone by the documented call.
-SHELL_PLACEHOLDERS = ("VIRTUAL_CLUSTER_ID", "EXECUTION_ROLE_ARN", "IMAGE", "INPUT_URI",
-                      "OUTPUT_URI", "LOG_URI", "STAGING_URI")
+SHELL_PLACEHOLDERS = (
+    "VIRTUAL_CLUSTER_ID",
+    "EXECUTION_ROLE_ARN",
+    "IMAGE",
+    "INPUT_URI",
+    "OUTPUT_URI",
+    "LOG_URI",
+    "STAGING_URI",
+)
 
 
 def example_target(values: Mapping[str, str]) -> Target:
-    return Target(virtual_cluster_id=values["VIRTUAL_CLUSTER_ID"],
-                  execution_role_arn=values["EXECUTION_ROLE_ARN"], image=values["IMAGE"],
-                  log_uri=values["LOG_URI"],
-                  driver_pod_template=values["STAGING_URI"] + "/pod-templates/driver.yaml",
-                  executor_pod_template=values["STAGING_URI"] + "/pod-templates/executor.yaml")
+    return Target(
+        virtual_cluster_id=values["VIRTUAL_CLUSTER_ID"],
+        execution_role_arn=values["EXECUTION_ROLE_ARN"],
+        image=values["IMAGE"],
+        log_uri=values["LOG_URI"],
+        driver_pod_template=values["STAGING_URI"] + "/pod-templates/driver.yaml",
+        executor_pod_template=values["STAGING_URI"] + "/pod-templates/executor.yaml",
+    )
 
 
 def rendered_files() -> dict[str, str]:
@@ -356,15 +451,19 @@ def rendered_files() -> dict[str, str]:
     shell = {name: "${" + name + "}" for name in SHELL_PLACEHOLDERS}
     config = RunConfig(input=shell["INPUT_URI"], output=shell["OUTPUT_URI"])
     request = start_job_run_request(config, example_target(shell), name="featurizer")
-    del request["clientToken"]     # the AWS CLI generates one per call
-    template = {"name": "featurizer",
-                "jobTemplateData": job_template_data(shell["EXECUTION_ROLE_ARN"]),
-                "tags": dict(TAGS)}
+    del request["clientToken"]  # the AWS CLI generates one per call
+    template = {
+        "name": "featurizer",
+        "jobTemplateData": job_template_data(shell["EXECUTION_ROLE_ARN"]),
+        "tags": dict(TAGS),
+    }
     dump = lambda doc: json.dumps(doc, indent=2) + "\n"  # noqa: E731
-    return {"start-job-run.json": dump(request),
-            "create-job-template.json": dump(template),
-            "pod-templates/driver.yaml": pod_template_yaml("driver"),
-            "pod-templates/executor.yaml": pod_template_yaml("executor")}
+    return {
+        "start-job-run.json": dump(request),
+        "create-job-template.json": dump(template),
+        "pod-templates/driver.yaml": pod_template_yaml("driver"),
+        "pod-templates/executor.yaml": pod_template_yaml("executor"),
+    }
 
 
 def render_files(folder: Path) -> list[Path]:

@@ -23,7 +23,7 @@ WORST_CLASSES = 10
 PROBE_SEED = 0
 PROBE_L2 = 1e-3
 PROBE_ITERATIONS = 200
-PROBE_MAX_TRAIN_ROWS = 10_000       # bounds the probe (~10 s for 1280-d features) on big outputs
+PROBE_MAX_TRAIN_ROWS = 10_000  # bounds the probe (~10 s for 1280-d features) on big outputs
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,13 @@ class Written:
     html_uri: str
 
 
-def write_report(spark: Any, output_uri: str, html: str | None = None,
-                 json_file: str | None = None,
-                 log: Callable[[str], None] = lambda message: None) -> Written:
+def write_report(
+    spark: Any,
+    output_uri: str,
+    html: str | None = None,
+    json_file: str | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> Written:
     """Build the report of `output_uri` and write report.json and report.html (by default
     into the output folder). `spark` may be None; when given, its S3A settings are used."""
     from featurizer.reporting import page, source
@@ -55,8 +59,10 @@ def after_run(spark: Any, output_uri: str, log: Callable[[str], None] = print) -
     try:
         written = write_report(spark, output_uri, log=log)
     except Exception as exc:
-        log(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
-            f"retry with: featurizer report {output_uri}")
+        log(
+            f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+            f"retry with: featurizer report {output_uri}"
+        )
         return
     log(f"report: {written.html_uri}")
 
@@ -82,8 +88,9 @@ def _target(location: Any, override: str | None, default: str, spark: Any) -> _T
     return _Target(where, where.path, where.uri)
 
 
-def build_report(output: Any, log: Callable[[str], None] = lambda message: None
-                 ) -> tuple[dict, dict[str, bytes]]:
+def build_report(
+    output: Any, log: Callable[[str], None] = lambda message: None
+) -> tuple[dict, dict[str, bytes]]:
     """report.json's content and the PNG charts, from a loaded RunOutput."""
     from featurizer import report as run_report
     from featurizer.reporting import plots
@@ -95,10 +102,27 @@ def build_report(output: Any, log: Callable[[str], None] = lambda message: None
     report = {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "complete": output.complete,
-        "run": {key: manifest.get(key) for key in (
-            "status", "input", "output", "counts", "classes", "timings_s", "throughput",
-            "versions", "weights", "engine", "spark", "memory_mb", "parameters",
-            "started_at", "finished_at") if key in manifest},
+        "run": {
+            key: manifest.get(key)
+            for key in (
+                "status",
+                "input",
+                "output",
+                "counts",
+                "classes",
+                "timings_s",
+                "throughput",
+                "versions",
+                "weights",
+                "engine",
+                "spark",
+                "memory_mb",
+                "parameters",
+                "started_at",
+                "finished_at",
+            )
+            if key in manifest
+        },
         "errors": error_summary(output.errors),
         "pca": _pca_summary(pca_info),
         "classes": class_summary(output.paths, output.labels),
@@ -107,16 +131,20 @@ def build_report(output: Any, log: Callable[[str], None] = lambda message: None
     if pca_info.get("explained_variance") and pca_info.get("k"):
         cumulative = _cumulative(pca_info["explained_variance"])
         images["explained_variance"] = run_report.explained_variance_png(
-            cumulative, pca_info["k"], pca_info.get("variance_target"))
+            cumulative, pca_info["k"], pca_info.get("variance_target")
+        )
     if output.pca is not None and len(output.labels):
         images["pca_scatter"] = plots.pca_scatter_png(
-            output.pca, output.labels[output.vector_rows], pca_info.get("explained_variance") or [])
+            output.pca, output.labels[output.vector_rows], pca_info.get("explained_variance") or []
+        )
     if report["classes"]["count"]:
         images["class_counts"] = plots.class_counts_png(report["classes"]["per_class"])
     seconds["charts"] = time.monotonic() - started
     report["probe"] = probe_summary(output, log)
-    report["report_seconds"] = {**{k: round(v, 2) for k, v in seconds.items()},
-                                "total": round(time.monotonic() - started, 2)}
+    report["report_seconds"] = {
+        **{k: round(v, 2) for k, v in seconds.items()},
+        "total": round(time.monotonic() - started, 2),
+    }
     return report, images
 
 
@@ -133,19 +161,28 @@ def _pca_summary(pca: dict) -> dict:
         return {}
     explained = pca.get("explained_variance") or []
     cumulative = _cumulative(explained)
-    return {"k": pca["k"], "variance_target": pca.get("variance_target"),
-            "variance_explained": pca.get("variance_explained"),
-            "explained_variance_k": explained[: pca["k"]],
-            "cumulative_at": {str(n): cumulative[n - 1] for n in (1, 2, 5, 10, 20, 50, 100, 200)
-                              if n <= len(cumulative)}}
+    return {
+        "k": pca["k"],
+        "variance_target": pca.get("variance_target"),
+        "variance_explained": pca.get("variance_explained"),
+        "explained_variance_k": explained[: pca["k"]],
+        "cumulative_at": {
+            str(n): cumulative[n - 1]
+            for n in (1, 2, 5, 10, 20, 50, 100, 200)
+            if n <= len(cumulative)
+        },
+    }
 
 
 def error_summary(errors: list[str], top: int = TOP_ERRORS) -> dict:
     """Failed files grouped by reason (memory addresses and the like folded together)."""
     reasons = Counter(re.sub(r"0x[0-9a-fA-F]+", "0x...", reason) for reason in errors)
     ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))[:top]
-    return {"failed": len(errors), "distinct_reasons": len(reasons),
-            "top_reasons": [{"reason": reason, "count": count} for reason, count in ranked]}
+    return {
+        "failed": len(errors),
+        "distinct_reasons": len(reasons),
+        "top_reasons": [{"reason": reason, "count": count} for reason, count in ranked],
+    }
 
 
 def class_summary(paths: Any, labels: Any) -> dict:
@@ -165,34 +202,54 @@ def class_summary(paths: Any, labels: Any) -> dict:
     totals = sorted(sum(parts.values()) for parts in per_class.values())
     if not totals:
         return {"count": 0, "per_class": {}}
-    return {"count": len(totals), "min": totals[0], "max": totals[-1],
-            "median": totals[len(totals) // 2], "imbalance": totals[-1] / totals[0],
-            "per_class": dict(sorted(per_class.items()))}
+    return {
+        "count": len(totals),
+        "min": totals[0],
+        "max": totals[-1],
+        "median": totals[len(totals) // 2],
+        "imbalance": totals[-1] / totals[0],
+        "per_class": dict(sorted(per_class.items())),
+    }
 
 
 def probe_summary(output: Any, log: Callable[[str], None]) -> dict:
     """The linear probe from `pca` and from `features` on one split."""
     from featurizer.reporting import probe
 
-    settings = {"seed": PROBE_SEED, "l2": PROBE_L2, "iterations": PROBE_ITERATIONS,
-                "max_train_rows": PROBE_MAX_TRAIN_ROWS}
+    settings = {
+        "seed": PROBE_SEED,
+        "l2": PROBE_L2,
+        "iterations": PROBE_ITERATIONS,
+        "max_train_rows": PROBE_MAX_TRAIN_ROWS,
+    }
     paths, labels = output.paths[output.vector_rows], output.labels[output.vector_rows]
     settings["rows"] = len(labels)
     if len(set(labels.tolist())) < 2:
-        return {**settings, "split": None, "results": {},
-                "skipped": "the probe needs featurized images of at least 2 classes"}
+        return {
+            **settings,
+            "split": None,
+            "results": {},
+            "skipped": "the probe needs featurized images of at least 2 classes",
+        }
     split = probe.choose_split(paths, labels, seed=PROBE_SEED)
     if len(split.test) == 0:
-        return {**settings, "split": split.method, "results": {},
-                "skipped": "no class has enough images to hold some out for testing"}
+        return {
+            **settings,
+            "split": split.method,
+            "results": {},
+            "skipped": "no class has enough images to hold some out for testing",
+        }
     results = {}
     for name, matrix in (("pca", output.pca), ("features", output.features)):
         if matrix is None:
             continue
-        result = probe.run_probe(name, matrix, labels, split, PROBE_MAX_TRAIN_ROWS,
-                                 PROBE_L2, PROBE_ITERATIONS)
-        log(f"probe from {name}: test accuracy {result.test_accuracy:.1%} "
+        result = probe.run_probe(
+            name, matrix, labels, split, PROBE_MAX_TRAIN_ROWS, PROBE_L2, PROBE_ITERATIONS
+        )
+        log(
+            f"probe from {name}: test accuracy {result.test_accuracy:.1%} "
             f"({result.train_rows:,} train / {result.test_rows:,} test rows, "
-            f"{result.seconds:.1f} s)")
+            f"{result.seconds:.1f} s)"
+        )
         results[name] = result.to_dict(WORST_CLASSES)
     return {**settings, "split": split.method, "results": results}

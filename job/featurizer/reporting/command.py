@@ -8,15 +8,25 @@ import sys
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "report", help="write report.json and a self-contained HTML page about a run",
+        "report",
+        help="write report.json and a self-contained HTML page about a run",
         description="Summarize a run's output folder (local path, s3:// or s3a://): counts and "
         "error reasons, timings, versions, PCA, a linear probe of label quality from `pca` and "
-        "`features`, and images per class. Needs no Spark.")
+        "`features`, and images per class. Needs no Spark.",
+    )
     parser.add_argument("output", metavar="OUTPUT", help="the --output of a featurizer run")
-    parser.add_argument("--html", metavar="FILE", default=None,
-                        help="where to write the HTML page (default OUTPUT/report.html)")
-    parser.add_argument("--json", metavar="FILE", default=None,
-                        help="where to write the JSON (default OUTPUT/report.json)")
+    parser.add_argument(
+        "--html",
+        metavar="FILE",
+        default=None,
+        help="where to write the HTML page (default OUTPUT/report.html)",
+    )
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        default=None,
+        help="where to write the JSON (default OUTPUT/report.json)",
+    )
     parser.set_defaults(handler=_report)
 
 

@@ -30,16 +30,25 @@ img{max-width:100%;height:auto;background:#fff;border:1px solid #dfe2e8;border-r
 def render(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
     """The page for a report (see reporting.build_report) and its PNG charts."""
     run = report["run"]
-    sections = [_header(report), _run_section(report), _pca_section(report, images),
-                _quality_section(report), _classes_section(report, images)]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>featurizer report: {escape(str(run.get('output', '')))}</title>"
-            f"<style>{STYLE}</style></head><body><main>\n"
-            + "\n".join(s for s in sections if s) + "\n</main></body></html>\n")
+    sections = [
+        _header(report),
+        _run_section(report),
+        _pca_section(report, images),
+        _quality_section(report),
+        _classes_section(report, images),
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>featurizer report: {escape(str(run.get('output', '')))}</title>"
+        f"<style>{STYLE}</style></head><body><main>\n"
+        + "\n".join(s for s in sections if s)
+        + "\n</main></body></html>\n"
+    )
 
 
 # ---- building blocks ---------------------------------------------------------------------
+
 
 def _img(png: bytes | None, alt: str) -> str:
     if not png:
@@ -48,13 +57,22 @@ def _img(png: bytes | None, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
 
 
-def _table(head: Sequence[str] | None, rows: Iterable[Sequence[Any]],
-           numeric: Collection[int] = ()) -> str:
-    header = "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead>" \
-        if head else ""
+def _table(
+    head: Sequence[str] | None, rows: Iterable[Sequence[Any]], numeric: Collection[int] = ()
+) -> str:
+    header = (
+        "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead>"
+        if head
+        else ""
+    )
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=n" if i in numeric else ""}>{_cell(v)}</td>'
-                         for i, v in enumerate(row)) + "</tr>" for row in rows)
+        "<tr>"
+        + "".join(
+            f"<td{' class=n' if i in numeric else ''}>{_cell(v)}</td>" for i, v in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
     return f"<table>{header}<tbody>{body}</tbody></table>"
 
 
@@ -78,48 +96,68 @@ def _pct(value: float | None) -> str:
 
 # ---- sections ----------------------------------------------------------------------------
 
+
 def _header(report: Mapping[str, Any]) -> str:
     run = report["run"]
     status = run.get("status", "unknown")
     css = "ok" if status == "succeeded" and report["complete"] else "bad"
     state = status if report["complete"] or status != "succeeded" else "incomplete (no _SUCCESS)"
-    return (f"<h1>featurizer report</h1><p class=sub><code>{escape(str(run.get('output')))}"
-            f"</code> &middot; run <b class={css}>{escape(state)}</b> &middot; report "
-            f"generated {escape(report['generated_at'])}</p>")
+    return (
+        f"<h1>featurizer report</h1><p class=sub><code>{escape(str(run.get('output')))}"
+        f"</code> &middot; run <b class={css}>{escape(state)}</b> &middot; report "
+        f"generated {escape(report['generated_at'])}</p>"
+    )
 
 
 def _run_section(report: Mapping[str, Any]) -> str:
     run, errors = report["run"], report["errors"]
     counts = run.get("counts", {})
     speed = run.get("throughput", {})
-    cards = [_card(f"{counts.get('found', 0):,}", "images found"),
-             _card(f"{counts.get('featurized', 0):,}", "featurized"),
-             _card(f"{counts.get('failed', 0):,}", "failed"),
-             _card(f"{report['classes']['count']:,}", "classes")]
+    cards = [
+        _card(f"{counts.get('found', 0):,}", "images found"),
+        _card(f"{counts.get('featurized', 0):,}", "featurized"),
+        _card(f"{counts.get('failed', 0):,}", "failed"),
+        _card(f"{report['classes']['count']:,}", "classes"),
+    ]
     if speed:
-        cards.append(_card(f"{speed.get('featurize_images_per_s', 0):,.1f}",
-                           "images/s (featurize)"))
+        cards.append(
+            _card(f"{speed.get('featurize_images_per_s', 0):,.1f}", "images/s (featurize)")
+        )
     if "total" in run.get("timings_s", {}):
         cards.append(_card(f"{run['timings_s']['total']:,.1f} s", "wall time"))
-    parts = ["<h2>The run</h2>", f'<div class="cards">{"".join(cards)}</div>',
-             f"<p>Input <code>{escape(str(run.get('input', 'unknown')))}</code></p>"]
+    parts = [
+        "<h2>The run</h2>",
+        f'<div class="cards">{"".join(cards)}</div>',
+        f"<p>Input <code>{escape(str(run.get('input', 'unknown')))}</code></p>",
+    ]
     if errors["top_reasons"]:
-        parts += ["<h3>Why files failed</h3>", _table(
-            ["reason", "files"], [(r["reason"], r["count"]) for r in errors["top_reasons"]],
-            {1})]
+        parts += [
+            "<h3>Why files failed</h3>",
+            _table(
+                ["reason", "files"], [(r["reason"], r["count"]) for r in errors["top_reasons"]], {1}
+            ),
+        ]
     blocks = []
     if run.get("timings_s"):
-        blocks.append("<h3>Timings per stage</h3>" + _table(
-            ["stage", "seconds"], list(run["timings_s"].items()), {1}))
+        blocks.append(
+            "<h3>Timings per stage</h3>"
+            + _table(["stage", "seconds"], list(run["timings_s"].items()), {1})
+        )
     weights, engine = run.get("weights") or {}, run.get("engine") or {}
-    setup = [("weights", weights.get("name")), ("weights sha256", weights.get("sha256")),
-             ("engine", engine.get("name")), ("batch size", engine.get("batch_size")),
-             ("started", run.get("started_at")), ("finished", run.get("finished_at"))]
+    setup = [
+        ("weights", weights.get("name")),
+        ("weights sha256", weights.get("sha256")),
+        ("engine", engine.get("name")),
+        ("batch size", engine.get("batch_size")),
+        ("started", run.get("started_at")),
+        ("finished", run.get("finished_at")),
+    ]
     setup += [(f"spark {key}", value) for key, value in (run.get("spark") or {}).items()]
     blocks.append("<h3>Setup</h3>" + _table(None, [r for r in setup if r[1] is not None]))
     if run.get("versions"):
-        blocks.append("<h3>Versions</h3>" + _table(["package", "version"],
-                                                   list(run["versions"].items())))
+        blocks.append(
+            "<h3>Versions</h3>" + _table(["package", "version"], list(run["versions"].items()))
+        )
     parts.append('<div class="cols">' + "".join(f"<div>{b}</div>" for b in blocks) + "</div>")
     return "\n".join(parts)
 
@@ -129,46 +167,97 @@ def _pca_section(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
     if not pca:
         return ""
     target = pca.get("variance_target")
-    chosen = (f"the smallest k reaching {target:.0%} of the variance" if target
-              else "set with --pca-k")
-    return (f"<h2>PCA</h2><p>k = <b>{pca['k']}</b> components ({chosen}) explain "
-            f"<b>{_pct(pca['variance_explained'])}</b> of the variance of the 1280-d features."
-            f"</p>{_img(images.get('explained_variance'), 'cumulative explained variance')}"
-            f"<h3>First two components, coloured by label</h3>"
-            f"{_img(images.get('pca_scatter'), 'PC1 vs PC2 scatter by label')}")
+    chosen = (
+        f"the smallest k reaching {target:.0%} of the variance" if target else "set with --pca-k"
+    )
+    return (
+        f"<h2>PCA</h2><p>k = <b>{pca['k']}</b> components ({chosen}) explain "
+        f"<b>{_pct(pca['variance_explained'])}</b> of the variance of the 1280-d features."
+        f"</p>{_img(images.get('explained_variance'), 'cumulative explained variance')}"
+        f"<h3>First two components, coloured by label</h3>"
+        f"{_img(images.get('pca_scatter'), 'PC1 vs PC2 scatter by label')}"
+    )
 
 
 def _quality_section(report: Mapping[str, Any]) -> str:
     probe = report["probe"]
     if not probe.get("results"):
-        return ("<h2>Quality: linear probe</h2><p class=note>"
-                f"{escape(probe.get('skipped', 'not measured'))}</p>")
+        return (
+            "<h2>Quality: linear probe</h2><p class=note>"
+            f"{escape(probe.get('skipped', 'not measured'))}</p>"
+        )
     results = probe["results"]
     summary = _table(
-        ["input", "dim", "train rows", "test rows", "train accuracy", "test accuracy",
-         "classes at 100%", "seconds"],
-        [(name, r["dim"], r["train_rows"], r["test_rows"], _pct(r["train_accuracy"]),
-          _pct(r["test_accuracy"]), f"{r['classes_perfect']} of {r['classes_evaluated']}",
-          r["seconds"]) for name, r in results.items()], {1, 2, 3, 4, 5, 7})
-    parts = ["<h2>Quality: linear probe</h2>",
-             f"<p>Multinomial logistic regression of the label, fitted on the train rows and "
-             f"measured on the test rows ({escape(probe['split'])}; L2 {probe['l2']:g}, "
-             f"{probe['iterations']} full-batch iterations, standardized inputs).</p>",
-             '<div class="cards">' + "".join(
-                 _card(_pct(r["test_accuracy"]), f"test accuracy from {name}")
-                 for name, r in results.items()) + "</div>", summary]
+        [
+            "input",
+            "dim",
+            "train rows",
+            "test rows",
+            "train accuracy",
+            "test accuracy",
+            "classes at 100%",
+            "seconds",
+        ],
+        [
+            (
+                name,
+                r["dim"],
+                r["train_rows"],
+                r["test_rows"],
+                _pct(r["train_accuracy"]),
+                _pct(r["test_accuracy"]),
+                f"{r['classes_perfect']} of {r['classes_evaluated']}",
+                r["seconds"],
+            )
+            for name, r in results.items()
+        ],
+        {1, 2, 3, 4, 5, 7},
+    )
+    parts = [
+        "<h2>Quality: linear probe</h2>",
+        f"<p>Multinomial logistic regression of the label, fitted on the train rows and "
+        f"measured on the test rows ({escape(probe['split'])}; L2 {probe['l2']:g}, "
+        f"{probe['iterations']} full-batch iterations, standardized inputs).</p>",
+        '<div class="cards">'
+        + "".join(
+            _card(_pct(r["test_accuracy"]), f"test accuracy from {name}")
+            for name, r in results.items()
+        )
+        + "</div>",
+        summary,
+    ]
     for name, result in results.items():
-        worst = _table(["class", "test images", "accuracy", "most often taken for", "times"],
-                       [(r["label"], r["support"], _pct(r["accuracy"]),
-                         r["most_confused_with"], r["confused_count"] or None)
-                        for r in result["worst_classes"]], {1, 2, 4})
-        pairs = _table(["true class", "predicted as", "images", "share of the class"],
-                       [(p["true"], p["predicted"], p["count"], _pct(p["share_of_true"]))
-                        for p in result["confused_pairs"]], {2, 3}) \
-            if result["confused_pairs"] else "<p class=note>no mistakes</p>"
-        parts.append(f'<h3>From <code>{escape(name)}</code></h3><div class="cols">'
-                     f"<div><b>Worst {len(result['worst_classes'])} classes</b>{worst}</div>"
-                     f"<div><b>Most frequent confusions</b>{pairs}</div></div>")
+        worst = _table(
+            ["class", "test images", "accuracy", "most often taken for", "times"],
+            [
+                (
+                    r["label"],
+                    r["support"],
+                    _pct(r["accuracy"]),
+                    r["most_confused_with"],
+                    r["confused_count"] or None,
+                )
+                for r in result["worst_classes"]
+            ],
+            {1, 2, 4},
+        )
+        pairs = (
+            _table(
+                ["true class", "predicted as", "images", "share of the class"],
+                [
+                    (p["true"], p["predicted"], p["count"], _pct(p["share_of_true"]))
+                    for p in result["confused_pairs"]
+                ],
+                {2, 3},
+            )
+            if result["confused_pairs"]
+            else "<p class=note>no mistakes</p>"
+        )
+        parts.append(
+            f'<h3>From <code>{escape(name)}</code></h3><div class="cols">'
+            f"<div><b>Worst {len(result['worst_classes'])} classes</b>{worst}</div>"
+            f"<div><b>Most frequent confusions</b>{pairs}</div></div>"
+        )
     return "\n".join(parts)
 
 
@@ -176,7 +265,9 @@ def _classes_section(report: Mapping[str, Any], images: Mapping[str, bytes]) -> 
     classes = report["classes"]
     if not classes["count"]:
         return ""
-    return (f"<h2>Classes</h2><p>{classes['count']:,} classes; images per class: min "
-            f"{classes['min']:,}, median {classes['median']:,}, max {classes['max']:,} "
-            f"(largest / smallest = {classes['imbalance']:.1f}).</p>"
-            f"{_img(images.get('class_counts'), 'images per class')}")
+    return (
+        f"<h2>Classes</h2><p>{classes['count']:,} classes; images per class: min "
+        f"{classes['min']:,}, median {classes['median']:,}, max {classes['max']:,} "
+        f"(largest / smallest = {classes['imbalance']:.1f}).</p>"
+        f"{_img(images.get('class_counts'), 'images per class')}"
+    )

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-SCATTER_POINTS = 6000               # enough to see the structure, small enough to draw fast
-LEGEND_CLASSES = 12                 # named in the scatter's legend; the rest are "other"
-LABELED_BARS = 150                  # above this many classes the bars carry no names
+SCATTER_POINTS = 6000  # enough to see the structure, small enough to draw fast
+LEGEND_CLASSES = 12  # named in the scatter's legend; the rest are "other"
+LABELED_BARS = 150  # above this many classes the bars carry no names
 
 
 def _pyplot():
@@ -66,21 +66,44 @@ def pca_scatter_png(pca: np.ndarray, labels: np.ndarray, explained: Sequence[flo
     figure, axes = plt.subplots(figsize=(10, 6), dpi=100)
     rest = ~np.isin(sample_labels, named)
     if classes > len(named):
-        axes.scatter(xy[rest, 0], xy[rest, 1], s=5, color="#c7c7c7", alpha=0.6, linewidths=0,
-                     label=f"other ({classes - len(named)} classes)")
+        axes.scatter(
+            xy[rest, 0],
+            xy[rest, 1],
+            s=5,
+            color="#c7c7c7",
+            alpha=0.6,
+            linewidths=0,
+            label=f"other ({classes - len(named)} classes)",
+        )
     colours = plt.get_cmap("tab20").colors
     for i, label in enumerate(named):
         mask = sample_labels == label
-        axes.scatter(xy[mask, 0], xy[mask, 1], s=9, color=colours[(2 * i) % 20 + (i >= 10)],
-                     alpha=0.9, linewidths=0, label=f"{label} ({np.sum(labels == label):,})")
+        axes.scatter(
+            xy[mask, 0],
+            xy[mask, 1],
+            s=9,
+            color=colours[(2 * i) % 20 + (i >= 10)],
+            alpha=0.9,
+            linewidths=0,
+            label=f"{label} ({np.sum(labels == label):,})",
+        )
     axes.set_xlabel(f"PC1 ({explained[0]:.1%} of variance)" if explained else "PC1")
     axes.set_ylabel(f"PC2 ({explained[1]:.1%} of variance)" if len(explained) > 1 else "PC2")
-    shown = f"{len(rows):,} of {len(labels):,} images" if len(rows) < len(labels) \
+    shown = (
+        f"{len(rows):,} of {len(labels):,} images"
+        if len(rows) < len(labels)
         else f"{len(labels):,} images"
+    )
     axes.set_title(f"First two principal components ({shown})")
     axes.grid(alpha=0.25)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False,
-                markerscale=2, title=f"{len(named)} of {classes} classes (images)")
+    axes.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+        fontsize=8,
+        frameon=False,
+        markerscale=2,
+        title=f"{len(named)} of {classes} classes (images)",
+    )
     figure.tight_layout()
     return _png(figure)
 
@@ -109,12 +132,14 @@ def class_counts_png(counts: dict[str, dict[str, int]]) -> bytes:
     else:
         axes.set_yticks([])
         axes.set_ylabel(f"{len(order):,} classes, largest first")
-    axes.set_ylim(len(order) - 0.4, -0.6)          # largest at the top
-    axes.set_xlim(0, max(totals.values()) * 1.2)    # room for the legend beside the bars
+    axes.set_ylim(len(order) - 0.4, -0.6)  # largest at the top
+    axes.set_xlim(0, max(totals.values()) * 1.2)  # room for the legend beside the bars
     axes.set_xlabel("images")
     values = list(totals.values())
-    axes.set_title(f"Images per class: min {min(values):,}, median {int(np.median(values)):,}, "
-                   f"max {max(values):,}")
+    axes.set_title(
+        f"Images per class: min {min(values):,}, median {int(np.median(values)):,}, "
+        f"max {max(values):,}"
+    )
     if len(splits) > 1:
         axes.legend(fontsize=8, loc="lower right")
     axes.grid(axis="x", alpha=0.3)

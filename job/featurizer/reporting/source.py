@@ -19,9 +19,13 @@ import numpy as np
 from featurizer import storage
 from featurizer.errors import ConfigError
 
-SPARK_S3A_KEYS = {"endpoint": "fs.s3a.endpoint", "access_key": "fs.s3a.access.key",
-                  "secret_key": "fs.s3a.secret.key", "session_token": "fs.s3a.session.token",
-                  "region": "fs.s3a.endpoint.region"}
+SPARK_S3A_KEYS = {
+    "endpoint": "fs.s3a.endpoint",
+    "access_key": "fs.s3a.access.key",
+    "secret_key": "fs.s3a.secret.key",
+    "session_token": "fs.s3a.session.token",
+    "region": "fs.s3a.endpoint.region",
+}
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,9 @@ def locate(uri: str, spark: Any = None) -> Location:
     return Location(s3_filesystem(spark), normalized.split("://", 1)[1], normalized)
 
 
-def s3_options(env: dict[str, str] | os._Environ = os.environ,
-               spark_conf: dict[str, str] | None = None) -> dict[str, Any]:
+def s3_options(
+    env: dict[str, str] | os._Environ = os.environ, spark_conf: dict[str, str] | None = None
+) -> dict[str, Any]:
     """pyarrow.fs.S3FileSystem arguments from the job's S3 settings."""
     spark_conf = spark_conf or {}
     endpoint = spark_conf.get("endpoint") or storage.s3_endpoint(env)
@@ -108,13 +113,13 @@ class RunOutput:
 
     location: Location
     manifest: dict
-    paths: np.ndarray               # (n,) object: every featurized row
-    labels: np.ndarray              # (n,) object
-    vector_rows: np.ndarray         # (m,) indices of the rows whose vectors were read
-    pca: np.ndarray | None          # (m, k) float32, rows `vector_rows`
-    features: np.ndarray | None     # (m, 1280) float32
-    errors: list[str]               # one reason per failed file
-    complete: bool                  # _SUCCESS present
+    paths: np.ndarray  # (n,) object: every featurized row
+    labels: np.ndarray  # (n,) object
+    vector_rows: np.ndarray  # (m,) indices of the rows whose vectors were read
+    pca: np.ndarray | None  # (m, k) float32, rows `vector_rows`
+    features: np.ndarray | None  # (m, 1280) float32
+    errors: list[str]  # one reason per failed file
+    complete: bool  # _SUCCESS present
 
 
 # Vectors of at most this many rows are read (a deterministic sample by path): the report's
@@ -128,8 +133,10 @@ def load(uri: str, spark: Any = None, max_vector_rows: int = MAX_VECTOR_ROWS) ->
     try:
         manifest = json.loads(location.read_bytes("manifest.json"))
     except FileNotFoundError:
-        raise ConfigError(f"{location.uri} has no manifest.json: is it a featurizer output "
-                          f"(the --output of a finished `featurizer run`)?") from None
+        raise ConfigError(
+            f"{location.uri} has no manifest.json: is it a featurizer output "
+            f"(the --output of a finished `featurizer run`)?"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {location.uri}: {exc}") from None
     paths = labels = pca = features = None
@@ -145,16 +152,29 @@ def load(uri: str, spark: Any = None, max_vector_rows: int = MAX_VECTOR_ROWS) ->
     if location.exists("errors"):
         errors = _read_table(location, "errors", ["error"]).column("error").to_pylist()
     empty = np.array([], dtype=object)
-    return RunOutput(location, manifest, empty if paths is None else paths,
-                     empty if labels is None else labels, rows, pca, features,
-                     [e or "unknown" for e in errors], location.exists("_SUCCESS"))
+    return RunOutput(
+        location,
+        manifest,
+        empty if paths is None else paths,
+        empty if labels is None else labels,
+        rows,
+        pca,
+        features,
+        [e or "unknown" for e in errors],
+        location.exists("_SUCCESS"),
+    )
 
 
 def _dataset(location: Location, name: str) -> Any:
     import pyarrow.dataset as ds
 
-    return ds.dataset(location.child(name), format="parquet", filesystem=location.fs,
-                      exclude_invalid_files=False, ignore_prefixes=["_", "."])
+    return ds.dataset(
+        location.child(name),
+        format="parquet",
+        filesystem=location.fs,
+        exclude_invalid_files=False,
+        ignore_prefixes=["_", "."],
+    )
 
 
 def _read_table(location: Location, name: str, columns: list[str]) -> Any:
@@ -195,7 +215,7 @@ def _matrix(table: Any, column: str) -> np.ndarray | None:
     if column not in table.column_names or table.num_rows == 0:
         return None
     values = table.column(column)
-    if hasattr(values, "combine_chunks"):             # a Table's ChunkedArray
+    if hasattr(values, "combine_chunks"):  # a Table's ChunkedArray
         values = values.combine_chunks()
     width = len(values[0].as_py())
     flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)

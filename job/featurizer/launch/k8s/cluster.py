@@ -27,9 +27,9 @@ GROUP, VERSION = "sparkoperator.k8s.io", "v1beta2"
 PLURAL, KIND = "sparkapplications", "SparkApplication"
 CRD = f"{PLURAL}.{GROUP}/{VERSION}"
 TERMINAL = ("COMPLETED", "FAILED")
-APP_LABEL = "app.kubernetes.io/name=featurizer"     # the chart's label on every application
+APP_LABEL = "app.kubernetes.io/name=featurizer"  # the chart's label on every application
 REQUEST_TIMEOUT = 30  # seconds for one API call (watches and log streams set their own)
-WATCH_SECONDS = 300   # one watch request; the wait re-reads the object between requests
+WATCH_SECONDS = 300  # one watch request; the wait re-reads the object between requests
 
 
 class WaitTimeout(FeaturizerError):
@@ -56,12 +56,14 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> Api
     for path in found:
         _check_kubeconfig(path)
     try:
-        return config.new_client_from_config(config_file=os.pathsep.join(found), context=context,
-                                             persist_config=False)
+        return config.new_client_from_config(
+            config_file=os.pathsep.join(found), context=context, persist_config=False
+        )
     except (ConfigException, yaml.YAMLError, TypeError, KeyError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot use kubeconfig {where}"
-                          f"{f' context {context}' if context else ''}: {reason}") from None
+        raise ConfigError(
+            f"cannot use kubeconfig {where}{f' context {context}' if context else ''}: {reason}"
+        ) from None
 
 
 def _check_kubeconfig(path: str) -> None:
@@ -74,8 +76,10 @@ def _check_kubeconfig(path: str) -> None:
         reason = str(exc).strip().splitlines()[0]
         raise ConfigError(f"cannot read kubeconfig {path}: {reason}") from None
     if not isinstance(document, dict):
-        raise ConfigError(f"{path} is not a kubeconfig (a YAML mapping with clusters, users, "
-                          f"contexts): pass --kubeconfig FILE or set KUBECONFIG")
+        raise ConfigError(
+            f"{path} is not a kubeconfig (a YAML mapping with clusters, users, "
+            f"contexts): pass --kubeconfig FILE or set KUBECONFIG"
+        )
 
 
 def explain(exc: ApiException, action: str, server: str, namespace: str) -> FeaturizerError:
@@ -84,11 +88,15 @@ def explain(exc: ApiException, action: str, server: str, namespace: str) -> Feat
     message = body.get("message") or (exc.reason or "").strip()
     details = body.get("details") or {}
     if exc.status == 401:
-        return ConfigError(f"{action}: the API server at {server} rejected the kubeconfig's "
-                           f"credentials (401 Unauthorized): log in to the cluster again")
+        return ConfigError(
+            f"{action}: the API server at {server} rejected the kubeconfig's "
+            f"credentials (401 Unauthorized): log in to the cluster again"
+        )
     if exc.status == 403:
-        return ConfigError(f"{action}: forbidden by RBAC: {message}; ask for a Role in "
-                           f"namespace {namespace} that allows it")
+        return ConfigError(
+            f"{action}: forbidden by RBAC: {message}; ask for a Role in "
+            f"namespace {namespace} that allows it"
+        )
     if exc.status == 404 and details.get("name"):
         kind = details.get("kind") or "object"
         where = "" if kind == "namespaces" else f" in namespace {namespace}"
@@ -97,8 +105,9 @@ def explain(exc: ApiException, action: str, server: str, namespace: str) -> Feat
         return crd_missing(server)
     if exc.status == 422:
         return ConfigError(f"{action}: the API server rejected the SparkApplication: {message}")
-    return FeaturizerError(f"{action}: the API server at {server} answered {exc.status} "
-                           f"{exc.reason}: {message}")
+    return FeaturizerError(
+        f"{action}: the API server at {server} answered {exc.status} {exc.reason}: {message}"
+    )
 
 
 def api_status(exc: ApiException) -> dict[str, Any]:
@@ -112,8 +121,10 @@ def api_status(exc: ApiException) -> dict[str, Any]:
 
 
 def crd_missing(server: str) -> ConfigError:
-    return ConfigError(f"the SparkApplication CRD ({CRD}) is not installed on {server}: install "
-                       f"the kubeflow spark-operator (make operator-install, or its helm chart)")
+    return ConfigError(
+        f"the SparkApplication CRD ({CRD}) is not installed on {server}: install "
+        f"the kubeflow spark-operator (make operator-install, or its helm chart)"
+    )
 
 
 def app_state(app: dict[str, Any]) -> str:
@@ -142,9 +153,11 @@ def replacement(existing: dict[str, Any] | None, replace: bool) -> str:
     name = existing["metadata"]["name"]
     since = existing["metadata"].get("creationTimestamp", "?")
     namespace = existing["metadata"].get("namespace", DEFAULT_NAMESPACE)
-    raise ConfigError(f"SparkApplication {name} is {state} (created {since}) and is not "
-                      f"replaced: follow it with `featurizer status {name} -n {namespace} "
-                      f"--wait`, or pass --replace to stop it and start over")
+    raise ConfigError(
+        f"SparkApplication {name} is {state} (created {since}) and is not "
+        f"replaced: follow it with `featurizer status {name} -n {namespace} "
+        f"--wait`, or pass --replace to stop it and start over"
+    )
 
 
 class Cluster:
@@ -174,9 +187,11 @@ class Cluster:
         except HTTPError as exc:
             reason = str(getattr(exc, "reason", None) or exc)
             reason = reason.split("Failed to establish a new connection: ")[-1]
-            raise ConfigError(f"cannot reach the Kubernetes API server at {self.server} "
-                              f"({reason}): is the cluster up and the kubeconfig context the "
-                              f"right one?") from None
+            raise ConfigError(
+                f"cannot reach the Kubernetes API server at {self.server} "
+                f"({reason}): is the cluster up and the kubeconfig context the "
+                f"right one?"
+            ) from None
 
     def ensure_crd(self) -> None:
         """Fail with a clear message unless the API server serves SparkApplications."""
@@ -184,8 +199,9 @@ class Cluster:
 
         with self.calls("checking the SparkApplication CRD"):
             try:
-                served = self.custom.get_api_resources(GROUP, VERSION,
-                                                       _request_timeout=REQUEST_TIMEOUT)
+                served = self.custom.get_api_resources(
+                    GROUP, VERSION, _request_timeout=REQUEST_TIMEOUT
+                )
             except ApiException as exc:
                 if exc.status == 404:
                     raise crd_missing(self.server) from None
@@ -196,7 +212,8 @@ class Cluster:
     def get(self, name: str) -> dict[str, Any]:
         with self.calls(f"reading SparkApplication {name}"):
             return self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT)
+                GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+            )
 
     def find(self, name: str) -> dict[str, Any] | None:
         """The application, or None if there is none of that name."""
@@ -205,8 +222,8 @@ class Cluster:
         with self.calls(f"reading SparkApplication {name}"):
             try:
                 return self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, name,
-                    _request_timeout=REQUEST_TIMEOUT)
+                    GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+                )
             except ApiException as exc:
                 if exc.status == 404 and (api_status(exc).get("details") or {}).get("name") == name:
                     return None
@@ -215,17 +232,28 @@ class Cluster:
     def latest(self) -> str:
         """The name of the most recently created featurizer application in the namespace."""
         with self.calls("listing SparkApplications"):
-            apps = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, label_selector=APP_LABEL,
-                _request_timeout=REQUEST_TIMEOUT).get("items") or []
+            apps = (
+                self.custom.list_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    label_selector=APP_LABEL,
+                    _request_timeout=REQUEST_TIMEOUT,
+                ).get("items")
+                or []
+            )
         if not apps:
-            raise ConfigError(f"no featurizer SparkApplication in namespace {self.namespace}: "
-                              f"name one, or pass the run's --output")
+            raise ConfigError(
+                f"no featurizer SparkApplication in namespace {self.namespace}: "
+                f"name one, or pass the run's --output"
+            )
         newest = max(apps, key=lambda app: app["metadata"].get("creationTimestamp") or "")
         return newest["metadata"]["name"]
 
-    def submit(self, app: dict[str, Any], replace: bool = False,
-               timeout: float = 120) -> dict[str, Any]:
+    def submit(
+        self, app: dict[str, Any], replace: bool = False, timeout: float = 120
+    ) -> dict[str, Any]:
         """Create `app`. A finished application of the same name is deleted first and its
         removal awaited, so every submission is a fresh run (replacing an unchanged spec would
         not make the operator run it again); a running one only with `replace`."""
@@ -237,7 +265,8 @@ class Cluster:
             self._wait_gone(name, timeout)
         with self.calls(f"creating SparkApplication {name}"):
             return self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, app, _request_timeout=REQUEST_TIMEOUT)
+                GROUP, VERSION, self.namespace, PLURAL, app, _request_timeout=REQUEST_TIMEOUT
+            )
 
     def delete(self, name: str, missing_ok: bool = False) -> bool:
         """Delete the application (the operator's pods go with it); False if there was none."""
@@ -246,17 +275,30 @@ class Cluster:
         with self.calls(f"deleting SparkApplication {name}"):
             try:
                 self.custom.delete_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, name,
-                    propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT)
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    name,
+                    propagation_policy="Background",
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
             except ApiException as exc:
-                if missing_ok and exc.status == 404 and (
-                        api_status(exc).get("details") or {}).get("name") == name:
+                if (
+                    missing_ok
+                    and exc.status == 404
+                    and (api_status(exc).get("details") or {}).get("name") == name
+                ):
                     return False
                 raise
         return True
 
-    def wait(self, name: str, timeout: float,
-             on_update: Callable[[dict[str, Any]], None] = lambda app: None) -> dict[str, Any]:
+    def wait(
+        self,
+        name: str,
+        timeout: float,
+        on_update: Callable[[dict[str, Any]], None] = lambda app: None,
+    ) -> dict[str, Any]:
         """Watch the application until COMPLETED or FAILED; on_update sees each new version."""
         from kubernetes import watch
         from kubernetes.client.rest import ApiException
@@ -269,20 +311,29 @@ class Cluster:
                 return app
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise WaitTimeout(f"SparkApplication {name} still {app_state(app)} after "
-                                  f"{timeout:.0f} s; it keeps running: `featurizer status "
-                                  f"{name} -n {self.namespace} --wait`")
+                raise WaitTimeout(
+                    f"SparkApplication {name} still {app_state(app)} after "
+                    f"{timeout:.0f} s; it keeps running: `featurizer status "
+                    f"{name} -n {self.namespace} --wait`"
+                )
             seconds = max(1, int(min(remaining, WATCH_SECONDS)))
             with self.calls(f"watching SparkApplication {name}"):
                 try:
                     for event in watch.Watch().stream(
-                            self.custom.list_namespaced_custom_object, GROUP, VERSION,
-                            self.namespace, PLURAL, field_selector=f"metadata.name={name}",
-                            resource_version=app["metadata"]["resourceVersion"],
-                            timeout_seconds=seconds, _request_timeout=seconds + REQUEST_TIMEOUT):
+                        self.custom.list_namespaced_custom_object,
+                        GROUP,
+                        VERSION,
+                        self.namespace,
+                        PLURAL,
+                        field_selector=f"metadata.name={name}",
+                        resource_version=app["metadata"]["resourceVersion"],
+                        timeout_seconds=seconds,
+                        _request_timeout=seconds + REQUEST_TIMEOUT,
+                    ):
                         if event["type"] == "DELETED":
-                            raise FeaturizerError(f"SparkApplication {name} was deleted while "
-                                                  f"waiting for it")
+                            raise FeaturizerError(
+                                f"SparkApplication {name} was deleted while waiting for it"
+                            )
                         on_update(event["object"])
                         if app_state(event["object"]) in TERMINAL:
                             return event["object"]
@@ -294,8 +345,14 @@ class Cluster:
         """The driver container's log as text chunks (streamed while the pod runs if follow)."""
         with self.calls(f"reading the log of pod {pod}"):
             response = self.core.read_namespaced_pod_log(
-                pod, self.namespace, container=DRIVER_CONTAINER, follow=follow, tail_lines=tail,
-                _preload_content=False, _request_timeout=None if follow else REQUEST_TIMEOUT)
+                pod,
+                self.namespace,
+                container=DRIVER_CONTAINER,
+                follow=follow,
+                tail_lines=tail,
+                _preload_content=False,
+                _request_timeout=None if follow else REQUEST_TIMEOUT,
+            )
             decoder = codecs.getincrementaldecoder("utf-8")("replace")
             try:
                 for chunk in response.stream(64 * 1024):
@@ -312,8 +369,9 @@ class Cluster:
         if not account:
             return
         try:
-            self.core.read_namespaced_service_account(account, self.namespace,
-                                                      _request_timeout=REQUEST_TIMEOUT)
+            self.core.read_namespaced_service_account(
+                account, self.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             if exc.status == 404:
                 raise ConfigError(
@@ -328,12 +386,15 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
-                                                         name, _request_timeout=REQUEST_TIMEOUT)
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+                )
             except ApiException as exc:
                 if exc.status == 404:
                     return
                 raise
             time.sleep(1)
-        raise WaitTimeout(f"the earlier SparkApplication {name} was not deleted within "
-                          f"{timeout:.0f} s; delete it with `featurizer delete {name}`")
+        raise WaitTimeout(
+            f"the earlier SparkApplication {name} was not deleted within "
+            f"{timeout:.0f} s; delete it with `featurizer delete {name}`"
+        )

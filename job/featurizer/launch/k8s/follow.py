@@ -60,8 +60,9 @@ def outcome(app: dict[str, Any], namespace: str, cluster: Cluster | None = None)
     if state == "FAILED":
         reasons = [job_error(cluster, app) if cluster else None, app_error(app)]
         error = "; ".join(r for r in reasons if r) or "see its driver log"
-        raise ApplicationFailed(f"SparkApplication {name} FAILED: {error} "
-                                f"(`featurizer logs {name} -n {namespace}`)")
+        raise ApplicationFailed(
+            f"SparkApplication {name} FAILED: {error} (`featurizer logs {name} -n {namespace}`)"
+        )
     return 0
 
 
@@ -73,7 +74,7 @@ def job_error(cluster: Cluster, app: dict[str, Any]) -> str | None:
     except Exception:  # the pod may be gone already: the operator's message still stands
         return None
     lines = [line for line in text.splitlines() if line.startswith(prefix)]
-    return lines[-1][len(prefix):].strip() if lines else None
+    return lines[-1][len(prefix) :].strip() if lines else None
 
 
 def _info(message: str) -> None:

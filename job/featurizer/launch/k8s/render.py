@@ -25,7 +25,7 @@ from featurizer.errors import ConfigError
 
 TEMPLATE = "templates/sparkapplication.yaml"
 DEFAULT_NAMESPACE = "featurizer"
-NAME_LENGTH = 50                                     # the chart's fullnameOverride maximum
+NAME_LENGTH = 50  # the chart's fullnameOverride maximum
 REPO = Path(__file__).resolve().parents[4]
 
 
@@ -57,7 +57,7 @@ def app_name(output: str) -> str:
     uri = storage.normalize(output)
     digest = hashlib.sha256(uri.encode()).hexdigest()[:8]
     last = re.sub(r"[^a-z0-9]+", "-", uri.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-")
-    stem = f"featurizer-{last}"[:NAME_LENGTH - len(digest) - 1].rstrip("-")
+    stem = f"featurizer-{last}"[: NAME_LENGTH - len(digest) - 1].rstrip("-")
     return f"{stem}-{digest}"
 
 
@@ -65,8 +65,10 @@ def chart_path(explicit: str | None = None) -> Path:
     """--chart, else FEATURIZER_CHART, else helm/featurizer of the checkout we run from."""
     chart = Path(explicit or os.environ.get("FEATURIZER_CHART") or REPO / "helm" / "featurizer")
     if not (chart / "Chart.yaml").is_file():
-        raise ConfigError(f"helm chart not found at {chart}: pass --chart DIR (helm/featurizer "
-                          f"of a featurizer checkout) or set FEATURIZER_CHART")
+        raise ConfigError(
+            f"helm chart not found at {chart}: pass --chart DIR (helm/featurizer "
+            f"of a featurizer checkout) or set FEATURIZER_CHART"
+        )
     return chart
 
 
@@ -85,9 +87,16 @@ def helm_binary(explicit: str | None = None) -> str:
     raise ConfigError("helm not found: install helm 3, or set FEATURIZER_HELM to its path")
 
 
-def helm_template(chart: Path, helm: str, *, release: str, namespace: str,
-                  values_files: Sequence[str | Path] = (), extra_values: dict | None = None,
-                  show_only: str | None = None) -> str:
+def helm_template(
+    chart: Path,
+    helm: str,
+    *,
+    release: str,
+    namespace: str,
+    values_files: Sequence[str | Path] = (),
+    extra_values: dict | None = None,
+    show_only: str | None = None,
+) -> str:
     """`helm template` output; one-line ConfigError if helm rejects the values."""
     import yaml
 
@@ -108,17 +117,32 @@ def helm_template(chart: Path, helm: str, *, release: str, namespace: str,
     return proc.stdout
 
 
-def render(config: RunConfig, *, name: str, namespace: str = DEFAULT_NAMESPACE,
-           values_files: Sequence[str | Path] = (), chart: Path | None = None,
-           helm: str | None = None) -> dict[str, Any]:
+def render(
+    config: RunConfig,
+    *,
+    name: str,
+    namespace: str = DEFAULT_NAMESPACE,
+    values_files: Sequence[str | Path] = (),
+    chart: Path | None = None,
+    helm: str | None = None,
+) -> dict[str, Any]:
     """The SparkApplication for `config`, rendered by the chart (values files, then the job)."""
     import yaml
 
-    overrides = {"fullnameOverride": name, "schedule": {"enabled": False},
-                 "job": job_values(config)}
-    text = helm_template(chart or chart_path(), helm or helm_binary(), release=name,
-                         namespace=namespace, values_files=values_files,
-                         extra_values=overrides, show_only=TEMPLATE)
+    overrides = {
+        "fullnameOverride": name,
+        "schedule": {"enabled": False},
+        "job": job_values(config),
+    }
+    text = helm_template(
+        chart or chart_path(),
+        helm or helm_binary(),
+        release=name,
+        namespace=namespace,
+        values_files=values_files,
+        extra_values=overrides,
+        show_only=TEMPLATE,
+    )
     app = yaml.safe_load(text)
     check_arguments(app, config)
     return app
@@ -133,6 +157,8 @@ def check_arguments(app: dict[str, Any], config: RunConfig) -> None:
     except (SystemExit, ConfigError):
         parsed = None
     if parsed != config:
-        raise ConfigError(f"the chart rendered arguments {argv} that do not match the options "
-                          f"given: the chart and this featurizer ({config.__module__}) differ, "
-                          f"use the chart of the same version")
+        raise ConfigError(
+            f"the chart rendered arguments {argv} that do not match the options "
+            f"given: the chart and this featurizer ({config.__module__}) differ, "
+            f"use the chart of the same version"
+        )

@@ -211,7 +211,11 @@ def _featurize_and_commit(
                 f"{counts['found'] - found:,} images were added to the input during the "
                 f"run and featurized too"
             )
-        _check_error_rate(store, run, counts, staged)
+        failure = _failure(counts, config, layout.final("errors"))
+        if failure:
+            if counts["selected"]:
+                _commit_failed_run(store, run, counts, staged)
+            raise FeaturizerError(failure)
         vectors = _vectors(staged)
         pca = run.reused_pca or reduce.fit_pca(
             vectors,
@@ -493,44 +497,42 @@ def _counts(staged: Any, found: int) -> dict[str, int]:
     }
 
 
-def _check_error_rate(
+def _failure(counts: dict[str, int], config: RunConfig, errors_uri: str) -> str | None:
+    """Why the run cannot go on to PCA (too many broken files, or fewer than 2 images), or
+    None."""
+    if counts["selected"] == 0:
+        return "no images were selected (check --limit / --sample-fraction)"
+    rate = counts["failed"] / counts["selected"]
+    if counts["featurized"] < 2:
+        return (
+            f"only {counts['featurized']} image(s) could be featurized (PCA needs 2); "
+            f"see {errors_uri}"
+        )
+    if rate > config.max_error_rate:
+        return (
+            f"{counts['failed']:,} of {counts['selected']:,} files could not be decoded "
+            f"({rate:.1%} > --max-error-rate {config.max_error_rate:.1%}); see {errors_uri}"
+        )
+    return None
+
+
+def _commit_failed_run(
     store: storage.Storage, run: Run, counts: dict[str, int], staged: Any
 ) -> None:
-    """Above --max-error-rate (or with fewer than 2 images for PCA) the run ends here:
-    errors/ and a failed manifest are committed (output.commit_failed), then it raises."""
-    rate = counts["failed"] / max(counts["selected"], 1)
-    if counts["selected"] == 0:
-        raise FeaturizerError("no images were selected (check --limit / --sample-fraction)")
-    if rate <= run.config.max_error_rate and counts["featurized"] >= 2:
-        return
+    """A failed run still leaves what a user needs to fix the input: errors/ and a manifest
+    with status "failed" (output.commit_failed)."""
     layout = run.layout
     _write_errors(staged, layout.staged("errors"))
-    output.commit_failed(
-        store,
-        layout,
-        report.manifest_json(
-            {
-                "status": "failed",
-                "run_id": run.run_id,
-                "output": layout.output,
-                "counts": counts,
-                "error_rate": rate,
-                "max_error_rate": run.config.max_error_rate,
-                "warnings": run.warnings,
-            }
-        ),
-    )
-    errors_uri = layout.final("errors")
-    if counts["featurized"] < 2:
-        raise FeaturizerError(
-            f"only {counts['featurized']} image(s) could be featurized "
-            f"(PCA needs 2); see {errors_uri}"
-        )
-    raise FeaturizerError(
-        f"{counts['failed']:,} of {counts['selected']:,} files could not be "
-        f"decoded ({rate:.1%} > --max-error-rate "
-        f"{run.config.max_error_rate:.1%}); see {errors_uri}"
-    )
+    manifest = {
+        "status": "failed",
+        "run_id": run.run_id,
+        "output": layout.output,
+        "counts": counts,
+        "error_rate": counts["failed"] / max(counts["selected"], 1),
+        "max_error_rate": run.config.max_error_rate,
+        "warnings": run.warnings,
+    }
+    output.commit_failed(store, layout, report.manifest_json(manifest))
 
 
 def _write_errors(staged: Any, uri: str) -> None:

@@ -65,7 +65,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     group.add_argument(
         "--chart",
-        help="chart directory (default: helm/featurizer of this checkout, or FEATURIZER_CHART)",
+        help="chart directory (default: the chart installed with featurizer, or FEATURIZER_CHART)",
     )
     group.add_argument("--helm", help="helm binary (default: FEATURIZER_HELM or helm on PATH)")
     group.add_argument(

@@ -26,7 +26,8 @@ from featurizer.errors import ConfigError
 TEMPLATE = "templates/sparkapplication.yaml"
 DEFAULT_NAMESPACE = "featurizer"
 NAME_LENGTH = 50  # the chart's fullnameOverride maximum
-REPO = Path(__file__).resolve().parents[4]
+PACKAGED_CHART = Path(__file__).resolve().parents[2] / "chart"  # package data (pyproject)
+REPO = Path(__file__).resolve().parents[4]  # a checkout, for its pinned helm build
 
 
 def camel(name: str) -> str:
@@ -62,8 +63,9 @@ def app_name(output: str) -> str:
 
 
 def chart_path(explicit: str | None = None) -> Path:
-    """--chart, else FEATURIZER_CHART, else helm/featurizer of the checkout we run from."""
-    chart = Path(explicit or os.environ.get("FEATURIZER_CHART") or REPO / "helm" / "featurizer")
+    """--chart, else FEATURIZER_CHART, else the chart installed with this package (the same
+    version as the job it renders)."""
+    chart = Path(explicit or os.environ.get("FEATURIZER_CHART") or PACKAGED_CHART)
     if not (chart / "Chart.yaml").is_file():
         raise ConfigError(
             f"helm chart not found at {chart}: pass --chart DIR (helm/featurizer "

@@ -59,10 +59,25 @@ class MotoServer:
             self._process.terminate()
             self._process.wait(timeout=15)
 
-    def request_count(self) -> int:
-        """HTTP requests served so far, from the server's request log (one line each)."""
-        text = self._log.read_text(errors="replace")
-        return sum(text.count(f'"{verb} ') for verb in ("GET", "PUT", "POST", "HEAD", "DELETE"))
+    def request_count(self, bucket: str | None = None, prefix: str = "") -> int:
+        """HTTP requests served so far, from the server's request log (one line each); with
+        `bucket`, only those for its keys under `prefix` (objects, or LISTs of that prefix)."""
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        count = 0
+        for line in self._log.read_text(errors="replace").splitlines():
+            request = line.split('"')[1].split() if line.count('"') >= 2 else []
+            if len(request) < 2 or request[0] not in ("GET", "PUT", "POST", "HEAD", "DELETE"):
+                continue
+            if bucket is None:
+                count += 1
+                continue
+            url = urlsplit(request[1])
+            name, _, key = unquote(url.path).lstrip("/").partition("/")
+            listed = parse_qs(url.query).get("prefix", [""])[0]
+            if name == bucket and (key or listed).startswith(prefix):
+                count += 1
+        return count
 
     def pause(self) -> None:
         self._process.send_signal(signal.SIGSTOP)

@@ -141,6 +141,19 @@ class RunConfig:
         "Continue an interrupted run into the same output, featurizing only files not done yet.",
         action="store_true",
     )
+    incremental: bool = _opt(
+        False,
+        "Add to a complete output only the input's files it does not hold yet (the same "
+        "--input, --weights, --engine and --precision; into an empty output: a full run); "
+        "the new rows are projected with the output's PCA model unless --refit-pca.",
+        action="store_true",
+    )
+    refit_pca: bool = _opt(
+        False,
+        "With --incremental: fit PCA again on every row, old and new, and rewrite the pca "
+        "column of all of them (--pca-k / --pca-variance apply).",
+        action="store_true",
+    )
     no_report: bool = _opt(
         False,
         "Do not write report.json / report.html at the end of the run (see `featurizer report`).",
@@ -174,6 +187,20 @@ class RunConfig:
             raise ConfigError("--pca-model brings its own k: leave out --pca-k")
         if self.overwrite and self.resume:
             raise ConfigError("--overwrite and --resume exclude each other")
+        if self.refit_pca and not self.incremental:
+            raise ConfigError("--refit-pca goes with --incremental (a full run always fits)")
+        if self.incremental:
+            for flag, value in (
+                ("--overwrite", self.overwrite),
+                ("--limit", self.limit),
+                ("--sample-fraction", self.sample_fraction),
+                ("--pca-model", self.pca_model),
+            ):
+                if value:
+                    raise ConfigError(
+                        f"--incremental adds every new file with the output's "
+                        f"own settings: leave out {flag}"
+                    )
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision}"

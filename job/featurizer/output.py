@@ -5,7 +5,10 @@
     <output>/_SUCCESS        written last: an output without it is incomplete
     <output>/_lease.json     the live run's lease (owner, heartbeat, expiry); gone when it ends
     <output>/_work/          staging of a run: run.json (its settings), checkpoint/,
-                             featurized/batch=N/ (micro-batches), result/ (to be committed)
+                             featurized/batch=N/ (micro-batches), result/ (to be committed);
+                             incremental.json for an --incremental run
+    <output>/_state/         what a complete output keeps for --incremental: the stream's
+                             checkpoint/ (which input files it holds) and run.json
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from featurizer import errors, storage
 from featurizer.errors import ConfigError
@@ -35,6 +39,7 @@ ARTIFACTS = (
 )
 SUCCESS = "_SUCCESS"
 WORK = "_work"
+STATE = "_state"
 LEASE = "_lease.json"
 LEASE_TTL_S = 45.0  # a lease not renewed for this long belongs to a dead run
 HEARTBEAT_S = 10.0
@@ -66,6 +71,22 @@ class Layout:
     @property
     def run_file(self) -> str:
         return storage.join(self.work, "run.json")
+
+    @property
+    def incremental_file(self) -> str:
+        return storage.join(self.work, "incremental.json")
+
+    @property
+    def state(self) -> str:
+        return storage.join(self.output, STATE)
+
+    @property
+    def kept_checkpoint(self) -> str:
+        return storage.join(self.state, "checkpoint")
+
+    @property
+    def kept_run_file(self) -> str:
+        return storage.join(self.state, "run.json")
 
     @property
     def lease(self) -> str:
@@ -218,37 +239,40 @@ class Lease:
 
 
 def prepare(
-    store: storage.Storage, layout: Layout, overwrite: bool, resume: bool, fingerprint: dict
-) -> None:
-    """Refuse to clobber, clear a stale work area, or keep it for --resume. Call with the
-    lease held."""
+    store: storage.Storage,
+    layout: Layout,
+    overwrite: bool,
+    resume: bool,
+    incremental: bool,
+    fingerprint: dict,
+) -> dict | None:
+    """Refuse to clobber, clear a stale work area, or keep it for --resume; start an
+    incremental run from the output's kept checkpoint. Call with the lease held. Returns an
+    incremental run's record (new, or resumed: `work_id`, the `base` manifest), else None."""
     try:
         names = [name for name in store.list_names(layout.output) if name != LEASE]
     except Exception as exc:
         raise ConfigError(f"cannot access output {layout.output}: {errors.cause(exc)}") from None
     interrupted = WORK in names
     if resume and interrupted:
-        previous = (
-            json.loads(store.read_bytes(layout.run_file)) if store.exists(layout.run_file) else None
-        )
+        previous = _read_json(store, layout.run_file)
         if previous != fingerprint:
-            different = sorted(
-                key for key in fingerprint if (previous or {}).get(key) != fingerprint[key]
-            )
             raise ConfigError(
                 f"{layout.output} holds a run with other settings "
-                f"({', '.join(different) or 'unknown'} differ); --resume needs "
-                f"the same --input, --weights, --engine, --precision, --limit "
+                f"({', '.join(_differing(previous, fingerprint)) or 'unknown'} differ); "
+                f"--resume needs the same --input, --weights, --engine, --precision, --limit "
                 f"and --sample-fraction (or use --overwrite)"
             )
-        return
+        return _read_json(store, layout.incremental_file)  # an interrupted incremental run
+    if incremental and names:  # into an empty output it is a first, full run
+        return _start_incremental(store, layout, names, fingerprint)
     if resume and SUCCESS in names:
         raise ConfigError(f"{layout.output} is already complete; use --overwrite to redo it")
     if names and not (overwrite or resume):
         hint = (
             "it holds an interrupted run: pass --resume to continue it or --overwrite to start over"
             if names == [WORK]
-            else "pass --overwrite to replace it"
+            else "pass --overwrite to replace it (or --incremental to add new files)"
         )
         raise ConfigError(f"output {layout.output} is not empty; {hint}")
     try:
@@ -258,14 +282,101 @@ def prepare(
         store.write_bytes(layout.run_file, json.dumps(fingerprint).encode())
     except Exception as exc:
         raise ConfigError(f"output {layout.output} is not writable: {errors.cause(exc)}") from None
+    return None
 
 
-def commit(store: storage.Storage, layout: Layout) -> None:
-    """Move staged results into place; `_SUCCESS` last, so partial output never looks done."""
+def _start_incremental(
+    store: storage.Storage, layout: Layout, names: list[str], fingerprint: dict
+) -> dict:
+    """The output's kept checkpoint is copied, not moved, into the work area: the stream
+    then sees only files the output does not hold, and a run cut short leaves the output
+    (and its record) exactly as it was."""
+    if WORK in names:
+        raise ConfigError(
+            f"{layout.output} holds an interrupted run: pass --resume to finish it first"
+        )
+    if SUCCESS not in names:
+        raise ConfigError(
+            f"--incremental adds to a complete output; {layout.output} is not one "
+            f"(run without --incremental first)"
+        )
+    kept = _read_json(store, layout.kept_run_file)
+    if kept is None or not store.exists(layout.kept_checkpoint):
+        raise ConfigError(
+            f"{layout.output} keeps no record of the files it holds (it was written with "
+            f"--limit or --sample-fraction, or by an older featurizer): redo it with --overwrite"
+        )
+    if kept != fingerprint:
+        raise ConfigError(
+            f"{layout.output} was featurized with other settings "
+            f"({', '.join(_differing(kept, fingerprint))} differ); --incremental needs the "
+            f"same --input, --weights, --engine and --precision (or --overwrite to redo it)"
+        )
+    # The base manifest is kept with the work: a resumed run adds to the same totals even if
+    # a commit cut short had already replaced the output's manifest.
+    work = {
+        "work_id": uuid.uuid4().hex[:12],
+        "base": _read_json(store, layout.final("manifest.json")),
+    }
+    try:
+        store.copy(layout.kept_checkpoint, layout.checkpoint)
+        store.write_bytes(layout.run_file, json.dumps(fingerprint).encode())
+        store.write_bytes(layout.incremental_file, json.dumps(work).encode())
+    except Exception as exc:
+        raise ConfigError(f"output {layout.output} is not writable: {errors.cause(exc)}") from None
+    return work
+
+
+def _read_json(store: storage.Storage, uri: str) -> Any:
+    return json.loads(store.read_bytes(uri)) if store.exists(uri) else None
+
+
+def _differing(previous: dict | None, current: dict) -> list[str]:
+    return sorted(key for key in current if (previous or {}).get(key) != current[key])
+
+
+def commit(store: storage.Storage, layout: Layout, keep_state: bool) -> None:
+    """Move staged results into place; `_SUCCESS` last, so partial output never looks done.
+    With `keep_state` the stream's checkpoint stays, as the record --incremental reads."""
     _clear(store, layout)
     for name in ARTIFACTS:
         if store.exists(layout.staged(name)):
             store.rename(layout.staged(name), layout.final(name))
+    if keep_state:
+        store.mkdirs(layout.state)
+        store.rename(layout.checkpoint, layout.kept_checkpoint)
+        store.rename(layout.run_file, layout.kept_run_file)
+    store.write_bytes(layout.final(SUCCESS), b"")
+    store.delete(layout.work)
+
+
+def commit_added(store: storage.Storage, layout: Layout, work_id: str) -> None:
+    """An incremental run's rows join the output: `_SUCCESS` goes first and comes back last,
+    so a reader that checks it never takes a half-added output for a complete one. The new
+    files are named after the work id, so a commit cut short and resumed replaces its own
+    files instead of adding them twice."""
+    store.delete(layout.final(SUCCESS))
+    for folder in ("features", "errors"):
+        staged, final = layout.staged(folder), layout.final(folder)
+        if not store.exists(staged):
+            continue
+        store.mkdirs(final)
+        for name in store.list_names(final):
+            if name.startswith(f"part-{work_id}-"):
+                store.delete(storage.join(final, name))
+        parts = [name for name in store.list_names(staged) if name.endswith(".parquet")]
+        for index, name in enumerate(parts):
+            store.rename(
+                storage.join(staged, name),
+                storage.join(final, f"part-{work_id}-{index:05d}.parquet"),
+            )
+    for name in ("manifest.json", "explained_variance.png"):
+        if store.exists(layout.staged(name)):
+            if store.exists(layout.final(name)):
+                store.delete(layout.final(name))
+            store.rename(layout.staged(name), layout.final(name))
+    store.delete(layout.kept_checkpoint)
+    store.rename(layout.checkpoint, layout.kept_checkpoint)
     store.write_bytes(layout.final(SUCCESS), b"")
     store.delete(layout.work)
 
@@ -282,7 +393,7 @@ def commit_failed(store: storage.Storage, layout: Layout, manifest: bytes) -> No
 
 def _clear(store: storage.Storage, layout: Layout) -> None:
     """Remove a previous run's marker first, then its artifacts."""
-    for name in (SUCCESS, *ARTIFACTS):
+    for name in (SUCCESS, *ARTIFACTS, STATE):
         if store.exists(layout.final(name)):
             store.delete(layout.final(name))
 

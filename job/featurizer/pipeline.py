@@ -48,7 +48,11 @@ ROWS_PER_OUTPUT_FILE = 20_000  # ~100 MB of 1280-d float features per file
 MIN_ROWS_PER_OUTPUT_FILE = 1_000  # ~5 MB: smaller files are not worth a core
 SECRET_WORDS = ("secret", "password", "token", "access.key", "credential", "session")
 DISAPPEARED = "file disappeared during the run"
-CALIBRATION_IMAGES = 128  # what an int8 engine is calibrated on
+CALIBRATION_IMAGES = 128
+STAGED_SCHEMA = (
+    "path string, label string, length long, modificationTime timestamp, "
+    "features array<float>, error string"
+)  # what an int8 engine is calibrated on
 
 
 @dataclass
@@ -173,14 +177,17 @@ def _featurize_and_commit(
     run: Run, spark: Any, store: storage.Storage, source: Any, listing: sources.Listing
 ) -> dict:
     config, layout, timer = run.config, run.layout, run.timer
-    found = listing.found
-    output.prepare(
+    work = output.prepare(
         store,
         layout,
         config.overwrite,
         config.resume,
+        config.incremental,
         _fingerprint(config, run.input_uri, run.weights),
     )
+    base = (work or {}).get("base") or {}  # an incremental run: the output it adds to
+    held = base.get("counts", {}).get("found", 0)
+    new = max(listing.found - held, 0) if work else listing.found
 
     with timer.stage("export"):
         payload = engines.export(
@@ -190,33 +197,61 @@ def _featurize_and_commit(
             lambda: calibration_images(source.samples(spark, store, listing, CALIBRATION_IMAGES)),
         )
     with timer.stage("featurize"):
-        readable = found - len(listing.unreadable)  # what the stream will see
+        readable = new - len(listing.unreadable)  # what the stream will see
         stream = featurize(
             spark, store, run, source, payload, _expected(readable, config), sorted(listing.aliases)
         )
         if source.accounts_unread and config.limit is None and config.sample_fraction is None:
+            known = _paths_in(spark, store, layout) if work else set()
             record_unread(
                 spark,
                 store,
                 layout,
-                [p for p in listing.files if p not in listing.aliases],
-                listing.unreadable,
+                [p for p in listing.files if p not in listing.aliases and p not in known],
+                [(p, reason) for p, reason in listing.unreadable if p not in known],
             )
+    nothing_new = bool(work) and not _has_staged(store, layout)
+    if nothing_new and not config.refit_pca:
+        store.delete(layout.work)
+        run.log(f"nothing new under {run.input_uri}: {layout.output} is unchanged")
+        return base
 
     with timer.stage("reduce"):
-        staged = spark.read.parquet(layout.featurized)
-        counts = _counts(staged, found)
-        if counts["found"] > found:
+        staged = (
+            spark.createDataFrame([], STAGED_SCHEMA)
+            if nothing_new
+            else spark.read.parquet(layout.featurized)
+        )
+        counts = _counts(staged, 0 if work else listing.found)
+        if not work and counts["found"] > listing.found:
             run.warn(
-                f"{counts['found'] - found:,} images were added to the input during the "
-                f"run and featurized too"
+                f"{counts['found'] - listing.found:,} images were added to the input during "
+                f"the run and featurized too"
             )
-        failure = _failure(counts, config, layout.final("errors"))
+        failure = _failure(counts, config, layout.final("errors"), adding=bool(work))
+        if failure and work:  # the output stays as it was; the new errors are staged
+            _write_errors(staged, layout.staged("errors"))
+            raise FeaturizerError(failure.replace(layout.final("errors"), layout.staged("errors")))
         if failure:
             if counts["selected"]:
                 _commit_failed_run(store, run, counts, staged)
             raise FeaturizerError(failure)
         vectors = _vectors(staged)
+        if work and not config.refit_pca:
+            run.reused_pca = reduce.load_pca(
+                spark, layout.final("pca_model"), FEATURE_DIM, "vector", "pca_vector"
+            )
+            if config.pca_k is not None and config.pca_k != run.reused_pca.k:
+                run.warn(
+                    f"--pca-k {config.pca_k} is not the output's k = {run.reused_pca.k}: the "
+                    f"new rows are projected with the output's model (--refit-pca to change k)"
+                )
+        if work:
+            counts = _added_to(base["counts"], counts)
+            counts["classes"] = _classes(spark, layout, staged)
+        if work and config.refit_pca:  # every row, old and new, gets the new model's pca
+            vectors = vectors.unionByName(_vectors(_output_rows(spark, layout)))
+            staged = staged.unionByName(_output_rows(spark, layout, errors=True))
         pca = run.reused_pca or reduce.fit_pca(
             vectors,
             "vector",
@@ -238,8 +273,12 @@ def _featurize_and_commit(
     )
 
     with timer.stage("write"), _failing("writing results to", layout.result):
-        write_results(spark, layout, vectors, staged, pca, counts)
+        rows = counts["added"] if work and not config.refit_pca else counts["featurized"]
+        write_results(spark, layout, vectors, staged, pca, rows)
     manifest = _manifest(run, spark, counts, pca, stream, status="succeeded")
+    if work:
+        manifest["counts"].update(added=counts["added"], added_failed=counts["added_failed"])
+    manifest["runs"] = [*base.get("runs", [_run_entry(base)] if base else []), _run_entry(manifest)]
     with _failing("writing results to", layout.result):
         store.write_bytes(layout.staged("manifest.json"), report.manifest_json(manifest))
         store.write_bytes(
@@ -249,12 +288,81 @@ def _featurize_and_commit(
             ),
         )
     with _failing("committing", layout.output):
-        output.commit(store, layout)
+        if work and not config.refit_pca:
+            output.commit_added(store, layout, work["work_id"])
+        else:  # a full run keeps the stream's record for --incremental
+            output.commit(store, layout, keep_state=_complete_record(config))
     if not config.no_report:
         from featurizer import reporting
 
         reporting.after_run(spark, layout.output, run.log)
     return manifest
+
+
+def _complete_record(config: RunConfig) -> bool:
+    """Only a run over every file leaves a checkpoint that says which files the output
+    holds (--limit and --sample-fraction mark files seen that were not featurized)."""
+    return config.limit is None and config.sample_fraction is None
+
+
+def _paths_in(spark: Any, store: storage.Storage, layout: Layout) -> set[str]:
+    """The paths a complete output holds (features/ and errors/)."""
+    return {
+        row.path
+        for name in ("features", "errors")
+        if store.exists(layout.final(name))
+        for row in spark.read.parquet(layout.final(name)).select("path").toLocalIterator()
+    }
+
+
+def _output_rows(spark: Any, layout: Layout, errors: bool = False) -> Any:
+    """The output's rows in the staged shape (path, label, features, error)."""
+    from pyspark.sql import functions as F
+
+    if errors:
+        frame = spark.read.parquet(layout.final("errors"))
+        return frame.select(
+            "path",
+            F.element_at(F.split("path", "/"), -2).alias("label"),
+            F.lit(None).cast("long").alias("length"),
+            F.lit(None).cast("timestamp").alias("modificationTime"),
+            F.lit(None).cast("array<float>").alias("features"),
+            "error",
+        )
+    return spark.read.parquet(layout.final("features")).select(
+        "path", "label", "features", F.lit(None).cast("string").alias("error")
+    )
+
+
+def _classes(spark: Any, layout: Layout, staged: Any) -> int:
+    """Distinct labels of the output's rows and the new ones."""
+    old = spark.read.parquet(layout.final("features")).select("label")
+    new = staged.where("error IS NULL").select("label")
+    return int(old.unionByName(new).distinct().count())
+
+
+def _added_to(base: dict[str, int], new: dict[str, int]) -> dict[str, int]:
+    """The output's counts after an incremental run: the base plus what this run added."""
+    total = {
+        key: base.get(key, 0) + new[key] for key in ("found", "selected", "featurized", "failed")
+    }
+    return {**new, **total, "added": new["featurized"], "added_failed": new["failed"]}
+
+
+def _run_entry(manifest: dict) -> dict:
+    """One line of the output's history (manifest `runs`)."""
+    counts = manifest.get("counts", {})
+    return {
+        "run_id": manifest.get("run_id"),
+        "started_at": manifest.get("started_at"),
+        "finished_at": manifest.get("finished_at"),
+        "featurized": counts.get("added", counts.get("featurized")),
+        "failed": counts.get("added_failed", counts.get("failed")),
+        "weights_sha256": manifest.get("weights", {}).get("sha256"),
+        "engine": manifest.get("engine", {}).get("name"),
+        "precision": manifest.get("engine", {}).get("precision"),
+        "pca": manifest.get("pca", {}).get("model_source") or "fitted",
+    }
 
 
 # ---- stages ---------------------------------------------------------------------------
@@ -421,9 +529,11 @@ def record_unread(
     zero-byte files and, with ignoreMissingFiles, files deleted since the listing."""
     from pyspark.sql import functions as F
 
-    staged = {
-        row.path for row in spark.read.parquet(layout.featurized).select("path").toLocalIterator()
-    }
+    staged = (
+        {row.path for row in spark.read.parquet(layout.featurized).select("path").toLocalIterator()}
+        if _has_staged(store, layout)
+        else set()  # an incremental run with nothing new
+    )
     unread = sorted(set(discovered) - staged)
     rows = [(path, _unread_reason(store, path)) for path in unread]
     rows += [(path, reason) for path, reason in unlisted if path not in staged]
@@ -459,11 +569,12 @@ def _sampled(fraction: float) -> Any:
     return bucket < F.lit(int(round(fraction * 1_000_000)))
 
 
+def _has_staged(store: storage.Storage, layout: Layout) -> bool:
+    return any(name.startswith("batch=") for name in store.list_names(layout.featurized))
+
+
 def _staged_rows(spark: Any, layout: Layout) -> int:
-    store = storage.Storage(spark)
-    if not store.exists(layout.featurized) or not [
-        name for name in store.list_names(layout.featurized) if name.startswith("batch=")
-    ]:
+    if not _has_staged(storage.Storage(spark), layout):
         return 0  # nothing staged yet
     return spark.read.parquet(layout.featurized).count()
 
@@ -497,13 +608,15 @@ def _counts(staged: Any, found: int) -> dict[str, int]:
     }
 
 
-def _failure(counts: dict[str, int], config: RunConfig, errors_uri: str) -> str | None:
+def _failure(
+    counts: dict[str, int], config: RunConfig, errors_uri: str, adding: bool = False
+) -> str | None:
     """Why the run cannot go on to PCA (too many broken files, or fewer than 2 images), or
-    None."""
+    None. An incremental run (`adding`) is judged by its new files' error rate alone."""
     if counts["selected"] == 0:
-        return "no images were selected (check --limit / --sample-fraction)"
+        return None if adding else "no images were selected (check --limit / --sample-fraction)"
     rate = counts["failed"] / counts["selected"]
-    if counts["featurized"] < 2:
+    if counts["featurized"] < 2 and not adding:
         return (
             f"only {counts['featurized']} image(s) could be featurized (PCA needs 2); "
             f"see {errors_uri}"
@@ -547,12 +660,12 @@ def write_results(
     vectors: Any,
     staged: Any,
     pca: reduce.PcaResult,
-    counts: dict[str, int],
+    rows: int,
 ) -> None:
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
-    files = output_files(counts["featurized"], spark.sparkContext.defaultParallelism)
+    files = output_files(rows, spark.sparkContext.defaultParallelism)
     (
         pca.model.transform(vectors)
         .select(

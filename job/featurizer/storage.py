@@ -121,6 +121,19 @@ class Storage:
         if not self._fs(source).rename(self._path(source), self._path(target)):
             raise OSError(f"could not move {source} to {target}")
 
+    def copy(self, source: str, target: str) -> None:
+        """A folder (recursively) or a file; the source stays."""
+        fs = self._jvm.org.apache.hadoop.fs
+        if not fs.FileUtil.copy(
+            self._fs(source),
+            self._path(source),
+            self._fs(target),
+            self._path(target),
+            False,
+            self._hadoop_conf,
+        ):
+            raise OSError(f"could not copy {source} to {target}")
+
     def write_bytes(self, uri: str, data: bytes) -> None:
         stream = self._fs(uri).create(self._path(uri), True)
         try:

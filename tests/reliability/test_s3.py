@@ -265,14 +265,15 @@ def test_packed_shards_on_s3_give_the_loose_features_with_far_fewer_requests(s3,
                              "s3a://results/packed", "--images-per-file", "50", "--master",
                              "local[2]"], capture_output=True, text=True, env=env, timeout=900)
     assert packed.returncode == 0, packed.stderr[-3000:]
-    requests = {}
-    for name, source in (("loose", "s3a://data/fruits"), ("packed", "s3a://results/packed")):
-        before = s3.request_count()
-        code, _, err = finish(featurizer(s3, jars, "--input", source, "--output",
-                                         f"s3a://results/from-{name}", "--pca-k", "2",
-                                         "--no-report"))
+    requests, reads = {}, {}
+    for name, bucket, prefix in (("loose", "data", "fruits"), ("packed", "results", "packed")):
+        before, read_before = s3.request_count(), s3.request_count(bucket, prefix)
+        code, _, err = finish(featurizer(s3, jars, "--input", f"s3a://{bucket}/{prefix}",
+                                         "--output", f"s3a://results/from-{name}", "--pca-k",
+                                         "2", "--no-report"))
         assert code == 0, err[-3000:]
         requests[name] = s3.request_count() - before
+        reads[name] = s3.request_count(bucket, prefix) - read_before
     loose, _ = read_s3_output(s3.client, "results", "from-loose")
     shards, manifest = read_s3_output(s3.client, "results", "from-packed")
     a = dict(zip(loose.column("path").to_pylist(), zip(loose.column("label").to_pylist(),
@@ -280,5 +281,33 @@ def test_packed_shards_on_s3_give_the_loose_features_with_far_fewer_requests(s3,
     b = dict(zip(shards.column("path").to_pylist(), zip(shards.column("label").to_pylist(),
                                                         shards.column("features").to_pylist())))
     assert a == b and len(a) == IMAGES
-    print(f"\nS3 requests for {IMAGES} images (the whole run, listing to commit): loose "
-          f"{requests['loose']}, packed (2 shards) {requests['packed']}")
+    print(f"\nS3 requests for {IMAGES} images, the whole run (listing to commit): loose "
+          f"{requests['loose']}, packed (2 shards) {requests['packed']}; reading the input: "
+          f"loose {reads['loose']}, packed {reads['packed']}")
+
+
+def test_an_incremental_run_on_s3_adds_exactly_the_new_objects(s3, jars):
+    """40 objects featurized, 15 more arrive: --incremental adds those 15 and leaves the 40
+    rows as they were; the stream's record (_state/) lives in the bucket too."""
+    keys = sorted(s3_keys(s3.client, "data", "fruits/Training/"))[:55]
+    for key in keys[:40]:
+        s3.client.copy_object(Bucket="data", Key="grow/" + key.removeprefix("fruits/"),
+                              CopySource={"Bucket": "data", "Key": key})
+    args = ("--input", "s3a://data/grow", "--output", "s3a://results/grow", "--no-report")
+    code, _, err = finish(featurizer(s3, jars, *args, "--pca-k", "3"))
+    assert code == 0, err[-3000:]
+    before, _ = read_s3_output(s3.client, "results", "grow")
+    assert s3_keys(s3.client, "results", "grow/_state/checkpoint/")
+    for key in keys[40:]:
+        s3.client.copy_object(Bucket="data", Key="grow/" + key.removeprefix("fruits/"),
+                              CopySource={"Bucket": "data", "Key": key})
+    code, _, err = finish(featurizer(s3, jars, *args, "--incremental"))
+    assert code == 0, err[-3000:]
+    after, manifest = read_s3_output(s3.client, "results", "grow")
+    old = {row["path"]: row for row in before.to_pylist()}
+    new = {row["path"]: row for row in after.to_pylist()}
+    added = {"s3a://data/grow/" + key.removeprefix("fruits/") for key in keys[40:]}
+    assert set(new) == set(old) | added and len(new) == 55
+    assert all(new[path] == row for path, row in old.items())
+    assert (manifest["counts"]["featurized"], manifest["counts"]["added"]) == (55, 15)
+    assert not s3_keys(s3.client, "results", "grow/_work/")

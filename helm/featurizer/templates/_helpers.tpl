@@ -158,13 +158,14 @@ sparkConf is merged over them, so a user's setting always wins. */}}
 {{- end -}}
 
 {{/* A scheduled run writes job.output again every time: refuse that unless each run gets
-an output of its own ({app} or {date} in it) or overwrites on purpose. */}}
+an output of its own ({app} or {date} in it), adds to one (incremental) or overwrites on
+purpose. */}}
 {{- define "featurizer.checkSchedule" -}}
 {{- if .Values.schedule.enabled }}
 {{- $fresh := or (contains "{app}" .Values.job.output) (contains "{date}" .Values.job.output) }}
 {{- $overwrites := and .Values.job.overwrite (not .Values.job.resume) }}
-{{- if not (or $fresh $overwrites) }}
-{{- fail "schedule.enabled: every run would write the same job.output (the second is refused as already complete): put {app} in it (the run's name, e.g. s3a://bucket/features/{app}) or {date}, or set job.overwrite: true and job.resume: null" }}
+{{- if not (or $fresh $overwrites .Values.job.incremental) }}
+{{- fail "schedule.enabled: every run would write the same job.output (the second is refused as already complete): put {app} in it (the run's name, e.g. s3a://bucket/features/{app}) or {date}, set job.incremental: true (each run adds the new images), or set job.overwrite: true and job.resume: null" }}
 {{- end }}
 {{- end }}
 {{- end -}}

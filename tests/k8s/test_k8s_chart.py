@@ -217,7 +217,8 @@ def test_schedule_renders_the_same_spec_as_a_scheduled_application(template):
     (["--set", "job.output=s3a://b/out/{app}"], True),                 # one per run
     (["--set", "job.output=s3a://b/out/{date}"], True),                # one per day
     (["--set", "job.overwrite=true", "--set", "job.resume=null"], True),  # replaced on purpose
-], ids=["same-output", "app", "date", "overwrite"])
+    (["--set", "job.incremental=true"], True),                         # each run adds to one
+], ids=["same-output", "app", "date", "overwrite", "incremental"])
 def test_a_schedule_needs_an_output_per_run(helm, extra: list[str], accepted: bool):
     proc = subprocess.run([helm, "template", "featurizer", str(CHART), "--set",
                            "job.input=s3a://b/in", "--set", "job.output=s3a://b/out",

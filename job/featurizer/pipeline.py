@@ -320,15 +320,7 @@ def _output_rows(spark: Any, layout: Layout, errors: bool = False) -> Any:
     from pyspark.sql import functions as F
 
     if errors:
-        frame = spark.read.parquet(layout.final("errors"))
-        return frame.select(
-            "path",
-            F.element_at(F.split("path", "/"), -2).alias("label"),
-            F.lit(None).cast("long").alias("length"),
-            F.lit(None).cast("timestamp").alias("modificationTime"),
-            F.lit(None).cast("array<float>").alias("features"),
-            "error",
-        )
+        return _error_rows(spark.read.parquet(layout.final("errors")))
     return spark.read.parquet(layout.final("features")).select(
         "path", "label", "features", F.lit(None).cast("string").alias("error")
     )
@@ -527,7 +519,6 @@ def record_unread(
     """Every listed file that produced no row, and every file the listing could not name
     (`unlisted`), becomes an error row, so found = featurized + failed. Spark's scan skips
     zero-byte files and, with ignoreMissingFiles, files deleted since the listing."""
-    from pyspark.sql import functions as F
 
     staged = (
         {row.path for row in spark.read.parquet(layout.featurized).select("path").toLocalIterator()}
@@ -539,16 +530,23 @@ def record_unread(
     rows += [(path, reason) for path, reason in unlisted if path not in staged]
     if not rows:
         return
-    frame = spark.createDataFrame(rows, "path string, error string").select(
+    frame = _error_rows(spark.createDataFrame(rows, "path string, error string"))
+    frame.coalesce(1).write.mode("overwrite").parquet(
+        storage.join(layout.featurized, "batch=unread")
+    )
+
+
+def _error_rows(frame: Any) -> Any:
+    """Rows of (path, error) in the staged shape: a label from the path, no features."""
+    from pyspark.sql import functions as F
+
+    return frame.select(
         "path",
-        F.element_at(F.split("path", "/"), -2).alias("label"),
+        sources.label_of("path").alias("label"),
         F.lit(None).cast("long").alias("length"),
         F.lit(None).cast("timestamp").alias("modificationTime"),
         F.lit(None).cast("array<float>").alias("features"),
         "error",
-    )
-    frame.coalesce(1).write.mode("overwrite").parquet(
-        storage.join(layout.featurized, "batch=unread")
     )
 
 

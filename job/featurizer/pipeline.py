@@ -202,14 +202,8 @@ def _featurize_and_commit(
             spark, store, run, source, payload, _expected(readable, config), sorted(listing.aliases)
         )
         if source.accounts_unread and config.limit is None and config.sample_fraction is None:
-            known = _paths_in(spark, store, layout) if work else set()
-            record_unread(
-                spark,
-                store,
-                layout,
-                [p for p in listing.files if p not in listing.aliases and p not in known],
-                [(p, reason) for p, reason in listing.unreadable if p not in known],
-            )
+            known = _paths_in(spark, store, layout) if work else None
+            record_unread(spark, store, layout, listing.paths, listing.unreadable, known)
     nothing_new = bool(work) and not _has_staged(store, layout)
     if nothing_new and not config.refit_pca:
         store.delete(layout.work)
@@ -305,14 +299,14 @@ def _complete_record(config: RunConfig) -> bool:
     return config.limit is None and config.sample_fraction is None
 
 
-def _paths_in(spark: Any, store: storage.Storage, layout: Layout) -> set[str]:
-    """The paths a complete output holds (features/ and errors/)."""
-    return {
-        row.path
+def _paths_in(spark: Any, store: storage.Storage, layout: Layout) -> Any:
+    """The paths a complete output holds (features/ and errors/), as a DataFrame."""
+    frames = [
+        spark.read.parquet(layout.final(name)).select("path")
         for name in ("features", "errors")
         if store.exists(layout.final(name))
-        for row in spark.read.parquet(layout.final(name)).select("path").toLocalIterator()
-    }
+    ]
+    return frames[0].unionByName(frames[1]) if len(frames) == 2 else frames[0]
 
 
 def _output_rows(spark: Any, layout: Layout, errors: bool = False) -> Any:
@@ -513,21 +507,28 @@ def record_unread(
     spark: Any,
     store: storage.Storage,
     layout: Layout,
-    discovered: list[str],
+    listed: Any,
     unlisted: list[tuple[str, str]],
+    known: Any = None,
 ) -> None:
-    """Every listed file that produced no row, and every file the listing could not name
-    (`unlisted`), becomes an error row, so found = featurized + failed. Spark's scan skips
-    zero-byte files and, with ignoreMissingFiles, files deleted since the listing."""
-
-    staged = (
-        {row.path for row in spark.read.parquet(layout.featurized).select("path").toLocalIterator()}
-        if _has_staged(store, layout)
-        else set()  # an incremental run with nothing new
+    """Every listed file (a DataFrame of `path`) that produced no row, and every file the
+    listing could not name (`unlisted`), becomes an error row, so found = featurized + failed;
+    `known` paths (an incremental run's output) are not this run's. Spark's scan skips
+    zero-byte files and, with ignoreMissingFiles, files deleted since the listing. Joined in
+    Spark: only the unread files come to the driver, for their reasons."""
+    done = (
+        [spark.read.parquet(layout.featurized).select("path")] if _has_staged(store, layout) else []
     )
-    unread = sorted(set(discovered) - staged)
-    rows = [(path, _unread_reason(store, path)) for path in unread]
-    rows += [(path, reason) for path, reason in unlisted if path not in staged]
+    done += [known] if known is not None else []
+    missing = listed
+    for paths in done:
+        missing = missing.join(paths, "path", "left_anti")
+    rows = [(row.path, _unread_reason(store, row.path)) for row in missing.toLocalIterator()]
+    if unlisted:
+        names = spark.createDataFrame(unlisted, "path string, error string")
+        for paths in done:
+            names = names.join(paths, "path", "left_anti")
+        rows += [(row.path, row.error) for row in names.collect()]
     if not rows:
         return
     frame = _error_rows(spark.createDataFrame(rows, "path string, error string"))

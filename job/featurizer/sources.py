@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 from featurizer import errors, images, storage
 from featurizer.config import RunConfig
@@ -35,19 +34,24 @@ IMAGES_PER_SHARD = 1000
 
 @dataclass
 class Listing:
-    """What the input holds, as far as the run needs to know before featurizing."""
+    """What the input holds, as far as the run needs to know before featurizing. Nothing in
+    it grows with the number of files on the Python side: the paths stay in the JVM."""
 
     found: int
-    files: list[str] = field(default_factory=list)  # FileSource: Spark paths of the images
+    paths: Any = None  # FileSource: a DataFrame of `path` (Spark's spelling), aliases left out
     aliases: set[str] = field(default_factory=set)  # reached again through links: skipped
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
-def spark_path(uri: str) -> str:
+def spark_path(uri: Any) -> Any:
     """inputFiles() gives URI-encoded strings; binaryFile's `path` column is decoded, and
-    local files read `file:/x` rather than `file:///x`."""
-    path = unquote(uri)
-    return "file:/" + path[len("file:///") :] if path.startswith("file:///") else path
+    local files read `file:/x` rather than `file:///x` (a Column; url_decode would read `+`
+    as a space, so a literal `+` is protected first)."""
+    from pyspark.sql import functions as F
+
+    decoded = F.url_decode(F.replace(uri, F.lit("+"), F.lit("%2B")))
+    local = F.concat(F.lit("file:/"), decoded.substr(len("file:///") + 1, 1 << 30))
+    return F.when(decoded.startswith("file:///"), local).otherwise(decoded)
 
 
 def label_of(path: Any) -> Any:
@@ -66,23 +70,39 @@ class FileSource:
         self.uri, self.scan = uri, scan
 
     def listing(self, spark: Any) -> Listing:
+        """Spark's own listing (the file index). Its paths go from the JVM's array straight
+        into a DataFrame: passing them to Python cost ~390 B and ~66 us per file (BENCHMARKS.md,
+        "Driver memory and listing time")."""
+        from pyspark.sql import DataFrame
+        from pyspark.sql import functions as F
+
         try:
-            files = (
+            uris = (
                 spark.read.format("binaryFile")
                 .option("recursiveFileLookup", "true")
                 .option("pathGlobFilter", IMAGE_GLOB)
                 .load(self.uri)
-                .inputFiles()
+                ._jdf.inputFiles()  # a Java String[], left in the JVM
             )
         except Exception as exc:
             raise ConfigError(f"cannot read input {self.uri}: {errors.cause(exc)}") from None
-        if not files:
+        count = len(uris)
+        if not count:
             raise ConfigError(f"no images (.jpg, .jpeg, .png) found under {self.uri}")
-        discovered = [spark_path(uri) for uri in files]
-        aliases = set(self.scan.aliases) & set(discovered)
+        jvm = spark.sparkContext._jvm
+        dataset = spark._jsparkSession.createDataset(
+            jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(uris),  # no copy
+            jvm.org.apache.spark.sql.Encoders.STRING(),
+        )
+        listed = DataFrame(dataset.toDF(), spark).select(spark_path(F.col("value")).alias("path"))
+        aliases: set[str] = set()
+        if self.scan.aliases:  # a local input's links: the scan knows them, few
+            known = spark.createDataFrame([(path,) for path in self.scan.aliases], "path string")
+            aliases = {row.path for row in listed.join(known, "path", "left_semi").collect()}
+            listed = listed.join(F.broadcast(known), "path", "left_anti")
         return Listing(
-            found=len(discovered) - len(aliases) + len(self.scan.unreadable),
-            files=discovered,
+            found=count - len(aliases) + len(self.scan.unreadable),
+            paths=listed,
             aliases=aliases,
             unreadable=list(self.scan.unreadable),
         )
@@ -107,10 +127,14 @@ class FileSource:
     def samples(
         self, spark: Any, store: storage.Storage, listing: Listing, count: int
     ) -> list[tuple[str, bytes]]:
-        """Up to `count` images evenly spaced in path order (so every class folder tends to
-        contribute); files gone since the listing are passed over."""
-        ordered = sorted(listing.files)
-        chosen = ordered[:: max(1, len(ordered) // count)][:count]
+        """Up to `count` images picked by a hash of their path (deterministic, spread over
+        the class folders, chosen in Spark); files gone since the listing are passed over."""
+        from pyspark.sql import functions as F
+
+        chosen = [
+            row.path
+            for row in listing.paths.orderBy(F.xxhash64("path"), "path").limit(count).collect()
+        ]
         found = []
         for path in chosen:
             try:

@@ -82,7 +82,8 @@ class RunConfig:
                                 "and of --resume).", type=int)
     master: str | None = _opt(None, "Spark master URL (default: local[*,3] = all cores, 3 task attempts; or whatever "
                               "spark-submit set).")
-    limit: int | None = _opt(None, "Featurize at most N files (the oldest first).", type=int)
+    limit: int | None = _opt(None, "Featurize at most N files: the oldest first (by modification "
+                             "time, then path).", type=int)
     sample_fraction: float | None = _opt(None, "Featurize a deterministic pseudo-random "
                                          "fraction of the files (0 < F <= 1).", type=float)
     max_error_rate: float = _opt(0.05, "Fail the run (after writing errors/) when more than "

@@ -77,7 +77,7 @@ def test_corrupt_file_is_recorded_in_errors(result):
     errors = pq.read_table(output / "errors").to_pandas()
     assert len(errors) == 1
     assert errors["path"][0].endswith(CORRUPT)
-    assert errors["error"][0]
+    assert errors["error"][0] == "OSError: Truncated File Read"
 
 
 def test_features_equal_bare_keras(result, no_top_weights):
@@ -161,6 +161,7 @@ def test_overwrite_replaces_the_output(spark, dataset, tmp_path):
     assert len(read_features(output)) + len(pq.read_table(output / "errors")) == 10
     assert {len(v) for v in read_features(output)["pca"]} == {3}
     assert (output / "_SUCCESS").exists()
+    assert not (output / "stale.txt").exists()             # replaced, not merged into
 
 
 def test_limit_takes_the_oldest_files_across_micro_batches(spark, sample_dir, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -38,3 +39,16 @@ WORKER_DAEMONS = (b"pyspark.daemon", b"featurizer.worker_daemon")
 def is_python_worker(cmdline: bytes) -> bool:
     """A Python worker (or its daemon) of a run, by its command line."""
     return any(daemon in cmdline for daemon in WORKER_DAEMONS)
+
+
+# SIGINT back to its default disposition, then exec the real command. A suite started with
+# SIGINT ignored (`make test &` from a script) passes SIG_IGN on to its children, and a Python
+# child then never raises KeyboardInterrupt. An exec rather than preexec_fn, which is unsafe
+# in a process with threads (the test process has Spark's).
+_RESET_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                 "os.execv(sys.argv[1], sys.argv[1:])")
+
+
+def with_default_sigint(argv: list[str]) -> list[str]:
+    """argv run with SIGINT at its default disposition, whatever this process inherited."""
+    return [sys.executable, "-c", _RESET_SIGINT, *argv]

@@ -123,7 +123,11 @@ class RunConfig:
         "Spark master URL (default: local[*,3] = all cores, 3 task attempts; or whatever "
         "spark-submit set).",
     )
-    limit: int | None = _opt(None, "Featurize at most N files (the oldest first).", type=int)
+    limit: int | None = _opt(
+        None,
+        "Featurize at most N files: the oldest first (by modification time, then path).",
+        type=int,
+    )
     sample_fraction: float | None = _opt(
         None,
         "Featurize a deterministic pseudo-random fraction of the files (0 < F <= 1).",

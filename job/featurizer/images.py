@@ -7,6 +7,7 @@ is recorded in errors/; nothing in here may crash a whole batch.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Iterable
 
@@ -18,6 +19,7 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
 # Refuse images above this many pixels before decoding them (decompression bombs): Pillow's
 # own limit (~89 MP, ~3.7x a 6000x4000 photo) keeps a worker's peak memory bounded.
 MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
+_OBJECT_REPR = re.compile(r" <[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 class ImageError(ValueError):
@@ -54,7 +56,9 @@ def decode(data: bytes | None) -> np.ndarray:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageError(f"image too large (decompression bomb guard): {exc}") from None
     except Exception as exc:  # Pillow raises many types for corrupt data
-        raise ImageError(f"{type(exc).__name__}: {exc}") from None
+        # Without the in-memory file's repr (an address): the same file, the same reason.
+        reason = _OBJECT_REPR.sub("", str(exc))
+        raise ImageError(f"{type(exc).__name__}: {reason}") from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -392,9 +392,13 @@ def commit_failed(store: storage.Storage, layout: Layout, manifest: bytes) -> No
 
 
 def _clear(store: storage.Storage, layout: Layout) -> None:
-    """Remove a previous run's marker first, then its artifacts."""
-    for name in (SUCCESS, *ARTIFACTS, STATE):
-        if store.exists(layout.final(name)):
+    """Remove a previous run's marker first, then everything else it held (--overwrite
+    replaces the output, stray files and the kept _state/ too), except this run's work area
+    and lease."""
+    if store.exists(layout.final(SUCCESS)):
+        store.delete(layout.final(SUCCESS))
+    for name in store.list_names(layout.output):
+        if name not in (SUCCESS, WORK, LEASE):
             store.delete(layout.final(name))
 
 

@@ -479,13 +479,15 @@ class BatchWriter:
             self.limit_reached = self.selected >= limit
 
     def _limited(self, files: Any, limit: int) -> tuple[Any, int]:
-        """At most the files still needed under --limit (first by path within the batch)."""
+        """At most the files still needed under --limit: the oldest of the batch (the stream
+        hands out files oldest first; the path breaks ties)."""
         remaining = limit - self.selected
         count = files.count()  # metadata only: no content read
         if count <= remaining:
             return files, count
         partitions = max(1, math.ceil(remaining / 128))
-        return files.orderBy("path").limit(remaining).repartition(partitions), remaining
+        oldest = files.orderBy("modificationTime", "path").limit(remaining)
+        return oldest.repartition(partitions), remaining
 
 
 def calibration_images(samples: list[tuple[str, bytes]]) -> tuple[str, list[Any]]:

@@ -119,5 +119,14 @@ def build_model(weights_path: str | os.PathLike[str]) -> Any:
             raise ConfigError(
                 f"{weights_path} does not hold MobileNetV2 (alpha 1.0, 224) weights: {no_top_error}"
             ) from None
-        pooled = full.get_layer("global_average_pooling2d").output
-        return keras.Model(full.input, pooled, name="mobilenetv2_1.00_224_pooled")
+        # By type, not by name: Keras numbers auto-named layers per process
+        # (global_average_pooling2d_1 once another model has been built).
+        pools = [
+            layer for layer in full.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)
+        ]
+        if len(pools) != 1:
+            raise ConfigError(
+                f"{weights_path}: expected one global average pooling layer in "
+                f"MobileNetV2, found {len(pools)}"
+            ) from None
+        return keras.Model(full.input, pools[0].output, name="mobilenetv2_1.00_224_pooled")

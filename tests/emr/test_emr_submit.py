@@ -10,13 +10,15 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from featurizer import cli
 from featurizer.config import RunConfig
 from featurizer.launch import emr_spec
-
+from processes import with_default_sigint
 
 
 def _with(args: list[str], **options: str) -> list[str]:
@@ -96,35 +98,54 @@ def test_dry_run_prints_a_valid_request_and_calls_nothing(clients, virtual_clust
     assert "Contents" not in s3.list_objects_v2(Bucket="results")
 
 
-def _start_waiting(featurizer_bin, submit_args, aws, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [featurizer_bin, *submit_args("--wait", "--poll-seconds", "0.2", *extra)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **aws})
+@dataclass
+class Waiting:
+    """`featurizer submit emr --wait` running, its stderr in a file (read while it runs)."""
+
+    process: subprocess.Popen
+    stderr: Path
+
+    def err(self) -> str:
+        return self.stderr.read_text()
+
+    def finish(self, answer: str = "") -> tuple[str, str]:
+        out, _ = self.process.communicate(answer, timeout=60)
+        return out, self.err()
 
 
-def _wait_for_running(process: subprocess.Popen, emr, virtual_cluster: str) -> str:
+def _start_waiting(featurizer_bin, submit_args, aws, tmp_path: Path, *extra: str) -> Waiting:
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as sink:                  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            with_default_sigint([featurizer_bin,
+                                 *submit_args("--wait", "--poll-seconds", "0.2", *extra)]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sink, text=True,
+            env={**os.environ, **aws})
+    return Waiting(process, stderr)
+
+
+def _wait_for_running(waiting: Waiting, emr, virtual_cluster: str) -> str:
+    """The job id, once the waiter has printed that it saw the run RUNNING."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         jobs = _jobs(emr, virtual_cluster)
-        if jobs and process.poll() is None:
-            time.sleep(1)   # let the waiter see RUNNING at least once
+        if jobs and f"job run {jobs[0]['id']}: RUNNING" in waiting.err():
             return jobs[0]["id"]
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.2)
-    process.kill()
-    pytest.fail("the job run never started")
+        assert waiting.process.poll() is None, waiting.finish()
+        time.sleep(0.1)
+    waiting.process.kill()
+    pytest.fail(f"the waiter never reported a RUNNING job run:\n{waiting.err()}")
 
 
 def test_wait_follows_the_run_to_a_terminal_state(featurizer_bin, aws, clients,
-                                                  virtual_cluster, submit_args):
+                                                  virtual_cluster, submit_args, tmp_path):
     _, emr = clients
-    process = _start_waiting(featurizer_bin, submit_args, aws)
-    job_id = _wait_for_running(process, emr, virtual_cluster)
+    waiting = _start_waiting(featurizer_bin, submit_args, aws, tmp_path)
+    job_id = _wait_for_running(waiting, emr, virtual_cluster)
     emr.cancel_job_run(id=job_id, virtualClusterId=virtual_cluster)   # e.g. an operator
-    out, err = process.communicate(timeout=60)
+    out, err = waiting.finish()
 
-    assert process.returncode == 1
+    assert waiting.process.returncode == 1
     assert out.strip() == job_id
     states = [line.split(": ", 2)[-1] for line in err.splitlines() if f"job run {job_id}:" in line]
     assert states[0] == "RUNNING" and states[-1].startswith("CANCELLED")
@@ -136,29 +157,29 @@ def test_wait_follows_the_run_to_a_terminal_state(featurizer_bin, aws, clients,
 
 @pytest.mark.parametrize("how", ["flag", "answer"])
 def test_ctrl_c_cancels_the_run(featurizer_bin, aws, clients, virtual_cluster, submit_args,
-                                how):
+                                tmp_path, how):
     _, emr = clients
     extra = ("--cancel-on-interrupt",) if how == "flag" else ()
-    process = _start_waiting(featurizer_bin, submit_args, aws, *extra)
-    job_id = _wait_for_running(process, emr, virtual_cluster)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate("y\n" if how == "answer" else "", timeout=60)
+    waiting = _start_waiting(featurizer_bin, submit_args, aws, tmp_path, *extra)
+    job_id = _wait_for_running(waiting, emr, virtual_cluster)
+    waiting.process.send_signal(signal.SIGINT)
+    _, err = waiting.finish("y\n" if how == "answer" else "")
 
     assert _describe(emr, virtual_cluster, job_id)["state"] == "CANCELLED"
     assert f"cancel requested for job run {job_id}" in err
     assert ("cancel job run" in err) == (how == "answer")   # asked only without the flag
-    assert process.returncode == 1
+    assert waiting.process.returncode == 1
 
 
 def test_ctrl_c_without_consent_leaves_the_run_alone(featurizer_bin, aws, clients,
-                                                     virtual_cluster, submit_args):
+                                                     virtual_cluster, submit_args, tmp_path):
     _, emr = clients
-    process = _start_waiting(featurizer_bin, submit_args, aws)
-    job_id = _wait_for_running(process, emr, virtual_cluster)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate("n\n", timeout=60)
+    waiting = _start_waiting(featurizer_bin, submit_args, aws, tmp_path)
+    job_id = _wait_for_running(waiting, emr, virtual_cluster)
+    waiting.process.send_signal(signal.SIGINT)
+    _, err = waiting.finish("n\n")
 
-    assert process.returncode == 1
+    assert waiting.process.returncode == 1
     assert _describe(emr, virtual_cluster, job_id)["state"] == "RUNNING"
     assert (f"aws emr-containers cancel-job-run --id {job_id} --virtual-cluster-id "
             f"{virtual_cluster}") in err.splitlines()[-1]

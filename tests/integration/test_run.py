@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_corrupt_file_is_recorded_in_errors(result):
     errors = pq.read_table(output / "errors").to_pandas()
     assert len(errors) == 1
     assert errors["path"][0].endswith(CORRUPT)
-    assert errors["error"][0]
+    assert errors["error"][0] == "OSError: Truncated File Read"
 
 
 def test_features_equal_bare_keras(result, no_top_weights):
@@ -160,6 +161,25 @@ def test_overwrite_replaces_the_output(spark, dataset, tmp_path):
     assert len(read_features(output)) + len(pq.read_table(output / "errors")) == 10
     assert {len(v) for v in read_features(output)["pca"]} == {3}
     assert (output / "_SUCCESS").exists()
+    assert not (output / "stale.txt").exists()             # replaced, not merged into
+
+
+def test_limit_takes_the_oldest_files_across_micro_batches(spark, sample_dir, tmp_path):
+    # Modification times run against path order, and 7 is no multiple of the 3 files per
+    # micro-batch: the last batch must pick its oldest file, not its first by path.
+    folder = tmp_path / "in" / "Kiwi"
+    folder.mkdir(parents=True)
+    sources = sorted(sample_dir.rglob("*.jpg"))[:12]
+    for index, source in enumerate(sources):
+        target = folder / f"{index:02d}.jpg"
+        shutil.copy(source, target)
+        os.utime(target, (1_600_000_000 - index * 60, 1_600_000_000 - index * 60))
+    output = tmp_path / "out"
+    manifest = pipeline.run(RunConfig(input=str(tmp_path / "in"), output=str(output), limit=7,
+                                      files_per_batch=3, pca_k=2), spark=spark)
+    names = sorted(Path(path).name for path in read_features(output)["path"])
+    assert names == [f"{index:02d}.jpg" for index in range(5, 12)]     # the 7 oldest
+    assert manifest["counts"]["selected"] == 7
 
 
 def test_empty_input_is_a_clear_error_and_writes_nothing(spark, tmp_path):

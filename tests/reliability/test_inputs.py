@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,12 @@ def _save(path: Path, image: Image.Image, fmt: str, **kwargs) -> None:
     path.write_bytes(buffer.getvalue())
 
 
+def _gradient(size: tuple[int, int]) -> Image.Image:
+    """Dark on the left, bright on the right."""
+    row = np.linspace(0, 255, size[0], dtype=np.uint8)
+    return Image.fromarray(np.stack([np.tile(row, (size[1], 1))] * 3, axis=-1))
+
+
 def _photo(size=(100, 100)) -> Image.Image:
     rng = np.random.default_rng(sum(size))
     return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
@@ -44,15 +51,18 @@ GOOD = {  # relative path -> expected label
     "Sizes/tiny.png": "Sizes",
     "Sizes/large.jpg": "Sizes",
     "Exif/rotated.jpg": "Exif",
+    "Exif/upright.jpg": "Exif",
     "Café Crème/it's \"quoted\" #1 %20.jpg": "Café Crème",
     "Nested/a/b/deep.jpg": "b",
 }
-BROKEN = {  # relative path -> words the reason must contain
-    "Broken/zero.jpg": "empty file",
-    "Broken/truncated.jpg": "",
-    "Broken/text.jpg": "UnidentifiedImageError",
-    "Broken/random.jpg": "UnidentifiedImageError",
-    "Broken/bomb.png": "too large",
+BROKEN = {  # relative path -> the whole reason (a regular expression)
+    "Broken/zero.jpg": r"empty file \(0 bytes\)",
+    "Broken/truncated.jpg": r"OSError: image file is truncated \(\d+ bytes not processed\)",
+    "Broken/text.jpg": r"UnidentifiedImageError: cannot identify image file",
+    "Broken/random.jpg": r"UnidentifiedImageError: cannot identify image file",
+    "Broken/bomb.png": r"image too large \(decompression bomb guard\): Image size \(120000000 "
+                       r"pixels\) exceeds limit of 89478485 pixels, could be decompression "
+                       r"bomb DOS attack\.",
 }
 IGNORED = ["Gray/.hidden.jpg", "Gray/notes.txt", "Gray/picture.gif"]
 
@@ -73,7 +83,10 @@ def awkward(tmp_path_factory) -> Path:
     _save(root / "Sizes/large.jpg", _photo((6000, 4000)), "JPEG", quality=70)
     exif = Image.Exif()
     exif[0x0112] = 6
-    _save(root / "Exif/rotated.jpg", _photo((60, 100)), "JPEG", exif=exif)
+    # Stored sideways with "rotate 90 clockwise to display", and the same picture upright.
+    _save(root / "Exif/rotated.jpg", _gradient((60, 100)), "JPEG", exif=exif)
+    _save(root / "Exif/upright.jpg", _gradient((60, 100)).transpose(Image.Transpose.ROTATE_270),
+          "JPEG")
     _save(root / "Café Crème/it's \"quoted\" #1 %20.jpg", photo, "JPEG")
     _save(root / "Nested/a/b/deep.jpg", photo, "JPEG")
     (root / "Broken").mkdir()
@@ -99,11 +112,12 @@ def outcome(spark, awkward, tmp_path_factory):
     errors = pq.read_table(output / "errors").to_pandas()
     relative = lambda path: os.path.relpath(path.removeprefix("file:"), awkward)  # noqa: E731
     return (manifest, dict(zip(features["path"].map(relative), features["label"])),
-            dict(zip(errors["path"].map(relative), errors["error"])))
+            dict(zip(errors["path"].map(relative), errors["error"])),
+            dict(zip(features["path"].map(relative), features["features"].map(np.asarray))))
 
 
 def test_counts_reconcile(outcome):
-    manifest, good, broken = outcome
+    manifest, good, broken, _ = outcome
     counts = manifest["counts"]
     assert counts["found"] == counts["featurized"] + counts["failed"]
     assert (counts["featurized"], counts["failed"]) == (len(GOOD), len(BROKEN))
@@ -112,19 +126,26 @@ def test_counts_reconcile(outcome):
 
 @pytest.mark.parametrize("name", sorted(GOOD))
 def test_awkward_but_valid_files_are_featurized(outcome, name):
-    _, good, _ = outcome
+    _, good, _, _ = outcome
     assert good.get(name) == GOOD[name]
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
-def test_broken_files_are_recorded_with_a_reason(outcome, name):
-    _, _, broken = outcome
-    assert name in broken and broken[name]
-    assert BROKEN[name] in broken[name]
+def test_broken_files_are_recorded_with_their_reason(outcome, name):
+    _, _, broken, _ = outcome
+    assert name in broken
+    assert re.fullmatch(BROKEN[name], broken[name]), broken[name]
+
+
+def test_exif_orientation_is_applied_before_featurizing(outcome):
+    vectors = outcome[3]
+    rotated, upright = vectors["Exif/rotated.jpg"], vectors["Exif/upright.jpg"]
+    cosine = rotated @ upright / (np.linalg.norm(rotated) * np.linalg.norm(upright))
+    assert cosine > 0.99, cosine              # sideways, the two are at about 0.75
 
 
 def test_hidden_and_non_image_files_are_ignored(outcome):
-    _, good, broken = outcome
+    _, good, broken, _ = outcome
     for name in IGNORED:
         assert name not in good and name not in broken
 
@@ -132,8 +153,10 @@ def test_hidden_and_non_image_files_are_ignored(outcome):
 def test_unwritable_output_fails_before_spark_work(spark, awkward, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(ConfigError, match="output"):
+    with pytest.raises(ConfigError) as raised:
         pipeline.run(RunConfig(input=str(awkward), output=str(blocker / "out")), spark=spark)
+    assert str(raised.value) == (f"output file://{blocker}/out is not writable: "
+                                 f"Parent path is not a directory: file:{blocker}")
 
 
 def test_secrets_never_reach_the_manifest(spark, awkward, tmp_path):

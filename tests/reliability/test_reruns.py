@@ -15,9 +15,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from featurizer import pipeline, sample_data
-from processes import is_python_worker, session_processes
+from featurizer import pipeline, sample_data, weights
 from featurizer.config import RunConfig
+from featurizer.errors import ConfigError
+from processes import is_python_worker, session_processes
 
 BIN = Path(sys.executable).parent
 IMAGES = 300
@@ -94,14 +95,45 @@ def test_resume_continues_and_matches_an_uninterrupted_run(spark, images300, ref
     assert np.allclose(np.stack(resumed["pca"]), np.stack(uninterrupted["pca"]), atol=1e-3)
 
 
-def test_resume_refuses_different_settings(spark, images300, tmp_path):
-    output = tmp_path / "run"
+@pytest.fixture(scope="module")
+def interrupted(images300, tmp_path_factory) -> Path:
+    """An output whose run was killed after its first micro-batch (default settings)."""
+    output = tmp_path_factory.mktemp("interrupted") / "run"
     process = start_run(images300, output, "--master", "local[2]")
     wait_for(lambda: finished_batches(output) >= 1, timeout=600, process=process)
     kill_group(process)
-    with pytest.raises(Exception, match=r"other settings \(engine differ\)"):
-        pipeline.run(RunConfig(input=str(images300), output=str(output), engine="keras",
-                               resume=True), spark=spark)
+    return output
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under a folder: (mtime_ns, bytes)."""
+    return {str(path.relative_to(folder)): (path.stat().st_mtime_ns, path.read_bytes())
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("key, options", [
+    ("input", {"input": "Training"}),
+    ("weights_sha256", {"weights": "FULL"}),
+    ("engine", {"engine": "keras"}),
+    ("precision", {"precision": "int8"}),
+    ("limit", {"limit": 100}),
+    ("sample_fraction", {"sample_fraction": 0.5}),
+])
+def test_resume_refuses_different_settings(spark, images300, interrupted, weights_dir, key,
+                                           options):
+    options = {**options}
+    if options.get("input"):
+        options["input"] = str(images300 / options["input"])
+    if options.get("weights"):                      # another file: another sha256
+        options["weights"] = str(weights_dir / weights.FULL_FILE)
+    work = snapshot(interrupted / "_work")
+    assert "run.json" in work and any(name.endswith("/_SUCCESS") for name in work)
+    with pytest.raises(ConfigError, match=rf" holds a run with other settings \({key} differ\); "
+                                          r"--resume needs the same "):
+        pipeline.run(RunConfig(**{"input": str(images300), "output": str(interrupted),
+                                  "resume": True, **options}), spark=spark)
+    assert snapshot(interrupted / "_work") == work             # still resumable as it was
+    assert not (interrupted / "_SUCCESS").exists()
 
 
 def test_two_runs_give_identical_results(spark, images300, reference, tmp_path):

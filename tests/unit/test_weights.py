@@ -1,6 +1,11 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from featurizer import weights
+from featurizer import images, weights
 from featurizer.errors import ConfigError
 
 
@@ -31,3 +36,40 @@ def test_missing_and_non_hdf5_files_are_refused(tmp_path):
     fake.write_bytes(b"not hdf5")
     with pytest.raises(ConfigError, match="HDF5"):
         weights.resolve(str(fake))
+
+
+FULL_SHA256 = "d8866cfeb60537451d25caea6ea2ae9342cbd1cf52ff4a2a58d94a80c132e233"
+
+
+@pytest.fixture(scope="module")
+def fruit_batch(fruits360: Path) -> np.ndarray:
+    """Two real photos, decoded and scaled as the job does."""
+    files = sorted((fruits360 / "Training").rglob("*.jpg"))[:2]
+    batch, errors = images.decode_many([path.read_bytes() for path in files])
+    assert errors == [None, None]
+    return images.preprocess(batch)
+
+
+def test_full_imagenet_file_falls_back_to_the_same_1280_features(
+        monkeypatch, tmp_path: Path, weights_dir: Path, no_top_weights: Path,
+        fruit_batch: np.ndarray) -> None:
+    full = weights_dir / weights.FULL_FILE
+    if not full.is_file():
+        pytest.fail(f"the full (with top) MobileNetV2 weights are not in {weights_dir}")
+    mirror = tmp_path / "mirror"                      # a mirror holding only the full file
+    mirror.mkdir()
+    (mirror / weights.FULL_FILE).symlink_to(full)
+    monkeypatch.delenv("FEATURIZER_WEIGHTS", raising=False)
+    monkeypatch.setenv("FEATURIZER_WEIGHTS_DIR", str(mirror))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    found = weights.resolve("imagenet", download=False)
+    assert (found.name, found.sha256) == (weights.FULL_FILE, FULL_SHA256)
+
+    # The no-top model first: it takes Keras' first auto-generated pooling-layer name, so the
+    # full model's pooling layer is numbered, as in any process that built a model before.
+    expected = weights.build_model(no_top_weights)(fruit_batch, training=False).numpy()
+    model = weights.build_model(found.path)
+    assert model.output_shape == (None, weights.FEATURE_DIM)
+    got = model(fruit_batch, training=False).numpy()
+    assert got.shape == (2, weights.FEATURE_DIM) and np.abs(got).max() > 0.1
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

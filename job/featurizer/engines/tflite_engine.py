@@ -1,10 +1,10 @@
 """TFLite (LiteRT) engine: the Keras model converted once to a float32 flatbuffer.
 
-The driver converts the Keras model (no quantization) and caches the flatbuffer on disk,
-keyed by the weights' sha256 and the TensorFlow version, so later runs skip TensorFlow on
-the driver entirely. Workers run it with the LiteRT interpreter (XNNPACK), never
-importing TensorFlow: start-up is sub-second and each worker uses `spark.task.cpus`
-threads.
+The driver converts the Keras model (no quantization; in a child process, so TensorFlow
+never enters the driver) and caches the flatbuffer on disk, keyed by the weights' sha256 and
+the TensorFlow version, so later runs skip TensorFlow entirely. Workers run it with the
+LiteRT interpreter (XNNPACK), never importing TensorFlow: start-up is sub-second and each
+worker uses `spark.task.cpus` threads.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def export(weights: WeightsFile, precision: str = "float32", calibration: Any = 
     cached = cache_dir() / f"{name}.tflite"
     if cached.is_file():
         return cached.read_bytes()
-    data = convert(build_model(weights.path), samples)
+    data = _convert_apart(str(weights.path), samples)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as handle:
@@ -54,6 +54,20 @@ def export(weights: WeightsFile, precision: str = "float32", calibration: Any = 
     except OSError:  # read-only cache: fine, just not cached
         pass
     return data
+
+
+def _convert_apart(weights_path: str, samples: Any) -> bytes:
+    """Build and convert in a child process: TensorFlow's ~1 GB (and its threads) never
+    enter the driver, whose peak then stays that of the pipeline (tests/reliability/
+    test_memory.py). Spawned, not forked: the driver holds a JVM gateway and threads."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_build_and_convert, (weights_path, samples))
+
+
+def _build_and_convert(weights_path: str, samples: Any) -> bytes:
+    return convert(build_model(weights_path), samples)
 
 
 def convert(model: Any, calibration: Any = None) -> bytes:

@@ -24,7 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _CACHE_ROOT = Path(tempfile.mkdtemp(prefix="featurizer-test-cache-"))
     user_cache = Path(os.environ.get("FEATURIZER_CACHE", "~/.cache/featurizer")).expanduser()
     os.environ.setdefault("FEATURIZER_JARS_CACHE", str(user_cache / "jars"))
-    os.environ.setdefault("FEATURIZER_TOOLS_CACHE", str(user_cache))   # helm & co. (Go builds)
+    os.environ.setdefault("FEATURIZER_TOOLS_CACHE", str(user_cache))  # helm & co. (Go builds)
     os.environ["FEATURIZER_CACHE"] = str(_CACHE_ROOT)
 
 

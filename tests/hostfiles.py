@@ -14,7 +14,7 @@ def share(path: Path, writable: bool = False) -> Path:
     """Make the tree at `path` readable (and, if `writable`, writable) by every user."""
     path.mkdir(parents=True, exist_ok=True)
     folder_mode, file_mode = (0o777, 0o666) if writable else (0o755, 0o644)
-    for root, folders, files in os.walk(path):
+    for root, _folders, files in os.walk(path):
         os.chmod(root, folder_mode)
         for name in files:
             os.chmod(os.path.join(root, name), file_mode)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 
 @dataclass(frozen=True)
 class Process:
     pid: int
     cmdline: bytes
-    stat: list[str]          # /proc/PID/stat fields after the command name: state, ppid, ...
-    status: str              # /proc/PID/status text (VmRSS, VmHWM, ...)
+    stat: list[str]  # /proc/PID/stat fields after the command name: state, ppid, ...
+    status: str  # /proc/PID/status text (VmRSS, VmHWM, ...)
 
 
 def session_processes(session: int) -> Iterator[Process]:
@@ -25,9 +25,12 @@ def session_processes(session: int) -> Iterator[Process]:
         try:
             if os.getsid(int(entry.name)) != session:
                 continue
-            yield Process(int(entry.name), (entry / "cmdline").read_bytes(),
-                          (entry / "stat").read_text().rsplit(")", 1)[1].split(),
-                          (entry / "status").read_text())
+            yield Process(
+                int(entry.name),
+                (entry / "cmdline").read_bytes(),
+                (entry / "stat").read_text().rsplit(")", 1)[1].split(),
+                (entry / "status").read_text(),
+            )
         except (OSError, ProcessLookupError):
             continue
 
@@ -45,8 +48,10 @@ def is_python_worker(cmdline: bytes) -> bool:
 # SIGINT ignored (`make test &` from a script) passes SIG_IGN on to its children, and a Python
 # child then never raises KeyboardInterrupt. An exec rather than preexec_fn, which is unsafe
 # in a process with threads (the test process has Spark's).
-_RESET_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-                 "os.execv(sys.argv[1], sys.argv[1:])")
+_RESET_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 def with_default_sigint(argv: list[str]) -> list[str]:

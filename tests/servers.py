@@ -24,21 +24,25 @@ def free_port() -> int:
 class MotoServer:
     """`python -m moto.server` on 127.0.0.1; restartable, pausable (SIGSTOP) for fault tests."""
 
-    def __init__(self, log_dir: Path, env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self, log_dir: Path, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = Path(log_dir) / f"moto-{self.port}.log"
         self._env = {**os.environ, **(env or {})}
         self._process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30) -> "MotoServer":
+    def start(self, timeout: float = 30) -> MotoServer:
         if self._answers():
             raise RuntimeError(f"port {self.port} is taken")
         with self._log.open("ab") as out:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, env=self._env)
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+            )
         deadline = time.monotonic() + timeout
         while not self._answers():
             if self._process.poll() is not None or time.monotonic() > deadline:
@@ -91,12 +95,18 @@ class MotoServer:
 
     def env(self, key_id: str = "testing", secret: str = "testing") -> dict[str, str]:
         """Environment that points AWS SDKs and S3A at this server."""
-        return {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": key_id,
-                "AWS_SECRET_ACCESS_KEY": secret, "AWS_REGION": REGION,
-                "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": key_id,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
 
-    def __enter__(self) -> "MotoServer":
+    def __enter__(self) -> MotoServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -120,6 +130,7 @@ def read_s3_output(s3, bucket: str, prefix: str):
     parts = [key for key in s3_keys(s3, bucket, f"{prefix}/features/") if key.endswith(".parquet")]
     table = pa.concat_tables(
         pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
-        for key in parts)
+        for key in parts
+    )
     body = s3.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read()
     return table, json.loads(body)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -42,8 +43,10 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
 def run(*cmd: str | Path, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd[:4]))} ... exited {proc.returncode}:\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, cmd[:4]))} ... exited {proc.returncode}:\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -70,8 +73,10 @@ def kubectl() -> str:
 
 @pytest.fixture(scope="session")
 def helm() -> str:
-    path = os.environ.get("FEATURIZER_HELM") or run(
-        "bash", ROOT / "hack" / "tools.sh", "helm", timeout=1800).stdout.strip()
+    path = (
+        os.environ.get("FEATURIZER_HELM")
+        or run("bash", ROOT / "hack" / "tools.sh", "helm", timeout=1800).stdout.strip()
+    )
     os.environ["FEATURIZER_HELM"] = path  # for the featurizer processes the tests start
     return path
 
@@ -115,9 +120,13 @@ def s3_server(tmp_path_factory) -> Iterator[str]:
 def s3(s3_server: str):
     import boto3
 
-    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
-                        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 @pytest.fixture(scope="session")
@@ -132,8 +141,9 @@ def sample(s3, core, tmp_path_factory) -> str:
     s3.create_bucket(Bucket=BUCKET)
     for path in sorted(folder.rglob("*.jpg")):
         s3.upload_file(str(path), BUCKET, f"sample/{path.relative_to(folder)}")
-    secret = client.V1Secret(metadata=client.V1ObjectMeta(name="featurizer-s3"),
-                             string_data=S3_CREDENTIALS)
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="featurizer-s3"), string_data=S3_CREDENTIALS
+    )
     try:
         core.delete_namespaced_secret("featurizer-s3", NAMESPACE)
     except client.ApiException as exc:

@@ -19,8 +19,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import (BUCKET, CHART, NAMESPACE, ROOT, SAMPLE_IMAGES, VALUES, app_or_none, follow,
-                      read_output, run, wait_for)
+from conftest import (
+    BUCKET,
+    CHART,
+    NAMESPACE,
+    ROOT,
+    SAMPLE_IMAGES,
+    VALUES,
+    app_or_none,
+    follow,
+    read_output,
+    run,
+    wait_for,
+)
 
 RUN_TIMEOUT = 900  # one application, submission to COMPLETED / FAILED
 FEATURIZER = ROOT / ".venv" / "bin" / "featurizer"
@@ -29,9 +40,10 @@ RELEASE = "featurizer"
 
 def driver_log(core, pod: str, lines: int = 60) -> str:
     try:
-        return core.read_namespaced_pod_log(pod, NAMESPACE, container="spark-kubernetes-driver",
-                                            tail_lines=lines)
-    except Exception as exc:  # noqa: BLE001 - only decorates an assertion message
+        return core.read_namespaced_pod_log(
+            pod, NAMESPACE, container="spark-kubernetes-driver", tail_lines=lines
+        )
+    except Exception as exc:
         return f"(no driver log: {exc})"
 
 
@@ -44,8 +56,12 @@ def check_output(s3, prefix: str, k: int | None = None) -> dict:
     k = k or manifest["pca"]["k"]
     assert {len(v) for v in table.column("pca").to_pylist()} == {k}
     counts = {key: manifest["counts"][key] for key in ("found", "selected", "featurized", "failed")}
-    assert counts == {"found": SAMPLE_IMAGES, "selected": SAMPLE_IMAGES,
-                      "featurized": SAMPLE_IMAGES, "failed": 0}
+    assert counts == {
+        "found": SAMPLE_IMAGES,
+        "selected": SAMPLE_IMAGES,
+        "featurized": SAMPLE_IMAGES,
+        "failed": 0,
+    }
     labels = set(table.column("label").to_pylist())
     assert len(labels) > 1 and all(label for label in labels)
     return manifest
@@ -60,6 +76,7 @@ def values_args() -> list[str]:
 
 
 # ---- the API server and the CRD, no Spark -------------------------------------------------
+
 
 def test_manifests_dry_run_on_the_server(kubectl: str, tmp_path: Path) -> None:
     for manifest in sorted((ROOT / "k8s").glob("*.yaml")):
@@ -76,12 +93,23 @@ def test_manifests_dry_run_on_the_server(kubectl: str, tmp_path: Path) -> None:
 
 
 def test_submit_refuses_a_namespace_without_the_service_account(helm: str, sample: str) -> None:
-    proc = featurizer("submit", "k8s", *values_args(), "-n", "default", "--input", sample,
-                      "--output", f"s3a://{BUCKET}/output/never")
+    proc = featurizer(
+        "submit",
+        "k8s",
+        *values_args(),
+        "-n",
+        "default",
+        "--input",
+        sample,
+        "--output",
+        f"s3a://{BUCKET}/output/never",
+    )
     assert proc.returncode == 2, proc.stderr
     message = proc.stderr.strip().splitlines()
-    assert len(message) == 1 and "service account 'featurizer' not found in namespace default" \
-        in message[0], proc.stderr
+    assert (
+        len(message) == 1
+        and "service account 'featurizer' not found in namespace default" in message[0]
+    ), proc.stderr
 
 
 def kubeconfig_with_token(path: Path, token: str) -> Path:
@@ -105,19 +133,33 @@ def nobody(core, tmp_path_factory) -> Path:
         if exc.status != 409:
             raise
     request = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=900))
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=900)
+    )
     token = core.create_namespaced_service_account_token("nobody", NAMESPACE, request)
-    return kubeconfig_with_token(tmp_path_factory.mktemp("nobody") / "kubeconfig",
-                                 token.status.token)
+    return kubeconfig_with_token(
+        tmp_path_factory.mktemp("nobody") / "kubeconfig", token.status.token
+    )
 
 
 def test_submit_forbidden_by_rbac(nobody: Path, helm: str, sample: str) -> None:
-    proc = featurizer("submit", "k8s", *values_args(), "--kubeconfig", nobody,
-                      "--input", sample, "--output", f"s3a://{BUCKET}/output/never")
+    proc = featurizer(
+        "submit",
+        "k8s",
+        *values_args(),
+        "--kubeconfig",
+        nobody,
+        "--input",
+        sample,
+        "--output",
+        f"s3a://{BUCKET}/output/never",
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "forbidden by RBAC" in lines[0] and \
-        "system:serviceaccount:featurizer:nobody" in lines[0], proc.stderr
+    assert (
+        len(lines) == 1
+        and "forbidden by RBAC" in lines[0]
+        and "system:serviceaccount:featurizer:nobody" in lines[0]
+    ), proc.stderr
 
 
 def test_status_with_bad_credentials(tmp_path: Path) -> None:
@@ -128,6 +170,7 @@ def test_status_with_bad_credentials(tmp_path: Path) -> None:
 
 
 # ---- SparkApplications --------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def release(helm: str, core, custom, sample: str):
@@ -144,14 +187,16 @@ def release(helm: str, core, custom, sample: str):
 def test_helm_install_completes(release, core, s3) -> None:
     app, states, seconds = release
     pod = app["status"]["driverInfo"]["podName"]
-    assert states[-1] == "COMPLETED", (f"states {states}: "
-                                       f"{app['status']['applicationState']}\n"
-                                       f"{driver_log(core, pod)}")
+    assert states[-1] == "COMPLETED", (
+        f"states {states}: {app['status']['applicationState']}\n{driver_log(core, pod)}"
+    )
     assert "RUNNING" in states
     manifest = check_output(s3, "output/sample")
-    print(f"\nhelm install: states {' -> '.join(states)}; {manifest['counts']['featurized']} "
-          f"images, k={manifest['pca']['k']}, {seconds:.0f} s from install to COMPLETED "
-          f"(job {manifest['timings_s']['total']:.0f} s)")
+    print(
+        f"\nhelm install: states {' -> '.join(states)}; {manifest['counts']['featurized']} "
+        f"images, k={manifest['pca']['k']}, {seconds:.0f} s from install to COMPLETED "
+        f"(job {manifest['timings_s']['total']:.0f} s)"
+    )
 
 
 def test_pods_carry_the_chart_settings(release, core) -> None:
@@ -169,14 +214,29 @@ def test_pods_carry_the_chart_settings(release, core) -> None:
     assert driver.status.phase == "Succeeded"
     # Spark removes its executor pods at the end; the operator recorded them.
     executors = app["status"].get("executorState") or {}
-    assert executors and set(executors.values()) <= {"COMPLETED", "FAILED", "RUNNING"}, app["status"]
+    assert executors and set(executors.values()) <= {"COMPLETED", "FAILED", "RUNNING"}, app[
+        "status"
+    ]
 
 
 def test_submit_status_logs(release, s3, sample: str) -> None:
     name, output = "featurizer-submit", f"s3a://{BUCKET}/output/submit"
     started = time.monotonic()
-    proc = featurizer("submit", "k8s", *values_args(), "--name", name, "--input", sample,
-                      "--output", output, "--pca-k", "8", "--wait-timeout", str(RUN_TIMEOUT))
+    proc = featurizer(
+        "submit",
+        "k8s",
+        *values_args(),
+        "--name",
+        name,
+        "--input",
+        sample,
+        "--output",
+        output,
+        "--pca-k",
+        "8",
+        "--wait-timeout",
+        str(RUN_TIMEOUT),
+    )
     seconds = time.monotonic() - started
     assert proc.returncode == 0, f"{proc.stderr[-3000:]}\n{proc.stdout[-3000:]}"
     assert f"SparkApplication {name} COMPLETED" in proc.stderr, proc.stderr
@@ -195,13 +255,24 @@ def test_submit_bad_input_fails(release, tmp_path: Path, custom) -> None:
     name = "featurizer-bad"
     no_retry = tmp_path / "no-retry.yaml"
     no_retry.write_text("restartPolicy:\n  type: Never\n")
-    proc = featurizer("submit", "k8s", *values_args(), "-f", no_retry, "--name", name,
-                      "--input", f"s3a://{BUCKET}/no-such-folder",
-                      "--output", f"s3a://{BUCKET}/output/bad")
+    proc = featurizer(
+        "submit",
+        "k8s",
+        *values_args(),
+        "-f",
+        no_retry,
+        "--name",
+        name,
+        "--input",
+        f"s3a://{BUCKET}/no-such-folder",
+        "--output",
+        f"s3a://{BUCKET}/output/bad",
+    )
     assert proc.returncode == 1, f"{proc.stderr[-3000:]}"
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"featurizer: error: SparkApplication {name} FAILED:"), \
-        proc.stderr[-3000:]
+    assert last.startswith(f"featurizer: error: SparkApplication {name} FAILED:"), proc.stderr[
+        -3000:
+    ]
     assert f"featurizer logs {name}" in last
     # The job's own reason, read from the driver log, leads the message.
     assert f"cannot read input s3a://{BUCKET}/no-such-folder" in last, last

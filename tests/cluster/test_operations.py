@@ -20,8 +20,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import (BUCKET, CHART, GROUP, NAMESPACE, PLURAL, ROOT, VALUES, VERSION, follow,
-                      read_output, run, state, wait_for)
+from conftest import (
+    BUCKET,
+    CHART,
+    GROUP,
+    NAMESPACE,
+    PLURAL,
+    ROOT,
+    VALUES,
+    VERSION,
+    follow,
+    read_output,
+    run,
+    state,
+    wait_for,
+)
 from servers import s3_keys
 
 FEATURIZER = ROOT / ".venv" / "bin" / "featurizer"
@@ -39,9 +52,19 @@ def featurizer(*args: str | Path, timeout: float = RUN_TIMEOUT):
 def rbac(helm: str, kubectl: str, tmp_path_factory):
     """The chart's ServiceAccount and Role (what `helm install` or k8s/ bring) for the
     applications these tests submit; removed at the end."""
-    rendered = run(helm, "template", "featurizer", CHART, "-n", NAMESPACE, *values_args(),
-                   "--show-only", "templates/serviceaccount.yaml",
-                   "--show-only", "templates/rbac.yaml").stdout
+    rendered = run(
+        helm,
+        "template",
+        "featurizer",
+        CHART,
+        "-n",
+        NAMESPACE,
+        *values_args(),
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    ).stdout
     path = tmp_path_factory.mktemp("rbac") / "rbac.yaml"
     path.write_text(rendered)
     run(kubectl, "apply", "-f", path)
@@ -55,8 +78,14 @@ def fruits(s3, sample) -> tuple[str, int]:
     files = sorted(path for path in (SHARED / "Test").rglob("*.jpg"))
     assert len(files) >= 1000, f"{SHARED} holds {len(files)} Test images"
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda path: s3.upload_file(
-            str(path), BUCKET, f"fruits/Test/{path.relative_to(SHARED / 'Test')}"), files))
+        list(
+            pool.map(
+                lambda path: s3.upload_file(
+                    str(path), BUCKET, f"fruits/Test/{path.relative_to(SHARED / 'Test')}"
+                ),
+                files,
+            )
+        )
     s3.put_object(Bucket=BUCKET, Key=f"{EVENTS}/", Body=b"")  # Spark needs the folder
     return f"s3a://{BUCKET}/fruits/Test", len(files)
 
@@ -64,13 +93,21 @@ def fruits(s3, sample) -> tuple[str, int]:
 @pytest.fixture(scope="module")
 def operations_values(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ops") / "operations.yaml"
-    path.write_text(yaml.safe_dump({
-        "executor": {"instances": 2, "cores": 1},
-        "dynamicAllocation": {"enabled": False},
-        "decommission": {"enabled": True, "forceKillTimeout": "60s", "gracePeriodSeconds": 75},
-        "eventLog": {"enabled": True, "dir": f"s3a://{BUCKET}/{EVENTS}"},
-        "metrics": {"prometheus": True},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "executor": {"instances": 2, "cores": 1},
+                "dynamicAllocation": {"enabled": False},
+                "decommission": {
+                    "enabled": True,
+                    "forceKillTimeout": "60s",
+                    "gracePeriodSeconds": 75,
+                },
+                "eventLog": {"enabled": True, "dir": f"s3a://{BUCKET}/{EVENTS}"},
+                "metrics": {"prometheus": True},
+            }
+        )
+    )
     return path
 
 
@@ -80,13 +117,21 @@ def values_args(*extra: Path) -> list[str]:
 
 def executor_pods(core, app: str) -> list:
     selector = f"spark-role=executor,sparkoperator.k8s.io/app-name={app}"
-    return [pod for pod in core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
-            if pod.metadata.deletion_timestamp is None and pod.status.phase == "Running"]
+    return [
+        pod
+        for pod in core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
+        if pod.metadata.deletion_timestamp is None and pod.status.phase == "Running"
+    ]
 
 
 def staged_batches(s3) -> int:
-    return len([key for key in s3_keys(s3, BUCKET, f"{OUTPUT}/_work/featurized/")
-                if key.endswith("/_SUCCESS")])
+    return len(
+        [
+            key
+            for key in s3_keys(s3, BUCKET, f"{OUTPUT}/_work/featurized/")
+            if key.endswith("/_SUCCESS")
+        ]
+    )
 
 
 def http_text(url: str, must_hold: str = "") -> str | None:
@@ -108,11 +153,12 @@ class LogFollower(threading.Thread):
 
     def run(self) -> None:
         try:
-            stream = self.core.read_namespaced_pod_log(self.pod, NAMESPACE, follow=True,
-                                                       _preload_content=False)
+            stream = self.core.read_namespaced_pod_log(
+                self.pod, NAMESPACE, follow=True, _preload_content=False
+            )
             for chunk in stream.stream(4096):
                 self.text += chunk.decode("utf-8", "replace")
-        except Exception as exc:  # noqa: BLE001 - the pod went away: keep what we have
+        except Exception as exc:
             self.text += f"\n(log stream ended: {exc})"
 
 
@@ -125,9 +171,21 @@ def operated_run(fruits, operations_values, core, custom, s3, helm):
     name = "featurizer-ops"
     seen: dict = {"images": images, "name": name}
     started = time.monotonic()
-    proc = featurizer("submit", "k8s", *values_args(operations_values), "--name", name,
-                      "--input", source, "--output", f"s3a://{BUCKET}/{OUTPUT}",
-                      "--files-per-batch", "150", "--no-wait", timeout=300)
+    proc = featurizer(
+        "submit",
+        "k8s",
+        *values_args(operations_values),
+        "--name",
+        name,
+        "--input",
+        source,
+        "--output",
+        f"s3a://{BUCKET}/{OUTPUT}",
+        "--files-per-batch",
+        "150",
+        "--no-wait",
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     wait_for(lambda: len(executor_pods(core, name)) == 2, 600, "2 running executors")
@@ -135,18 +193,34 @@ def operated_run(fruits, operations_values, core, custom, s3, helm):
     wait_for(lambda: staged_batches(s3) >= 1, 900, "the first staged micro-batch")
 
     # A second submit of the same output while it runs: refused, the run untouched.
-    again = featurizer("submit", "k8s", *values_args(operations_values), "--name", name,
-                       "--input", source, "--output", f"s3a://{BUCKET}/{OUTPUT}", "--no-wait",
-                       timeout=300)
+    again = featurizer(
+        "submit",
+        "k8s",
+        *values_args(operations_values),
+        "--name",
+        name,
+        "--input",
+        source,
+        "--output",
+        f"s3a://{BUCKET}/{OUTPUT}",
+        "--no-wait",
+        timeout=300,
+    )
     seen["resubmit"] = (again.returncode, again.stderr.strip().splitlines()[-1:])
 
     # Metrics on the driver (host network: the node's 127.0.0.1) while it featurizes.
-    seen["driver_metrics"] = wait_for(lambda: http_text(
-        "http://127.0.0.1:4040/metrics/prometheus", "_driver_"), 120,
-        "the driver's metrics endpoint")
-    seen["executor_metrics"] = wait_for(lambda: http_text(
-        "http://127.0.0.1:4040/metrics/executors/prometheus", "metrics_executor_"), 120,
-        "the executors' metrics endpoint")
+    seen["driver_metrics"] = wait_for(
+        lambda: http_text("http://127.0.0.1:4040/metrics/prometheus", "_driver_"),
+        120,
+        "the driver's metrics endpoint",
+    )
+    seen["executor_metrics"] = wait_for(
+        lambda: http_text(
+            "http://127.0.0.1:4040/metrics/executors/prometheus", "metrics_executor_"
+        ),
+        120,
+        "the executors' metrics endpoint",
+    )
 
     # An executor deleted the way a spot interruption or a drain does: gracefully.
     victim = executor_pods(core, name)[0].metadata.name
@@ -154,9 +228,11 @@ def operated_run(fruits, operations_values, core, custom, s3, helm):
     follower.start()
     time.sleep(2)
     core.delete_namespaced_pod(victim, NAMESPACE)
-    wait_for(lambda: victim not in [p.metadata.name for p in
-                                    core.list_namespaced_pod(NAMESPACE).items], 180,
-             f"{victim} to terminate")
+    wait_for(
+        lambda: victim not in [p.metadata.name for p in core.list_namespaced_pod(NAMESPACE).items],
+        180,
+        f"{victim} to terminate",
+    )
     follower.join(30)
     seen["decommissioned"], seen["decommission_log"] = victim, follower.text
 
@@ -179,7 +255,7 @@ def test_the_run_completes_with_every_image_once(operated_run, s3) -> None:
     table, manifest = read_output(s3, OUTPUT)
     images = operated_run["images"]
     paths = table.column("path").to_pylist()
-    assert table.num_rows == images and len(set(paths)) == images        # none lost, none twice
+    assert table.num_rows == images and len(set(paths)) == images  # none lost, none twice
     counts = {key: manifest["counts"][key] for key in ("found", "selected", "featurized", "failed")}
     assert counts == {"found": images, "selected": images, "featurized": images, "failed": 0}
     assert len(set(table.column("label").to_pylist())) == 131
@@ -187,22 +263,27 @@ def test_the_run_completes_with_every_image_once(operated_run, s3) -> None:
     accuracy = report["probe"]["results"]["features"]["test_accuracy"]
     assert accuracy > 0.7, report["probe"]
     executors = app["status"].get("executorState") or {}
-    print(f"\noperations: {images} images, {len(executors)} executor pods over the run "
-          f"(2 at a time), states {' -> '.join(states)}, attempts "
-          f"{app['status'].get('executionAttempts')}, {operated_run['seconds']:.0f} s submit to "
-          f"COMPLETED (job {manifest['timings_s']['total']:.0f} s, "
-          f"{manifest['throughput']['featurize_images_per_s']} img/s featurize); probe "
-          f"accuracy {accuracy:.3f}; decommissioned {operated_run['decommissioned']}, killed "
-          f"{operated_run['killed']} (after {operated_run['batches_at_kill']} staged batches)")
-    assert len(executors) >= 4               # 2 + a replacement for each lost executor
+    print(
+        f"\noperations: {images} images, {len(executors)} executor pods over the run "
+        f"(2 at a time), states {' -> '.join(states)}, attempts "
+        f"{app['status'].get('executionAttempts')}, {operated_run['seconds']:.0f} s submit to "
+        f"COMPLETED (job {manifest['timings_s']['total']:.0f} s, "
+        f"{manifest['throughput']['featurize_images_per_s']} img/s featurize); probe "
+        f"accuracy {accuracy:.3f}; decommissioned {operated_run['decommissioned']}, killed "
+        f"{operated_run['killed']} (after {operated_run['batches_at_kill']} staged batches)"
+    )
+    assert len(executors) >= 4  # 2 + a replacement for each lost executor
 
 
 def test_a_deleted_executor_decommissions(operated_run) -> None:
     log = operated_run["decommission_log"]
     assert "featurizer decommission:" in log and "to decommission (SIGPWR)" in log, log[-3000:]
-    spark_lines = [line for line in log.splitlines() if "ecommission" in line
-                   and "featurizer decommission:" not in line]
-    assert spark_lines, log[-3000:]                                    # Spark's own account
+    spark_lines = [
+        line
+        for line in log.splitlines()
+        if "ecommission" in line and "featurizer decommission:" not in line
+    ]
+    assert spark_lines, log[-3000:]  # Spark's own account
     # The JVM exits once its blocks are migrated; PID 1 goes with it, so the hook's own last
     # line ("exited after") is never written in a real pod: Spark's is the evidence.
     assert "Executor self-exiting due to : Finished decommissioning" in log, log[-3000:]
@@ -222,21 +303,39 @@ def test_metrics_answer_on_the_driver_during_the_run(operated_run) -> None:
     assert "metrics_executor_" in executors, executors[:2000]
 
 
-def test_the_event_log_is_in_s3_and_the_history_server_reads_it(operated_run, s3, kubectl,
-                                                                 helm, core) -> None:
+def test_the_event_log_is_in_s3_and_the_history_server_reads_it(
+    operated_run, s3, kubectl, helm, core
+) -> None:
     _, manifest = read_output(s3, OUTPUT)
     app_id = manifest["spark"]["application_id"]
     logs = s3_keys(s3, BUCKET, f"{EVENTS}/")
     assert any(app_id in key for key in logs), logs[:20]
-    history = run(helm, "template", "featurizer", CHART, "-n", NAMESPACE, *values_args(),
-                  "--set", "historyServer.enabled=true", "--set", "eventLog.enabled=true",
-                  "--set", f"eventLog.dir=s3a://{BUCKET}/{EVENTS}",
-                  "--set", f"job.input=s3a://{BUCKET}/x", "--set", f"job.output=s3a://{BUCKET}/y",
-                  "--show-only", "templates/historyserver.yaml").stdout
+    history = run(
+        helm,
+        "template",
+        "featurizer",
+        CHART,
+        "-n",
+        NAMESPACE,
+        *values_args(),
+        "--set",
+        "historyServer.enabled=true",
+        "--set",
+        "eventLog.enabled=true",
+        "--set",
+        f"eventLog.dir=s3a://{BUCKET}/{EVENTS}",
+        "--set",
+        f"job.input=s3a://{BUCKET}/x",
+        "--set",
+        f"job.output=s3a://{BUCKET}/y",
+        "--show-only",
+        "templates/historyserver.yaml",
+    ).stdout
     manifest_file = Path(os.environ.get("TMPDIR", "/tmp")) / "featurizer-history.yaml"
     manifest_file.write_text(history)
     run(kubectl, "apply", "-f", manifest_file)
     try:
+
         def listed() -> list | None:
             text = http_text("http://127.0.0.1:18080/api/v1/applications")
             apps = json.loads(text) if text else []
@@ -245,26 +344,30 @@ def test_the_event_log_is_in_s3_and_the_history_server_reads_it(operated_run, s3
         found = wait_for(listed, 300, f"the History Server to list {app_id}", interval=5)
         attempt = found[0]["attempts"][-1]
         assert attempt["completed"] is True, found
-        jobs = json.loads(http_text(f"http://127.0.0.1:18080/api/v1/applications/{app_id}/jobs")
-                          or "[]")
+        jobs = json.loads(
+            http_text(f"http://127.0.0.1:18080/api/v1/applications/{app_id}/jobs") or "[]"
+        )
         assert jobs and all(job["status"] in ("SUCCEEDED", "FAILED") for job in jobs)
-        print(f"\nhistory server: {app_id} with {len(jobs)} jobs, read from "
-              f"s3a://{BUCKET}/{EVENTS} ({len(logs)} event log objects)")
+        print(
+            f"\nhistory server: {app_id} with {len(jobs)} jobs, read from "
+            f"s3a://{BUCKET}/{EVENTS} ({len(logs)} event log objects)"
+        )
     finally:
         run(kubectl, "delete", "-f", manifest_file, "--wait=false", check=False)
 
 
-def test_replace_stops_a_running_application_and_starts_over(fruits, sample, core, custom,
-                                                             s3) -> None:
+def test_replace_stops_a_running_application_and_starts_over(
+    fruits, sample, core, custom, s3
+) -> None:
     """--replace deletes the RUNNING application (its driver stops on SIGTERM, releasing the
     output's lease) and submits anew; the new one resumes and COMPLETES."""
     name, output = "featurizer-replace", f"s3a://{BUCKET}/output/replace"
-    common = [*values_args(), "--name", name, "--input", sample, "--output", output,
-              "--pca-k", "4"]
+    common = [*values_args(), "--name", name, "--input", sample, "--output", output, "--pca-k", "4"]
     first = featurizer("submit", "k8s", *common, "--no-wait", timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     application = lambda: custom.get_namespaced_custom_object(  # noqa: E731
-        GROUP, VERSION, NAMESPACE, PLURAL, name)
+        GROUP, VERSION, NAMESPACE, PLURAL, name
+    )
     wait_for(lambda: state(application()) == "RUNNING", 600, f"{name} RUNNING")
     uid = application()["metadata"]["uid"]
     refused = featurizer("submit", "k8s", *common, "--no-wait", timeout=300)

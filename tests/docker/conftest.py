@@ -12,8 +12,7 @@ import socket
 import subprocess
 import time
 import uuid
-from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -21,20 +20,26 @@ from servers import MotoServer
 
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
 JOB = "local:///opt/featurizer/job/main.py"
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "featurizer", "AWS_SECRET_ACCESS_KEY": "featurizer-test",
-                  "AWS_REGION": "us-east-1"}
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "featurizer",
+    "AWS_SECRET_ACCESS_KEY": "featurizer-test",
+    "AWS_REGION": "us-east-1",
+}
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args[:3])} ... failed ({result.returncode}):\n"
-                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"docker {' '.join(args[:3])} ... failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str,
-             interval: float = 0.5) -> None:
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -63,11 +68,28 @@ class Containers:
     def __init__(self, image: str) -> None:
         self.image, self.prefix, self.names = image, f"featurizer-test-{uuid.uuid4().hex[:6]}", []
 
-    def start(self, role: str, *command: str, env: dict[str, str] | None = None,
-              cpus: str = "1", memory: str = "4g", volumes: tuple[str, ...] = ()) -> str:
+    def start(
+        self,
+        role: str,
+        *command: str,
+        env: dict[str, str] | None = None,
+        cpus: str = "1",
+        memory: str = "4g",
+        volumes: tuple[str, ...] = (),
+    ) -> str:
         name = f"{self.prefix}-{role}"
-        args = ["run", "-d", "--name", name, "--network", "host", "--cpus", cpus,
-                "--memory", memory]
+        args = [
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "--cpus",
+            cpus,
+            "--memory",
+            memory,
+        ]
         for key, value in (env or {}).items():
             args += ["-e", f"{key}={value}"]
         for volume in volumes:
@@ -111,6 +133,10 @@ def s3_server(tmp_path_factory) -> Iterator[str]:
 def s3(s3_server: str):
     import boto3
 
-    return boto3.client("s3", endpoint_url=s3_server, region_name=S3_CREDENTIALS["AWS_REGION"],
-                        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name=S3_CREDENTIALS["AWS_REGION"],
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )

@@ -29,12 +29,15 @@ def pins() -> dict[str, str]:
 
 
 def run_in(image: str, script: str, timeout: float = 180) -> str:
-    return docker("run", "--rm", "--network", "host", image, "bash", "-c", script,
-                  timeout=timeout).stdout
+    return docker(
+        "run", "--rm", "--network", "host", image, "bash", "-c", script, timeout=timeout
+    ).stdout
 
 
 def test_versions_user_and_layout(image: str) -> None:
-    out = run_in(image, f"""
+    out = run_in(
+        image,
+        f"""
         python -c '{VERSIONS_SCRIPT}' 2>/dev/null | tail -1
         echo "uid=$(id -u) pwd=$(pwd)"
         java -version 2>&1 | head -1
@@ -42,13 +45,20 @@ def test_versions_user_and_layout(image: str) -> None:
         ls "$SPARK_HOME/jars" | grep -E '^(hadoop-aws|bundle|hadoop-client-api)-'
         ls /opt/featurizer/job/main.py "$FEATURIZER_WEIGHTS_DIR"
         echo "python=$PYSPARK_PYTHON"
-    """)
+    """,
+    )
     print("\n" + out)
     versions = json.loads(out.splitlines()[0])
     pinned = pins()
-    for package, pin in (("numpy", "numpy"), ("pandas", "pandas"), ("pyarrow", "pyarrow"),
-                         ("pillow", "pillow"), ("tensorflow", "tensorflow_cpu"),
-                         ("keras", "keras"), ("pyspark", "pyspark")):
+    for package, pin in (
+        ("numpy", "numpy"),
+        ("pandas", "pandas"),
+        ("pyarrow", "pyarrow"),
+        ("pillow", "pillow"),
+        ("tensorflow", "tensorflow_cpu"),
+        ("keras", "keras"),
+        ("pyspark", "pyspark"),
+    ):
         assert versions[package] == pinned[pin], f"{package} in image != constraints.txt"
     assert versions["python"].startswith("3.11.")
     assert re.search(r"uid=(\d+)", out).group(1) == "185"
@@ -62,31 +72,65 @@ def test_versions_user_and_layout(image: str) -> None:
 
 
 def test_labels_name_the_versions_inside(image: str) -> None:
-    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}",
-                               image).stdout)
+    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", image).stdout)
     pinned = pins()
     assert labels["io.featurizer.spark.version"] == pinned["pyspark"]
     assert labels["io.featurizer.tensorflow.version"] == pinned["tensorflow_cpu"]
     assert labels["io.featurizer.job"] == JOB
     jars = run_in(image, 'ls "$SPARK_HOME/jars"')
     assert f"hadoop-aws-{labels['io.featurizer.hadoop.version']}.jar" in jars
-    assert f"bundle-{labels['io.featurizer.aws-sdk.version']}-s3-" in jars   # slimmed SDK
+    assert f"bundle-{labels['io.featurizer.aws-sdk.version']}-s3-" in jars  # slimmed SDK
 
 
 def test_entrypoint_driver_mode_runs_spark_submit(image: str) -> None:
     """`driver` is what Spark's Kubernetes backend passes: spark-submit in client mode."""
-    result = docker("run", "--rm", "--network", "host", "-e", "SPARK_DRIVER_BIND_ADDRESS=127.0.0.1",
-                    image, "driver", "--master", "local[1]", JOB, "--help", timeout=180)
+    result = docker(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-e",
+        "SPARK_DRIVER_BIND_ADDRESS=127.0.0.1",
+        image,
+        "driver",
+        "--master",
+        "local[1]",
+        JOB,
+        "--help",
+        timeout=180,
+    )
     assert "--input INPUT" in result.stdout and "--pca-variance" in result.stdout
 
 
 def test_featurizer_run_in_a_container(image: str, sample_dir: Path, tmp_path: Path) -> None:
     output = share(tmp_path / "out", writable=True)
-    share(sample_dir)                        # the image runs as uid 185
-    result = docker("run", "--rm", "--network", "host", "--cpus", "2", "--memory", "6g",
-                    "-v", f"{sample_dir}:/data:ro", "-v", f"{output}:/out", image,
-                    "featurizer", "run", "--input", "/data", "--output", "/out/run",
-                    "--master", "local[2]", "--pca-k", "8", timeout=600)
+    share(sample_dir)  # the image runs as uid 185
+    result = docker(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--cpus",
+        "2",
+        "--memory",
+        "6g",
+        "-v",
+        f"{sample_dir}:/data:ro",
+        "-v",
+        f"{output}:/out",
+        image,
+        "featurizer",
+        "run",
+        "--input",
+        "/data",
+        "--output",
+        "/out/run",
+        "--master",
+        "local[2]",
+        "--pca-k",
+        "8",
+        timeout=600,
+    )
     run = output / "run"
     assert (run / "_SUCCESS").exists(), result.stderr[-3000:]
     manifest = json.loads((run / "manifest.json").read_text())
@@ -112,15 +156,18 @@ print("impl", netlib.blas.BLAS.getInstance().getClass().getSimpleName(),
       netlib.lapack.LAPACK.getInstance().getClass().getSimpleName())
 spark.stop()
 """
-    out = docker("run", "--rm", "--network", "host", image, "python", "-c", script,
-                 timeout=180).stdout
+    out = docker(
+        "run", "--rm", "--network", "host", image, "python", "-c", script, timeout=180
+    ).stdout
     assert re.search(r"^impl JNIBLAS JNILAPACK$", out, re.M), out
 
 
 def test_the_spark_user_can_read_everything_it_needs(image: str) -> None:
     """Every file user 185 uses is readable by it, every folder enterable, whatever modes
     the build context had (a cache filled under umask 077 once gave 0600 S3A jars)."""
-    out = run_in(image, r"""
+    out = run_in(
+        image,
+        r"""
         echo "uid=$(id -u)"
         for path in "$VENV" "$SPARK_HOME/jars" "$FEATURIZER_WEIGHTS_DIR" /opt/featurizer/job \
                     "$FEATURIZER_CACHE/engines"; do
@@ -132,7 +179,8 @@ def test_the_spark_user_can_read_everything_it_needs(image: str) -> None:
                     "$SPARK_HOME/bin/spark-submit" "$SPARK_HOME/bin/spark-class"; do
             [ -x "$tool" ] || echo "unrunnable $tool"
         done
-    """)
+    """,
+    )
     assert "uid=185" in out
     trees = dict(re.findall(r"^tree (\S+) (\d+)$", out, re.M))
     assert len(trees) == 5 and all(int(count) > 1 for count in trees.values()), out
@@ -164,33 +212,55 @@ spark.stop()
 """
     # No S3 server and no credentials: initialize() sends no request (no bucket probe),
     # and the instance metadata service is off so nothing is looked up either.
-    result = docker("run", "--rm", "--network", "host", "-e", "AWS_EC2_METADATA_DISABLED=true",
-                    image, "python", "-c", script, timeout=180, check=False)
+    result = docker(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-e",
+        "AWS_EC2_METADATA_DISABLED=true",
+        image,
+        "python",
+        "-c",
+        script,
+        timeout=180,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     out = result.stdout
     assert re.search(r"^uid 185$", out, re.M), out
-    for name in ("org.apache.hadoop.fs.s3a.S3AFileSystem",
-                 "software.amazon.awssdk.services.s3.S3AsyncClient",
-                 "software.amazon.awssdk.services.sts.StsClient",
-                 "software.amazon.awssdk.services.sso.SsoClient"):
+    for name in (
+        "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "software.amazon.awssdk.services.s3.S3AsyncClient",
+        "software.amazon.awssdk.services.sts.StsClient",
+        "software.amazon.awssdk.services.sso.SsoClient",
+    ):
         assert re.search(rf"^class {re.escape(name)}$", out, re.M), out
-    assert re.search(r"^fs org\.apache\.hadoop\.fs\.s3a\.S3AFileSystem s3a://any-bucket$", out, re.M), out
+    assert re.search(
+        r"^fs org\.apache\.hadoop\.fs\.s3a\.S3AFileSystem s3a://any-bucket$", out, re.M
+    ), out
 
 
 def test_decommission_script_signals_the_executor_and_waits_for_it(image: str) -> None:
     """/opt/decom.sh (the executors' preStop hook): SIGPWR to the executor JVM, then waits
     for it to exit, logging to the container's log. A stand-in executor process carries the
     JVM's main class in its command line (split here so this script itself does not match)."""
-    out = run_in(image, r"""
+    out = run_in(
+        image,
+        r"""
         class=org.apache.spark.executor.CoarseGrained
         bash -c 'trap "echo executor: got SIGPWR, exiting; exit 0" PWR
                  while :; do sleep 0.1; done' "${class}ExecutorBackend" &
         sleep 1
         test -x /opt/decom.sh && /opt/decom.sh
         echo "decom exit=$? executor alive=$(kill -0 $! 2>/dev/null && echo yes || echo no)"
-    """)
-    assert re.search(r"featurizer decommission: \S+ asking executor JVM \d+ to decommission "
-                     r"\(SIGPWR\)", out), out
+    """,
+    )
+    assert re.search(
+        r"featurizer decommission: \S+ asking executor JVM \d+ to decommission "
+        r"\(SIGPWR\)",
+        out,
+    ), out
     assert "executor: got SIGPWR, exiting" in out
     assert re.search(r"featurizer decommission: \S+ executor JVM \d+ exited after \d+ s", out), out
     assert "decom exit=0 executor alive=no" in out

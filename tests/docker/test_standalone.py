@@ -23,8 +23,8 @@ from conftest import JOB, S3_CREDENTIALS, Containers, docker, port_open, wait_fo
 from servers import free_port, read_s3_output, s3_keys
 
 BUCKET = "featurizer"
-IMAGES = 300                    # featurizer sample-data --scale 3
-FILES_PER_BATCH = 100           # 3 micro-batches: the fault lands between the first and last
+IMAGES = 300  # featurizer sample-data --scale 3
+FILES_PER_BATCH = 100  # 3 micro-batches: the fault lands between the first and last
 RUN_TIMEOUT = 900
 
 
@@ -45,8 +45,11 @@ def images_in_s3(s3, tmp_path_factory) -> str:
     s3.create_bucket(Bucket=BUCKET)
     files = sorted(p for p in folder.rglob("*.jpg"))
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda p: s3.upload_file(str(p), BUCKET,
-                                               f"images/{p.relative_to(folder)}"), files))
+        list(
+            pool.map(
+                lambda p: s3.upload_file(str(p), BUCKET, f"images/{p.relative_to(folder)}"), files
+            )
+        )
     return f"s3a://{BUCKET}/images"
 
 
@@ -62,34 +65,88 @@ def alive_workers(master_ui: int) -> int:
 def cluster(containers: Containers, s3_server: str) -> Cluster:
     env = {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": s3_server, "SPARK_LOCAL_IP": "127.0.0.1"}
     port, ui = free_port(), free_port()
-    containers.start("master", "spark-class", "org.apache.spark.deploy.master.Master",
-                     "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui),
-                     env=env, memory="1g")
+    containers.start(
+        "master",
+        "spark-class",
+        "org.apache.spark.deploy.master.Master",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--webui-port",
+        str(ui),
+        env=env,
+        memory="1g",
+    )
     wait_for(lambda: port_open(port), 120, "the Spark master")
-    workers = [containers.start(
-        f"worker{i}", "spark-class", "org.apache.spark.deploy.worker.Worker",
-        "--host", "127.0.0.1", "--port", str(free_port()), "--webui-port", str(free_port()),
-        "--cores", "1", "--memory", "3g", "--work-dir", "/opt/spark/work-dir/worker",
-        f"spark://127.0.0.1:{port}", env=env, cpus="1", memory="4g") for i in (1, 2)]
+    workers = [
+        containers.start(
+            f"worker{i}",
+            "spark-class",
+            "org.apache.spark.deploy.worker.Worker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+            "--webui-port",
+            str(free_port()),
+            "--cores",
+            "1",
+            "--memory",
+            "3g",
+            "--work-dir",
+            "/opt/spark/work-dir/worker",
+            f"spark://127.0.0.1:{port}",
+            env=env,
+            cpus="1",
+            memory="4g",
+        )
+        for i in (1, 2)
+    ]
     wait_for(lambda: alive_workers(ui) == 2, 120, "2 workers registered with the master")
     return Cluster(f"spark://127.0.0.1:{port}", ui, workers, env)
 
 
-def submit(containers: Containers, cluster: Cluster, role: str, input_uri: str,
-           output_uri: str) -> str:
+def submit(
+    containers: Containers, cluster: Cluster, role: str, input_uri: str, output_uri: str
+) -> str:
     """The driver container: spark-submit in client mode against the standalone master."""
     return containers.start(
-        role, "spark-submit", "--master", cluster.master_url,
-        "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
-        "--conf", "spark.driver.memory=2g", "--conf", "spark.executor.memory=1g",
-        "--conf", "spark.executor.cores=1", "--conf", "spark.cores.max=2",
+        role,
+        "spark-submit",
+        "--master",
+        cluster.master_url,
+        "--conf",
+        "spark.driver.host=127.0.0.1",
+        "--conf",
+        "spark.driver.bindAddress=127.0.0.1",
+        "--conf",
+        "spark.driver.memory=2g",
+        "--conf",
+        "spark.executor.memory=1g",
+        "--conf",
+        "spark.executor.cores=1",
+        "--conf",
+        "spark.cores.max=2",
         # Executors share the host name 127.0.0.1 but not a disk (separate containers): shuffle
         # blocks must be fetched over the network, not read from "host-local" files.
-        "--conf", "spark.shuffle.readHostLocalDisk=false",
-        "--conf", "spark.sql.shuffle.partitions=8",       # 300 rows: not 200 tiny tasks
-        JOB, "--input", input_uri, "--output", output_uri,
-        "--files-per-batch", str(FILES_PER_BATCH), "--pca-k", "16",
-        env=cluster.env, cpus="1", memory="4g")
+        "--conf",
+        "spark.shuffle.readHostLocalDisk=false",
+        "--conf",
+        "spark.sql.shuffle.partitions=8",  # 300 rows: not 200 tiny tasks
+        JOB,
+        "--input",
+        input_uri,
+        "--output",
+        output_uri,
+        "--files-per-batch",
+        str(FILES_PER_BATCH),
+        "--pca-k",
+        "16",
+        env=cluster.env,
+        cpus="1",
+        memory="4g",
+    )
 
 
 def finish(containers: Containers, driver: str) -> str:
@@ -97,8 +154,7 @@ def finish(containers: Containers, driver: str) -> str:
     log = containers.logs(driver)
     if code != 0:
         first_error = next((line for line in log.splitlines() if "Exception" in line), "")
-        raise AssertionError(f"driver exited {code}; first exception: {first_error}\n"
-                             f"{log[-4000:]}")
+        raise AssertionError(f"driver exited {code}; first exception: {first_error}\n{log[-4000:]}")
     return log
 
 
@@ -116,8 +172,9 @@ def check_complete(table: pa.Table, manifest: dict) -> None:
     assert counts == {"found": IMAGES, "selected": IMAGES, "featurized": IMAGES, "failed": 0}
 
 
-def test_standalone_cluster_s3a(containers: Containers, cluster: Cluster, s3,
-                                images_in_s3: str) -> None:
+def test_standalone_cluster_s3a(
+    containers: Containers, cluster: Cluster, s3, images_in_s3: str
+) -> None:
     start = time.monotonic()
     driver = submit(containers, cluster, "driver", images_in_s3, f"s3a://{BUCKET}/out/clean")
     finish(containers, driver)
@@ -126,26 +183,31 @@ def test_standalone_cluster_s3a(containers: Containers, cluster: Cluster, s3,
     check_complete(table, manifest)
     assert manifest["spark"]["master"] == cluster.master_url
     assert manifest["spark"]["default_parallelism"] == 2
-    print(f"\nstandalone (2 workers x 1 core, s3a on moto): {IMAGES} images, featurize "
-          f"{manifest['throughput']['featurize_images_per_s']} images/s, end to end "
-          f"{manifest['throughput']['end_to_end_images_per_s']} images/s "
-          f"(job {manifest['timings_s']['total']:.0f}s, submit to exit {wall:.0f}s)\n"
-          f"stages (s): {manifest['timings_s']}")
+    print(
+        f"\nstandalone (2 workers x 1 core, s3a on moto): {IMAGES} images, featurize "
+        f"{manifest['throughput']['featurize_images_per_s']} images/s, end to end "
+        f"{manifest['throughput']['end_to_end_images_per_s']} images/s "
+        f"(job {manifest['timings_s']['total']:.0f}s, submit to exit {wall:.0f}s)\n"
+        f"stages (s): {manifest['timings_s']}"
+    )
 
 
-def test_worker_lost_during_featurization(containers: Containers, cluster: Cluster, s3,
-                                          images_in_s3: str) -> None:
+def test_worker_lost_during_featurization(
+    containers: Containers, cluster: Cluster, s3, images_in_s3: str
+) -> None:
     assert alive_workers(cluster.master_ui) == 2
-    driver = submit(containers, cluster, "driver-fault", images_in_s3,
-                    f"s3a://{BUCKET}/out/fault")
+    driver = submit(containers, cluster, "driver-fault", images_in_s3, f"s3a://{BUCKET}/out/fault")
     staged = "out/fault/_work/featurized/"
 
     def batch_done(n: int) -> bool:
         return bool(s3_keys(s3, BUCKET, f"{staged}batch={n:06d}/_SUCCESS"))
 
     # The fault lands mid-featurization: the first micro-batch is committed, the last is not.
-    wait_for(lambda: batch_done(0) or not containers.running(driver), RUN_TIMEOUT,
-             "the first featurized micro-batch")
+    wait_for(
+        lambda: batch_done(0) or not containers.running(driver),
+        RUN_TIMEOUT,
+        "the first featurized micro-batch",
+    )
     assert containers.running(driver), containers.logs(driver)[-4000:]
     victim = cluster.workers[1]
     docker("kill", victim)
@@ -156,7 +218,9 @@ def test_worker_lost_during_featurization(containers: Containers, cluster: Clust
     assert re.search(r"Lost executor \d+", log), "the driver never noticed the lost executor"
     table, manifest = read_output(s3, "out/fault")
     check_complete(table, manifest)
-    print(f"\nfault: killed {victim.rsplit('-', 1)[-1]} after micro-batch 0 of "
-          f"{IMAGES // FILES_PER_BATCH}; the job completed with {table.num_rows} rows, "
-          f"{len(set(table.column('path').to_pylist()))} distinct paths "
-          f"({manifest['throughput']['featurize_images_per_s']} images/s)")
+    print(
+        f"\nfault: killed {victim.rsplit('-', 1)[-1]} after micro-batch 0 of "
+        f"{IMAGES // FILES_PER_BATCH}; the job completed with {table.num_rows} rows, "
+        f"{len(set(table.column('path').to_pylist()))} distinct paths "
+        f"({manifest['throughput']['featurize_images_per_s']} images/s)"
+    )

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+
 from servers import MotoServer
 
 REGION = "us-east-1"
@@ -31,14 +32,19 @@ def aws(moto_server: str, monkeypatch) -> Iterator[dict[str, str]]:
     """Environment pointing boto3 (in-process and in subprocesses) at the fresh server."""
     request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
     urllib.request.urlopen(request, timeout=10).close()
-    env = {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION,
-           "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": os.devnull,
-           "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    env = {
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    yield env
+    return env
 
 
 @pytest.fixture
@@ -52,9 +58,14 @@ def clients(aws):
 def virtual_cluster(clients) -> str:
     _, emr = clients
     return emr.create_virtual_cluster(
-        name="featurizer-test", clientToken="vc-token",
-        containerProvider={"id": "test-eks", "type": "EKS",
-                           "info": {"eksInfo": {"namespace": "featurizer"}}})["id"]
+        name="featurizer-test",
+        clientToken="vc-token",
+        containerProvider={
+            "id": "test-eks",
+            "type": "EKS",
+            "info": {"eksInfo": {"namespace": "featurizer"}},
+        },
+    )["id"]
 
 
 @pytest.fixture
@@ -71,10 +82,24 @@ def buckets(clients) -> dict[str, str]:
 @pytest.fixture
 def submit_args(virtual_cluster: str, buckets: dict[str, str]):
     """argv of `featurizer submit emr` for the test cluster and buckets, plus `extra`."""
+
     def args(*extra: str) -> list[str]:
-        return ["submit", "emr", "--virtual-cluster-id", virtual_cluster,
-                "--execution-role-arn", ROLE_ARN, "--image", IMAGE,
-                "--input", buckets["input"], "--output", buckets["output"], *extra]
+        return [
+            "submit",
+            "emr",
+            "--virtual-cluster-id",
+            virtual_cluster,
+            "--execution-role-arn",
+            ROLE_ARN,
+            "--image",
+            IMAGE,
+            "--input",
+            buckets["input"],
+            "--output",
+            buckets["output"],
+            *extra,
+        ]
+
     return args
 
 

@@ -18,6 +18,7 @@ import pytest
 from featurizer import cli
 from featurizer.config import RunConfig
 from featurizer.launch import emr_spec
+
 from processes import with_default_sigint
 
 
@@ -37,8 +38,9 @@ def _describe(emr, virtual_cluster: str, job_id: str) -> dict:
     return emr.describe_job_run(id=job_id, virtualClusterId=virtual_cluster)["jobRun"]
 
 
-def test_submit_uploads_pod_templates_and_starts_the_job(clients, virtual_cluster, buckets,
-                                                         submit_args, capsys):
+def test_submit_uploads_pod_templates_and_starts_the_job(
+    clients, virtual_cluster, buckets, submit_args, capsys
+):
     s3, emr = clients
     assert cli.main(submit_args("--pca-k", "16")) == 0
     job_id = capsys.readouterr().out.strip()
@@ -51,8 +53,15 @@ def test_submit_uploads_pod_templates_and_starts_the_job(clients, virtual_cluste
     driver = job["jobDriver"]["sparkSubmitJobDriver"]
     assert driver["entryPoint"] == emr_spec.ENTRY_POINT
     # Retries are on by default (3 attempts), so the job resumes a failed attempt.
-    assert driver["entryPointArguments"] == ["--input", buckets["input"], "--output",
-                                             buckets["output"], "--pca-k", "16", "--resume"]
+    assert driver["entryPointArguments"] == [
+        "--input",
+        buckets["input"],
+        "--output",
+        buckets["output"],
+        "--pca-k",
+        "16",
+        "--resume",
+    ]
     expected = RunConfig(input=buckets["input"], output=buckets["output"], pca_k=16, resume=True)
     assert RunConfig.from_argv(driver["entryPointArguments"]) == expected
 
@@ -70,13 +79,15 @@ def test_identical_retry_reuses_the_client_token(clients, virtual_cluster, submi
     _, emr = clients
     assert cli.main(submit_args()) == 0
     first = capsys.readouterr()
-    assert cli.main(submit_args()) == 0                 # e.g. after a lost response
+    assert cli.main(submit_args()) == 0  # e.g. after a lost response
     second = capsys.readouterr()
-    assert cli.main(submit_args("--pca-k", "8")) == 0   # a different job
+    assert cli.main(submit_args("--pca-k", "8")) == 0  # a different job
     third = capsys.readouterr()
 
-    tokens = [_describe(emr, virtual_cluster, out.out.strip())["clientToken"]
-              for out in (first, second, third)]
+    tokens = [
+        _describe(emr, virtual_cluster, out.out.strip())["clientToken"]
+        for out in (first, second, third)
+    ]
     assert tokens[0] == tokens[1] != tokens[2]
     assert f"client token {tokens[0]}" in first.err
     # EMR answers a repeated token with the original job run (moto records every call, so
@@ -84,10 +95,11 @@ def test_identical_retry_reuses_the_client_token(clients, virtual_cluster, submi
     assert len(set(tokens)) == 2
 
 
-def test_dry_run_prints_a_valid_request_and_calls_nothing(clients, virtual_cluster,
-                                                          submit_args, capsys, monkeypatch):
+def test_dry_run_prints_a_valid_request_and_calls_nothing(
+    clients, virtual_cluster, submit_args, capsys, monkeypatch
+):
     s3, emr = clients
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")   # nothing listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     assert cli.main(submit_args("--dry-run")) == 0
     out = capsys.readouterr()
     request = json.loads(out.out)
@@ -115,12 +127,17 @@ class Waiting:
 
 def _start_waiting(featurizer_bin, submit_args, aws, tmp_path: Path, *extra: str) -> Waiting:
     stderr = tmp_path / "stderr.txt"
-    with stderr.open("w") as sink:                  # the child keeps its own descriptor
+    with stderr.open("w") as sink:  # the child keeps its own descriptor
         process = subprocess.Popen(
-            with_default_sigint([featurizer_bin,
-                                 *submit_args("--wait", "--poll-seconds", "0.2", *extra)]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sink, text=True,
-            env={**os.environ, **aws})
+            with_default_sigint(
+                [featurizer_bin, *submit_args("--wait", "--poll-seconds", "0.2", *extra)]
+            ),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            text=True,
+            env={**os.environ, **aws},
+        )
     return Waiting(process, stderr)
 
 
@@ -137,27 +154,32 @@ def _wait_for_running(waiting: Waiting, emr, virtual_cluster: str) -> str:
     pytest.fail(f"the waiter never reported a RUNNING job run:\n{waiting.err()}")
 
 
-def test_wait_follows_the_run_to_a_terminal_state(featurizer_bin, aws, clients,
-                                                  virtual_cluster, submit_args, tmp_path):
+def test_wait_follows_the_run_to_a_terminal_state(
+    featurizer_bin, aws, clients, virtual_cluster, submit_args, tmp_path
+):
     _, emr = clients
     waiting = _start_waiting(featurizer_bin, submit_args, aws, tmp_path)
     job_id = _wait_for_running(waiting, emr, virtual_cluster)
-    emr.cancel_job_run(id=job_id, virtualClusterId=virtual_cluster)   # e.g. an operator
+    emr.cancel_job_run(id=job_id, virtualClusterId=virtual_cluster)  # e.g. an operator
     out, err = waiting.finish()
 
     assert waiting.process.returncode == 1
     assert out.strip() == job_id
     states = [line.split(": ", 2)[-1] for line in err.splitlines() if f"job run {job_id}:" in line]
     assert states[0] == "RUNNING" and states[-1].startswith("CANCELLED")
-    assert f"spark-{job_id}-driver/(stdout.gz|stderr.gz)" in err            # log locations
+    assert f"spark-{job_id}-driver/(stdout.gz|stderr.gz)" in err  # log locations
     assert f"/{virtual_cluster}/jobs/{job_id}/" in err
-    assert err.strip().splitlines()[-1].startswith(f"featurizer: error: job run {job_id} "
-                                                   "ended CANCELLED")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"featurizer: error: job run {job_id} ended CANCELLED")
+    )
 
 
 @pytest.mark.parametrize("how", ["flag", "answer"])
-def test_ctrl_c_cancels_the_run(featurizer_bin, aws, clients, virtual_cluster, submit_args,
-                                tmp_path, how):
+def test_ctrl_c_cancels_the_run(
+    featurizer_bin, aws, clients, virtual_cluster, submit_args, tmp_path, how
+):
     _, emr = clients
     extra = ("--cancel-on-interrupt",) if how == "flag" else ()
     waiting = _start_waiting(featurizer_bin, submit_args, aws, tmp_path, *extra)
@@ -167,12 +189,13 @@ def test_ctrl_c_cancels_the_run(featurizer_bin, aws, clients, virtual_cluster, s
 
     assert _describe(emr, virtual_cluster, job_id)["state"] == "CANCELLED"
     assert f"cancel requested for job run {job_id}" in err
-    assert ("cancel job run" in err) == (how == "answer")   # asked only without the flag
+    assert ("cancel job run" in err) == (how == "answer")  # asked only without the flag
     assert waiting.process.returncode == 1
 
 
-def test_ctrl_c_without_consent_leaves_the_run_alone(featurizer_bin, aws, clients,
-                                                     virtual_cluster, submit_args, tmp_path):
+def test_ctrl_c_without_consent_leaves_the_run_alone(
+    featurizer_bin, aws, clients, virtual_cluster, submit_args, tmp_path
+):
     _, emr = clients
     waiting = _start_waiting(featurizer_bin, submit_args, aws, tmp_path)
     job_id = _wait_for_running(waiting, emr, virtual_cluster)
@@ -181,8 +204,9 @@ def test_ctrl_c_without_consent_leaves_the_run_alone(featurizer_bin, aws, client
 
     assert waiting.process.returncode == 1
     assert _describe(emr, virtual_cluster, job_id)["state"] == "RUNNING"
-    assert (f"aws emr-containers cancel-job-run --id {job_id} --virtual-cluster-id "
-            f"{virtual_cluster}") in err.splitlines()[-1]
+    assert (
+        f"aws emr-containers cancel-job-run --id {job_id} --virtual-cluster-id {virtual_cluster}"
+    ) in err.splitlines()[-1]
 
 
 def _one_error_line(capsys) -> str:
@@ -240,21 +264,26 @@ def test_job_template_run_dry_run(virtual_cluster, submit_args, capsys):
     assert (params["PcaOption"], params["PcaValue"]) == ("--pca-k", "12")
     assert params["Input"] == args[args.index("--input") + 1]
 
-    assert cli.main(submit_args("--job-template-id", "tmpl0123", "--limit", "5",
-                                "--dry-run")) == 2
+    assert cli.main(submit_args("--job-template-id", "tmpl0123", "--limit", "5", "--dry-run")) == 2
     assert "--limit cannot be passed through the job template" in _one_error_line(capsys)
 
 
 # ---- retries --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("extra, attempts, resume", [
-    ((), 3, True),                          # default: EMR retries, the retry resumes
-    (("--max-attempts", "5"), 5, True),
-    (("--max-attempts", "1"), None, False),  # no retries: no --resume either
-    (("--overwrite",), 3, False),           # a retry starts over, as asked
-], ids=["default", "five", "none", "overwrite"])
-def test_retries_resume_the_failed_attempt(virtual_cluster, submit_args, capsys, extra,
-                                           attempts, resume):
+
+@pytest.mark.parametrize(
+    ("extra", "attempts", "resume"),
+    [
+        ((), 3, True),  # default: EMR retries, the retry resumes
+        (("--max-attempts", "5"), 5, True),
+        (("--max-attempts", "1"), None, False),  # no retries: no --resume either
+        (("--overwrite",), 3, False),  # a retry starts over, as asked
+    ],
+    ids=["default", "five", "none", "overwrite"],
+)
+def test_retries_resume_the_failed_attempt(
+    virtual_cluster, submit_args, capsys, extra, attempts, resume
+):
     assert cli.main(submit_args(*extra, "--dry-run")) == 0
     request = json.loads(capsys.readouterr().out)
     emr_spec.validate("StartJobRun", request)
@@ -274,13 +303,13 @@ def test_retries_reach_a_job_template_run(virtual_cluster, submit_args, capsys):
 
 # ---- status, logs, cancel of a job run ------------------------------------------------
 
+
 def _started(submit_args, capsys) -> str:
     assert cli.main(submit_args()) == 0
     return capsys.readouterr().out.strip()
 
 
-def test_status_logs_and_cancel_follow_a_job_run(clients, virtual_cluster, submit_args,
-                                                 capsys):
+def test_status_logs_and_cancel_follow_a_job_run(clients, virtual_cluster, submit_args, capsys):
     import gzip
 
     s3, emr = clients
@@ -291,12 +320,18 @@ def test_status_logs_and_cancel_follow_a_job_run(clients, virtual_cluster, submi
     assert line.startswith(f"{job_id}\tRUNNING\tname=featurizer-fruits-train"), line
 
     # EMR uploads the driver's streams under the run's logUri (s3MonitoringConfiguration).
-    base = (f"_featurizer/emr/logs/{virtual_cluster}/jobs/{job_id}/containers/"
-            f"spark-{job_id}/spark-{job_id}-driver")
-    s3.put_object(Bucket="results", Key=f"{base}/stderr.gz",
-                  Body=gzip.compress(b"starting\nfeaturizer: found 2 images\n"))
-    s3.put_object(Bucket="results", Key=f"{base}/stdout.gz",
-                  Body=gzip.compress(b"featurizer run complete\n"))
+    base = (
+        f"_featurizer/emr/logs/{virtual_cluster}/jobs/{job_id}/containers/"
+        f"spark-{job_id}/spark-{job_id}-driver"
+    )
+    s3.put_object(
+        Bucket="results",
+        Key=f"{base}/stderr.gz",
+        Body=gzip.compress(b"starting\nfeaturizer: found 2 images\n"),
+    )
+    s3.put_object(
+        Bucket="results", Key=f"{base}/stdout.gz", Body=gzip.compress(b"featurizer run complete\n")
+    )
     assert cli.main(["logs", job_id, *run]) == 0
     out = capsys.readouterr().out
     assert f"==> driver stderr (s3://results/{base}/stderr.gz) <==" in out
@@ -310,7 +345,7 @@ def test_status_logs_and_cancel_follow_a_job_run(clients, virtual_cluster, submi
     assert _describe(emr, virtual_cluster, job_id)["state"] == "CANCELLED"
     assert cli.main(["status", job_id, *run]) == 1
     assert f"job run {job_id} ended CANCELLED" in _one_error_line(capsys)
-    assert cli.main(["cancel", job_id, *run]) == 0              # idempotent
+    assert cli.main(["cancel", job_id, *run]) == 0  # idempotent
     assert "already ended CANCELLED" in capsys.readouterr().out
 
 
@@ -321,10 +356,14 @@ def test_logs_before_emr_uploaded_any_say_so(clients, virtual_cluster, submit_ar
     assert f"no driver log of job run {job_id} under s3://results/_featurizer/emr/logs" in line
 
 
-@pytest.mark.parametrize("command, message", [
-    (["delete", "0000000000000000000", "--virtual-cluster-id", "vc"], "featurizer cancel RUN"),
-    (["status", "--virtual-cluster-id", "vc"], "name the EMR job run"),
-], ids=["delete-is-for-kubernetes", "job-run-id-required"])
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["delete", "0000000000000000000", "--virtual-cluster-id", "vc"], "featurizer cancel RUN"),
+        (["status", "--virtual-cluster-id", "vc"], "name the EMR job run"),
+    ],
+    ids=["delete-is-for-kubernetes", "job-run-id-required"],
+)
 def test_job_run_commands_refuse_what_they_cannot_do(aws, command, message, capsys):
     assert cli.main(command) == 2
     assert message in _one_error_line(capsys)

@@ -20,21 +20,33 @@ import pytest
 from featurizer import sample_data
 from featurizer.config import RunConfig
 from featurizer.launch import emr_spec
+
 from hostfiles import share
 
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
 IMAGE = os.environ.get("EMR_IMAGE", "featurizer-emr:standin")
 BASE = os.environ.get("EMR_BASE_IMAGE", "featurizer-emr-standin:spark-3.5.6")
 SPARK_VERSION = os.environ.get("EMR_SPARK_VERSION", "3.5.6")
-EMR_MOUNTS = ("/var/log/fluentd", "/var/log/spark/user", "/var/log/spark/apps", "/mnt",
-              "/tmp", "/home/hadoop")
+EMR_MOUNTS = (
+    "/var/log/fluentd",
+    "/var/log/spark/user",
+    "/var/log/spark/apps",
+    "/mnt",
+    "/tmp",
+    "/home/hadoop",
+)
 
 
-def run_in(image: str, *command: str, timeout: float = 120,
-           volumes: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run_in(
+    image: str, *command: str, timeout: float = 120, volumes: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     mounts = [arg for volume in volumes for arg in ("-v", volume)]
-    return subprocess.run([DOCKER, "run", "--rm", "--network", "host", *mounts, image,
-                           *command], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [DOCKER, "run", "--rm", "--network", "host", *mounts, image, *command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,16 +62,23 @@ def test_nothing_is_written_where_emr_mounts_volumes():
 
 
 def test_image_runs_as_hadoop_with_the_jobs_python_and_emrs_spark():
-    check = ("import sys, numpy, tensorflow, featurizer; "
-             "print(sys.version.split()[0], numpy.__version__, tensorflow.__version__)")
-    result = run_in(IMAGE, "sh", "-c", f'id -un; {emr_spec.PYTHON} -c "{check}"; '
-                    f'{emr_spec.PYTHON} -c "import pyspark" 2>/dev/null || echo no-pyspark')
+    check = (
+        "import sys, numpy, tensorflow, featurizer; "
+        "print(sys.version.split()[0], numpy.__version__, tensorflow.__version__)"
+    )
+    result = run_in(
+        IMAGE,
+        "sh",
+        "-c",
+        f'id -un; {emr_spec.PYTHON} -c "{check}"; '
+        f'{emr_spec.PYTHON} -c "import pyspark" 2>/dev/null || echo no-pyspark',
+    )
     user, versions, pyspark = result.stdout.split("\n")[:3]
     assert user == "hadoop"
     python, numpy, tensorflow = versions.split()
     assert python.startswith("3.11.")
     assert (numpy, tensorflow) == (_pin("numpy"), _pin("tensorflow_cpu"))
-    assert pyspark == "no-pyspark"            # the venv uses the base image's Spark only
+    assert pyspark == "no-pyspark"  # the venv uses the base image's Spark only
 
 
 def test_the_hadoop_user_can_read_everything_it_needs():
@@ -69,7 +88,8 @@ def test_the_hadoop_user_can_read_everything_it_needs():
         id -un
         echo "files $(find /opt/featurizer -type f | wc -l)"
         ls /opt/featurizer/main.py /opt/featurizer/models/*.h5 /opt/featurizer/venv/bin/python
-        find /opt/featurizer \( ! -readable -o -type d ! -executable \) -printf 'unreadable %M %u %p\n'
+        find /opt/featurizer \( ! -readable -o -type d ! -executable \) \
+            -printf 'unreadable %M %u %p\n'
     """
     result = run_in(IMAGE, "sh", "-c", script)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -80,19 +100,32 @@ def test_the_hadoop_user_can_read_everything_it_needs():
 
 
 def test_job_runs_with_spark_submit_on_spark_3_5(tmp_path):
-    sample_data.generate(tmp_path / "sample")             # 100 images, 5 classes
-    share(tmp_path / "sample")                            # the container runs as hadoop
+    sample_data.generate(tmp_path / "sample")  # 100 images, 5 classes
+    share(tmp_path / "sample")  # the container runs as hadoop
     out = share(tmp_path / "out", writable=True)
     config = RunConfig(input="/data", output="/out/result", pca_k=8)
-    python_conf = {key: value for key, value in emr_spec.spark_defaults("", "", "").items()
-                   if key.startswith("spark.pyspark")}    # as in the EMR request
-    conf = {**python_conf, "spark.driver.host": "127.0.0.1",
-            "spark.driver.bindAddress": "127.0.0.1", "spark.ui.enabled": "false"}
-    command = ["spark-submit", "--master", "local[2]",
-               *[arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")],
-               emr_spec.ENTRY_POINT, *config.to_argv()]
-    result = run_in(IMAGE, *command, timeout=900,
-                    volumes=(f"{tmp_path / 'sample'}:/data:ro", f"{out}:/out"))
+    python_conf = {
+        key: value
+        for key, value in emr_spec.spark_defaults("", "", "").items()
+        if key.startswith("spark.pyspark")
+    }  # as in the EMR request
+    conf = {
+        **python_conf,
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.ui.enabled": "false",
+    }
+    command = [
+        "spark-submit",
+        "--master",
+        "local[2]",
+        *[arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")],
+        emr_spec.ENTRY_POINT,
+        *config.to_argv(),
+    ]
+    result = run_in(
+        IMAGE, *command, timeout=900, volumes=(f"{tmp_path / 'sample'}:/data:ro", f"{out}:/out")
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
     result_dir = out / "result"

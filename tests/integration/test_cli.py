@@ -16,15 +16,16 @@ BIN = Path(sys.executable).parent
 
 
 def featurizer(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "featurizer"), *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "featurizer"), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_help_is_instant_and_documents_every_option():
     start = time.monotonic()
     result = featurizer("run", "--help")
     assert result.returncode == 0
-    assert time.monotonic() - start < 5                     # no Spark/TensorFlow import
+    assert time.monotonic() - start < 5  # no Spark/TensorFlow import
     for field in RunConfig.__dataclass_fields__:
         assert "--" + field.replace("_", "-") in result.stdout
 
@@ -37,12 +38,13 @@ def test_bad_option_is_one_clear_line():
 
 def test_run_prints_the_summary(sample_dir, tmp_path):
     output = tmp_path / "out"
-    result = featurizer("run", "--input", str(sample_dir), "--output", str(output),
-                        "--master", "local[2]")
+    result = featurizer(
+        "run", "--input", str(sample_dir), "--output", str(output), "--master", "local[2]"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for word in ("images", "classes", "pca k", "images/s", str(output)):
         assert word in result.stdout
-    assert "100/100 images" in result.stderr                 # the progress line
+    assert "100/100 images" in result.stderr  # the progress line
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["counts"]["featurized"] == 100
 
@@ -51,9 +53,25 @@ def test_spark_submit_entry_point(sample_dir, tmp_path):
     output = tmp_path / "out"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     result = subprocess.run(
-        [str(BIN / "spark-submit"), "--master", "local[2]", str(ROOT / "job" / "main.py"),
-         "--input", f"file://{sample_dir}", "--output", str(output), "--limit", "12",
-         "--pca-k", "4"], capture_output=True, text=True, timeout=600, env=env)
+        [
+            str(BIN / "spark-submit"),
+            "--master",
+            "local[2]",
+            str(ROOT / "job" / "main.py"),
+            "--input",
+            f"file://{sample_dir}",
+            "--output",
+            str(output),
+            "--limit",
+            "12",
+            "--pca-k",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["counts"]["selected"] == 12 and manifest["pca"]["k"] == 4
@@ -63,17 +81,26 @@ def test_first_run_records_the_jvm_class_archive_and_later_runs_map_it(sample_di
     cache = tmp_path / "cache"
     args = ("run", "--input", str(sample_dir), "--limit", "20", "--pca-k", "2", "--no-report")
     env = {**os.environ, "FEATURIZER_CACHE": str(cache)}
-    first = subprocess.run([str(BIN / "featurizer"), *args, "--output", str(tmp_path / "a")],
-                           capture_output=True, text=True, timeout=600, env=env)
+    first = subprocess.run(
+        [str(BIN / "featurizer"), *args, "--output", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     assert "records its classes at exit" in first.stderr
     archives = sorted((cache / "cds").iterdir())
-    assert [p.suffix for p in archives] == [".jsa"], archives        # published, no .part left
+    assert [p.suffix for p in archives] == [".jsa"], archives  # published, no .part left
     assert "archive saved to " + str(archives[0]) in first.stderr
     # -Xshare:on: a JVM that cannot map its archive refuses to start (so the run fails).
-    second = subprocess.run([str(BIN / "featurizer"), *args, "--output", str(tmp_path / "b")],
-                            capture_output=True, text=True, timeout=600,
-                            env={**env, "JAVA_TOOL_OPTIONS": "-Xshare:on"})
+    second = subprocess.run(
+        [str(BIN / "featurizer"), *args, "--output", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, "JAVA_TOOL_OPTIONS": "-Xshare:on"},
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert "records its classes" not in second.stderr
     assert sorted((cache / "cds").iterdir()) == archives

@@ -37,7 +37,7 @@ def reference(photos: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("engine", FAST_ENGINES)
 def test_engine_matches_keras_features(engine, photos, reference):
     predictor = engines.load(engine, engines.export(engine, weights.resolve()).data, threads=1)
-    got = np.concatenate([predictor.predict(photos[i:i + 1]) for i in range(len(photos))])
+    got = np.concatenate([predictor.predict(photos[i : i + 1]) for i in range(len(photos))])
     assert got.shape == (64, 1280) and got.dtype == np.float32
     similarity = cosine(got, reference)
     assert similarity.mean() >= 0.9999, similarity.mean()
@@ -47,7 +47,7 @@ def test_engine_matches_keras_features(engine, photos, reference):
 @pytest.mark.parametrize("engine", FAST_ENGINES)
 def test_batch_size_does_not_change_features(engine, photos):
     predictor = engines.load(engine, engines.export(engine, weights.resolve()).data, threads=1)
-    one_by_one = np.concatenate([predictor.predict(photos[i:i + 1]) for i in range(8)])
+    one_by_one = np.concatenate([predictor.predict(photos[i : i + 1]) for i in range(8)])
     assert np.allclose(predictor.predict(photos[:8]), one_by_one, atol=1e-4)
     assert predictor.predict(photos[:0]).shape == (0, 1280)
 
@@ -66,8 +66,12 @@ def fruit_folder(fruits360: Path, tmp_path_factory) -> Path:
 def test_pca_outputs_agree_across_engines(spark, fruit_folder, tmp_path):
     outputs = {}
     for engine in ENGINES:
-        pipeline.run(RunConfig(input=str(fruit_folder), output=str(tmp_path / engine),
-                               engine=engine, pca_k=5), spark=spark)
+        pipeline.run(
+            RunConfig(
+                input=str(fruit_folder), output=str(tmp_path / engine), engine=engine, pca_k=5
+            ),
+            spark=spark,
+        )
         frame = pq.read_table(tmp_path / engine / "features").to_pandas().sort_values("path")
         outputs[engine] = np.stack(frame["pca"].to_numpy())
     reference_pca = outputs["keras"]
@@ -78,18 +82,26 @@ def test_pca_outputs_agree_across_engines(spark, fruit_folder, tmp_path):
 
 def test_int8_stays_close_to_float32(photos, reference):
     """The opt-in int8 mode: calibrated on other photos, features stay close to Keras'."""
-    calibration = lambda: ("photos-0-32", list(photos[32:]))          # noqa: E731
+    calibration = lambda: ("photos-0-32", list(photos[32:]))  # noqa: E731
     data = engines.export("tflite", weights.resolve(), "int8", calibration).data
     float_data = engines.export("tflite", weights.resolve()).data
-    assert len(data) < len(float_data) / 3                     # int8 weights
+    assert len(data) < len(float_data) / 3  # int8 weights
     predictor = engines.load("tflite", data, threads=1)
-    got = np.concatenate([predictor.predict(photos[i:i + 1]) for i in range(32)])
+    got = np.concatenate([predictor.predict(photos[i : i + 1]) for i in range(32)])
     similarity = cosine(got, reference[:32])
     assert similarity.mean() >= 0.95, similarity.mean()
 
 
 def test_int8_run_calibrates_on_the_input(spark, fruit_folder, tmp_path):
-    manifest = pipeline.run(RunConfig(input=str(fruit_folder), output=str(tmp_path / "int8"),
-                                      precision="int8", pca_k=5, no_report=True), spark=spark)
+    manifest = pipeline.run(
+        RunConfig(
+            input=str(fruit_folder),
+            output=str(tmp_path / "int8"),
+            precision="int8",
+            pca_k=5,
+            no_report=True,
+        ),
+        spark=spark,
+    )
     assert manifest["engine"]["precision"] == "int8"
     assert manifest["counts"]["featurized"] == 120

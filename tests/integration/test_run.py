@@ -24,7 +24,9 @@ def dataset(sample_dir: Path, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("data") / "in"
     shutil.copytree(sample_dir, folder)
     (folder / "Training" / CORRUPT).write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    shutil.copy(folder / "Test" / "Kiwi" / "0_100.jpg", folder / "Test" / "Kiwi" / "it's a kiwi.JPG")
+    shutil.copy(
+        folder / "Test" / "Kiwi" / "0_100.jpg", folder / "Test" / "Kiwi" / "it's a kiwi.JPG"
+    )
     (folder / "Test" / "Kiwi" / "notes.txt").write_text("not an image")
     return folder
 
@@ -42,8 +44,14 @@ def read_features(output: Path):
 
 def test_outputs_are_complete(result):
     output, manifest = result
-    for name in ("features", "errors", "pca_model", "manifest.json", "explained_variance.png",
-                 "_SUCCESS"):
+    for name in (
+        "features",
+        "errors",
+        "pca_model",
+        "manifest.json",
+        "explained_variance.png",
+        "_SUCCESS",
+    ):
         assert (output / name).exists(), name
     assert not (output / "_work").exists()
     assert (output / "explained_variance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -53,13 +61,19 @@ def test_outputs_are_complete(result):
 def test_row_counts_and_labels_with_spaces(result):
     output, manifest = result
     frame = read_features(output)
-    assert len(frame) == 101                               # 100 sample + 1 renamed copy
+    assert len(frame) == 101  # 100 sample + 1 renamed copy
     assert frame["path"].is_unique
     assert set(frame["label"]) == set(sample_data.CLASSES)
     assert any(path.endswith("/it's a kiwi.JPG") for path in frame["path"])
-    assert manifest["counts"] == {"found": 102, "selected": 102, "featurized": 101, "failed": 1,
-                                  "resumed": 0, "processed_this_run": 102,
-                                  "aliases_skipped": 0}
+    assert manifest["counts"] == {
+        "found": 102,
+        "selected": 102,
+        "featurized": 101,
+        "failed": 1,
+        "resumed": 0,
+        "processed_this_run": 102,
+        "aliases_skipped": 0,
+    }
     assert manifest["classes"] == 5
 
 
@@ -89,8 +103,9 @@ def test_features_equal_bare_keras(result, no_top_weights):
     model = weights.build_model(no_top_weights)
     expected = model(images.preprocess(batch), training=False).numpy()
     got = np.stack(frame["features"].to_numpy())
-    cosine = np.sum(expected * got, 1) / (np.linalg.norm(expected, axis=1)
-                                         * np.linalg.norm(got, axis=1))
+    cosine = np.sum(expected * got, 1) / (
+        np.linalg.norm(expected, axis=1) * np.linalg.norm(got, axis=1)
+    )
     assert cosine.min() >= 0.9999, cosine.min()
 
 
@@ -102,7 +117,7 @@ def test_pca_variance_matches_numpy(result):
     k = manifest["pca"]["k"]
     assert np.allclose(manifest["pca"]["explained_variance"][:k], ratios[:k], atol=1e-6)
     assert manifest["pca"]["variance_explained"] >= 0.95
-    assert np.sum(ratios[: k - 1]) < 0.95                   # k is the smallest such k
+    assert np.sum(ratios[: k - 1]) < 0.95  # k is the smallest such k
 
 
 def test_pca_projections_are_numpys_leading_eigenvectors(result):
@@ -113,7 +128,7 @@ def test_pca_projections_are_numpys_leading_eigenvectors(result):
     features = np.stack(frame["features"].to_numpy()).astype(np.float64)
     pca = np.stack(frame["pca"].to_numpy()).astype(np.float64)
     _, vectors = np.linalg.eigh(np.cov(features, rowvar=False))
-    leading = canonical_signs(vectors[:, ::-1][:, :5])     # Spark ML PCA does not center
+    leading = canonical_signs(vectors[:, ::-1][:, :5])  # Spark ML PCA does not center
     expected = features @ leading
     assert np.allclose(pca[:, :5], expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
 
@@ -126,8 +141,11 @@ def test_pca_model_reloads_and_reproduces_pca(result, spark):
     model = PCAModel.load(str(output / "pca_model"))
     assert model.pc.numCols == manifest["pca"]["k"]
     frame = spark.read.parquet(str(output / "features"))
-    projected = model.setInputCol("v").setOutputCol("p").transform(
-        frame.withColumn("v", array_to_vector("features")))
+    projected = (
+        model.setInputCol("v")
+        .setOutputCol("p")
+        .transform(frame.withColumn("v", array_to_vector("features")))
+    )
     rows = projected.select("pca", vector_to_array("p").alias("again")).collect()
     for row in rows:
         assert np.allclose(row["pca"], row["again"], rtol=1e-4, atol=1e-4)
@@ -155,13 +173,15 @@ def test_overwrite_replaces_the_output(spark, dataset, tmp_path):
     output = tmp_path / "out"
     output.mkdir()
     (output / "stale.txt").write_text("old")
-    manifest = pipeline.run(RunConfig(input=str(dataset), output=str(output), overwrite=True,
-                                      limit=10, pca_k=3), spark=spark)
+    manifest = pipeline.run(
+        RunConfig(input=str(dataset), output=str(output), overwrite=True, limit=10, pca_k=3),
+        spark=spark,
+    )
     assert manifest["counts"]["selected"] == 10
     assert len(read_features(output)) + len(pq.read_table(output / "errors")) == 10
     assert {len(v) for v in read_features(output)["pca"]} == {3}
     assert (output / "_SUCCESS").exists()
-    assert not (output / "stale.txt").exists()             # replaced, not merged into
+    assert not (output / "stale.txt").exists()  # replaced, not merged into
 
 
 def test_limit_takes_the_oldest_files_across_micro_batches(spark, sample_dir, tmp_path):
@@ -175,10 +195,14 @@ def test_limit_takes_the_oldest_files_across_micro_batches(spark, sample_dir, tm
         shutil.copy(source, target)
         os.utime(target, (1_600_000_000 - index * 60, 1_600_000_000 - index * 60))
     output = tmp_path / "out"
-    manifest = pipeline.run(RunConfig(input=str(tmp_path / "in"), output=str(output), limit=7,
-                                      files_per_batch=3, pca_k=2), spark=spark)
+    manifest = pipeline.run(
+        RunConfig(
+            input=str(tmp_path / "in"), output=str(output), limit=7, files_per_batch=3, pca_k=2
+        ),
+        spark=spark,
+    )
     names = sorted(Path(path).name for path in read_features(output)["path"])
-    assert names == [f"{index:02d}.jpg" for index in range(5, 12)]     # the 7 oldest
+    assert names == [f"{index:02d}.jpg" for index in range(5, 12)]  # the 7 oldest
     assert manifest["counts"]["selected"] == 7
 
 
@@ -186,15 +210,17 @@ def test_empty_input_is_a_clear_error_and_writes_nothing(spark, tmp_path):
     (tmp_path / "in" / "Kiwi").mkdir(parents=True)
     (tmp_path / "in" / "Kiwi" / "readme.txt").write_text("no images here")
     with pytest.raises(ConfigError, match="no images"):
-        pipeline.run(RunConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out")),
-                     spark=spark)
+        pipeline.run(
+            RunConfig(input=str(tmp_path / "in"), output=str(tmp_path / "out")), spark=spark
+        )
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_input_is_a_clear_error(spark, tmp_path):
     with pytest.raises(ConfigError, match="cannot read input"):
-        pipeline.run(RunConfig(input=str(tmp_path / "nope"), output=str(tmp_path / "out")),
-                     spark=spark)
+        pipeline.run(
+            RunConfig(input=str(tmp_path / "nope"), output=str(tmp_path / "out")), spark=spark
+        )
 
 
 def test_output_inside_input_is_refused(tmp_path):

@@ -17,13 +17,34 @@ def test_consecutive_scheduled_runs_each_write_their_own_output(sample_dir, tmp_
     template = f"{tmp_path}/features/{{app}}"
     for name in ("featurizer-1796000000", "featurizer-1796086400"):
         result = subprocess.run(
-            [str(BIN / "featurizer"), "run", "--input", str(sample_dir), "--output", template,
-             "--resume", "--limit", "10", "--pca-k", "2", "--no-report", "--master", "local[1]",
-             "--conf", f"spark.app.name={name}"], capture_output=True, text=True, timeout=600)
+            [
+                str(BIN / "featurizer"),
+                "run",
+                "--input",
+                str(sample_dir),
+                "--output",
+                template,
+                "--resume",
+                "--limit",
+                "10",
+                "--pca-k",
+                "2",
+                "--no-report",
+                "--master",
+                "local[1]",
+                "--conf",
+                f"spark.app.name={name}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         manifest = json.loads((tmp_path / "features" / name / "manifest.json").read_text())
         assert manifest["output"] == f"file://{tmp_path}/features/{name}"
         assert manifest["parameters"]["output"] == template
         assert manifest["counts"]["featurized"] == 10
     assert sorted(path.name for path in (tmp_path / "features").iterdir()) == [
-        "featurizer-1796000000", "featurizer-1796086400"]
+        "featurizer-1796000000",
+        "featurizer-1796086400",
+    ]

@@ -17,9 +17,16 @@ FIXTURES = Path(__file__).with_name("fixtures")
 @pytest.fixture(scope="session")
 def helm() -> str:
     """helm v3 from hack/tools.sh (built once from the Go module proxy, then cached)."""
-    path = os.environ.get("FEATURIZER_HELM") or subprocess.run(
-        ["bash", str(ROOT / "hack" / "tools.sh"), "helm"], check=True, capture_output=True,
-        text=True, timeout=1800).stdout.strip()
+    path = (
+        os.environ.get("FEATURIZER_HELM")
+        or subprocess.run(
+            ["bash", str(ROOT / "hack" / "tools.sh"), "helm"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        ).stdout.strip()
+    )
     os.environ["FEATURIZER_HELM"] = path  # for the featurizer processes the tests start
     return path
 
@@ -27,9 +34,15 @@ def helm() -> str:
 @pytest.fixture(scope="session")
 def template(helm: str):
     """`helm template featurizer helm/featurizer ARGS` as a list of documents (must succeed)."""
+
     def run(*args: str, namespace: str = "featurizer") -> list[dict]:
-        proc = subprocess.run([helm, "template", "featurizer", str(CHART), "--namespace",
-                               namespace, *args], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [helm, "template", "featurizer", str(CHART), "--namespace", namespace, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
     return run

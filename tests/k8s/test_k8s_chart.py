@@ -41,22 +41,29 @@ def expected_config(job_values: dict) -> RunConfig:
     """What the job should run with, built directly (not via argv) from the merged values:
     the chart's job defaults overlaid by `job_values`, a null removing a key (helm's rule)."""
     merged = {**chart_values()["job"], **job_values}
-    kwargs = {FIELDS[key].name: tuple(value) if isinstance(value, list) else value
-              for key, value in merged.items() if value is not None}
+    kwargs = {
+        FIELDS[key].name: tuple(value) if isinstance(value, list) else value
+        for key, value in merged.items()
+        if value is not None
+    }
     return RunConfig(**kwargs)
 
 
 def json_types(hint: typing.Any) -> set[str]:
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    return {"null" if arg is type(None) else JSON_TYPES[typing.get_origin(arg) or arg]
-            for arg in (typing.get_args(hint) if union else (hint,))}
+    return {
+        "null" if arg is type(None) else JSON_TYPES[typing.get_origin(arg) or arg]
+        for arg in (typing.get_args(hint) if union else (hint,))
+    }
 
 
 # ---- every job option is in the chart --------------------------------------------------------
 
+
 def test_values_yaml_has_every_job_option_documented():
     assert set(chart_values()["job"]) == set(FIELDS), (
-        "helm/featurizer/values.yaml `job` must list exactly RunConfig's options")
+        "helm/featurizer/values.yaml `job` must list exactly RunConfig's options"
+    )
     lines = (CHART / "values.yaml").read_text().splitlines()
     for key in FIELDS:
         index = next(i for i, line in enumerate(lines) if re.match(rf"  {key}:", line))
@@ -66,8 +73,9 @@ def test_values_yaml_has_every_job_option_documented():
 def test_schema_types_follow_runconfig():
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["job"]
     assert set(schema["properties"]) == set(FIELDS)
-    assert set(schema["required"]) == {key for key, f in FIELDS.items()
-                                       if f.metadata.get("required")}
+    assert set(schema["required"]) == {
+        key for key, f in FIELDS.items() if f.metadata.get("required")
+    }
     hints = typing.get_type_hints(RunConfig)
     for key, f in FIELDS.items():
         entry = schema["properties"][key]
@@ -95,7 +103,9 @@ def test_rendered_arguments_parse_back_to_the_config(template, case: Path):
     app = only(template("--values", str(case)), "SparkApplication")
     arguments = app["spec"]["arguments"]
     assert all(isinstance(arg, str) for arg in arguments)
-    assert RunConfig.from_argv(arguments) == expected_config(yaml.safe_load(case.read_text())["job"])
+    assert RunConfig.from_argv(arguments) == expected_config(
+        yaml.safe_load(case.read_text())["job"]
+    )
 
 
 @pytest.mark.parametrize("values", ["values-kind.yaml", "values-eks.yaml"])
@@ -108,38 +118,64 @@ def test_shipped_values_render_the_jobs_they_declare(template, values: str):
 
 # ---- bad values fail at helm template / install ---------------------------------------------
 
-@pytest.mark.parametrize("args, where", [
-    (["--values", str(FIXTURES / "bad-values-wrong-type.yaml")], "/driver/cores"),
-    (["--set-string", "job.pcaK=8"], "/job/pcaK"),
-    (["--set", "job.pcaVarience=0.9"], "pcaVarience"),
-    (["--set", "job.overwrite=true"], "/job/resume"),
-    (["--set", "job.engine=onnx"], "/job/engine"),
-    (["--set", "job.conf[0]=no-equals-sign"], "/job/conf/0"),
-    (["--set", "executor.memory=3 GB"], "/executor/memory"),
-    (["--set", "image.tag=latest"], "/image/tag"),
-    (["--set", "sparkConf.spark\\.executor\\.instances=2"], "/sparkConf"),
-    ([], "/job/input"),
-    (["--set", "driver.tolerations[0].operator=Maybe"], "/driver/tolerations/0/operator"),
-    (["--set", "executor.priorityClassName=Not_A_Name"], "/executor/priorityClassName"),
-    (["--set", "decommission.enabled=true", "--set", "decommission.forceKillTimeout=soon"],
-     "/decommission/forceKillTimeout"),
-    (["--set", "eventLog.enabled=true", "--set", "eventLog.dir=spark-events"], "/eventLog/dir"),
-    (["--set", "driver.affinity.nodeAfinity.x=y"], "/driver/affinity"),
-], ids=["wrong-type-file", "string-for-int", "unknown-option", "overwrite-and-resume",
-        "unknown-engine", "conf-without-equals", "memory-string", "latest-tag",
-        "non-string-sparkconf", "no-input", "toleration-operator", "priority-class-name",
-        "kill-timeout", "event-log-dir", "affinity-typo"])
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (["--values", str(FIXTURES / "bad-values-wrong-type.yaml")], "/driver/cores"),
+        (["--set-string", "job.pcaK=8"], "/job/pcaK"),
+        (["--set", "job.pcaVarience=0.9"], "pcaVarience"),
+        (["--set", "job.overwrite=true"], "/job/resume"),
+        (["--set", "job.engine=onnx"], "/job/engine"),
+        (["--set", "job.conf[0]=no-equals-sign"], "/job/conf/0"),
+        (["--set", "executor.memory=3 GB"], "/executor/memory"),
+        (["--set", "image.tag=latest"], "/image/tag"),
+        (["--set", "sparkConf.spark\\.executor\\.instances=2"], "/sparkConf"),
+        ([], "/job/input"),
+        (["--set", "driver.tolerations[0].operator=Maybe"], "/driver/tolerations/0/operator"),
+        (["--set", "executor.priorityClassName=Not_A_Name"], "/executor/priorityClassName"),
+        (
+            ["--set", "decommission.enabled=true", "--set", "decommission.forceKillTimeout=soon"],
+            "/decommission/forceKillTimeout",
+        ),
+        (["--set", "eventLog.enabled=true", "--set", "eventLog.dir=spark-events"], "/eventLog/dir"),
+        (["--set", "driver.affinity.nodeAfinity.x=y"], "/driver/affinity"),
+    ],
+    ids=[
+        "wrong-type-file",
+        "string-for-int",
+        "unknown-option",
+        "overwrite-and-resume",
+        "unknown-engine",
+        "conf-without-equals",
+        "memory-string",
+        "latest-tag",
+        "non-string-sparkconf",
+        "no-input",
+        "toleration-operator",
+        "priority-class-name",
+        "kill-timeout",
+        "event-log-dir",
+        "affinity-typo",
+    ],
+)
 def test_schema_rejects_bad_values(helm, args: list[str], where: str):
-    defaults = [] if args == [] else ["--set", "job.input=s3a://b/in", "--set",
-                                      "job.output=s3a://b/out"]
-    proc = subprocess.run([helm, "template", "featurizer", str(CHART), *defaults, *args],
-                          capture_output=True, text=True, timeout=120)
+    defaults = (
+        [] if args == [] else ["--set", "job.input=s3a://b/in", "--set", "job.output=s3a://b/out"]
+    )
+    proc = subprocess.run(
+        [helm, "template", "featurizer", str(CHART), *defaults, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "values don't meet the specifications of the schema" in proc.stderr
     assert where in proc.stderr
 
 
 # ---- what the manifests promise --------------------------------------------------------------
+
 
 @pytest.fixture(scope="module", params=["values-kind.yaml", "values-eks.yaml"])
 def rendered(request, template) -> list[dict]:
@@ -148,8 +184,11 @@ def rendered(request, template) -> list[dict]:
 
 def test_spark_application_fields(rendered):
     spec = only(rendered, "SparkApplication")["spec"]
-    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
     assert spec["type"] == "Python" and spec["mode"] == "cluster"
     assert spec["sparkVersion"] == pins["pyspark"]
     assert spec["image"].endswith(f"featurizer:{featurizer.__version__}")
@@ -157,12 +196,15 @@ def test_spark_application_fields(rendered):
     assert spec["mainApplicationFile"] == "local:///opt/featurizer/job/main.py"
     assert spec["restartPolicy"]["type"] == "OnFailure"
     assert spec["restartPolicy"]["onFailureRetries"] >= 1
-    assert spec["dynamicAllocation"]["enabled"] and spec["dynamicAllocation"]["shuffleTrackingEnabled"]
+    assert (
+        spec["dynamicAllocation"]["enabled"] and spec["dynamicAllocation"]["shuffleTrackingEnabled"]
+    )
     assert spec["timeToLiveSeconds"] > 0
     for conf in ("sparkConf", "hadoopConf"):
         assert all(isinstance(v, str) for v in (spec.get(conf) or {}).values()), conf
-        assert not any(re.search(r"secret|access\.key|password", k, re.I)
-                       for k in spec.get(conf) or {}), f"credentials inline in {conf}"
+        assert not any(
+            re.search(r"secret|access\.key|password", k, re.I) for k in spec.get(conf) or {}
+        ), f"credentials inline in {conf}"
 
 
 def test_pods_are_hardened_and_sized(rendered):
@@ -171,7 +213,9 @@ def test_pods_are_hardened_and_sized(rendered):
     for role in ("driver", "executor"):
         pod = spec[role]
         assert isinstance(pod["cores"], int) and pod["cores"] >= 1
-        assert re.fullmatch(r"\d+[kmgt]", pod["memory"]) and re.fullmatch(r"\d+[kmgt]", pod["memoryOverhead"])
+        assert re.fullmatch(r"\d+[kmgt]", pod["memory"]) and re.fullmatch(
+            r"\d+[kmgt]", pod["memoryOverhead"]
+        )
         assert pod["serviceAccount"] == account
         context = pod["securityContext"]
         assert context["runAsNonRoot"] is True and context["runAsUser"] == 185
@@ -185,7 +229,8 @@ def test_pods_are_hardened_and_sized(rendered):
 def test_credentials_come_from_a_secret_or_the_service_account(template):
     kind = template("--values", str(CHART / "values-kind.yaml"))
     assert only(kind, "SparkApplication")["spec"]["executor"]["envFrom"] == [
-        {"secretRef": {"name": "featurizer-s3"}}]
+        {"secretRef": {"name": "featurizer-s3"}}
+    ]
     eks = template("--values", str(CHART / "values-eks.yaml"))
     assert "envFrom" not in only(eks, "SparkApplication")["spec"]["driver"]
     annotations = only(eks, "ServiceAccount")["metadata"]["annotations"]
@@ -196,15 +241,25 @@ def test_rbac_is_namespaced_and_minimal(rendered):
     role, binding = only(rendered, "Role"), only(rendered, "RoleBinding")
     assert not [doc for doc in rendered if doc["kind"].startswith("Cluster")]
     assert [(rule["apiGroups"], sorted(rule["resources"])) for rule in role["rules"]] == [
-        ([""], ["configmaps", "persistentvolumeclaims", "pods", "services"])]
+        ([""], ["configmaps", "persistentvolumeclaims", "pods", "services"])
+    ]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "namespace": "featurizer",
-                                    "name": only(rendered, "ServiceAccount")["metadata"]["name"]}]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "namespace": "featurizer",
+            "name": only(rendered, "ServiceAccount")["metadata"]["name"],
+        }
+    ]
 
 
 def test_schedule_renders_the_same_spec_as_a_scheduled_application(template):
-    kind = ["--values", str(CHART / "values-kind.yaml"), "--set",
-            "job.output=s3a://featurizer/output/{app}"]
+    kind = [
+        "--values",
+        str(CHART / "values-kind.yaml"),
+        "--set",
+        "job.output=s3a://featurizer/output/{app}",
+    ]
     once = only(template(*kind), "SparkApplication")["spec"]
     docs = template(*kind, "--set", "schedule.enabled=true", "--set", "schedule.cron=@hourly")
     assert not [doc for doc in docs if doc["kind"] == "SparkApplication"]
@@ -212,18 +267,36 @@ def test_schedule_renders_the_same_spec_as_a_scheduled_application(template):
     assert scheduled["schedule"] == "@hourly" and scheduled["template"] == once
 
 
-@pytest.mark.parametrize("extra, accepted", [
-    ([], False),                                                        # every run: one output
-    (["--set", "job.output=s3a://b/out/{app}"], True),                 # one per run
-    (["--set", "job.output=s3a://b/out/{date}"], True),                # one per day
-    (["--set", "job.overwrite=true", "--set", "job.resume=null"], True),  # replaced on purpose
-    (["--set", "job.incremental=true"], True),                         # each run adds to one
-], ids=["same-output", "app", "date", "overwrite", "incremental"])
+@pytest.mark.parametrize(
+    ("extra", "accepted"),
+    [
+        ([], False),  # every run: one output
+        (["--set", "job.output=s3a://b/out/{app}"], True),  # one per run
+        (["--set", "job.output=s3a://b/out/{date}"], True),  # one per day
+        (["--set", "job.overwrite=true", "--set", "job.resume=null"], True),  # replaced on purpose
+        (["--set", "job.incremental=true"], True),  # each run adds to one
+    ],
+    ids=["same-output", "app", "date", "overwrite", "incremental"],
+)
 def test_a_schedule_needs_an_output_per_run(helm, extra: list[str], accepted: bool):
-    proc = subprocess.run([helm, "template", "featurizer", str(CHART), "--set",
-                           "job.input=s3a://b/in", "--set", "job.output=s3a://b/out",
-                           "--set", "schedule.enabled=true", *extra],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            helm,
+            "template",
+            "featurizer",
+            str(CHART),
+            "--set",
+            "job.input=s3a://b/in",
+            "--set",
+            "job.output=s3a://b/out",
+            "--set",
+            "schedule.enabled=true",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert (proc.returncode == 0) == accepted, proc.stderr
     if not accepted:
         assert "every run would write the same job.output" in proc.stderr
@@ -232,29 +305,37 @@ def test_a_schedule_needs_an_output_per_run(helm, extra: list[str], accepted: bo
 
 # ---- cluster operations: placement per role, decommissioning, history, metrics ---------------
 
+
 def operations(template) -> list[dict]:
-    return template("--values", str(CHART / "values-kind.yaml"),
-                    "--values", str(FIXTURES / "operations.yaml"))
+    return template(
+        "--values", str(CHART / "values-kind.yaml"), "--values", str(FIXTURES / "operations.yaml")
+    )
 
 
 def test_each_role_has_its_own_placement(template):
     spec = only(operations(template), "SparkApplication")["spec"]
     driver, executor = spec["driver"], spec["executor"]
-    arch = {"kubernetes.io/arch": "amd64"}                    # top level: both roles
+    arch = {"kubernetes.io/arch": "amd64"}  # top level: both roles
     assert driver["nodeSelector"] == {**arch, "karpenter.sh/capacity-type": "on-demand"}
     assert executor["nodeSelector"] == {**arch, "karpenter.sh/capacity-type": "spot"}
     batch = {"key": "workload", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}
-    assert driver["tolerations"] == [batch, {"key": "dedicated", "operator": "Equal",
-                                             "value": "spark-driver", "effect": "NoSchedule"}]
-    assert executor["tolerations"] == [batch, {"key": "spot", "operator": "Exists",
-                                               "effect": "NoSchedule"}]
+    assert driver["tolerations"] == [
+        batch,
+        {"key": "dedicated", "operator": "Equal", "value": "spark-driver", "effect": "NoSchedule"},
+    ]
+    assert executor["tolerations"] == [
+        batch,
+        {"key": "spot", "operator": "Exists", "effect": "NoSchedule"},
+    ]
     zone = driver["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert zone["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["us-east-1a"]
     assert "affinity" not in executor
     assert driver["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
     assert "karpenter.sh/do-not-disrupt" not in executor["annotations"]
     assert (driver["priorityClassName"], executor["priorityClassName"]) == (
-        "spark-driver", "spark-executor")
+        "spark-driver",
+        "spark-executor",
+    )
     for pod in (driver, executor):
         assert pod["labels"]["team"] == "vision"
         assert pod["labels"]["app.kubernetes.io/name"] == "featurizer"
@@ -280,26 +361,43 @@ def test_decommission_event_log_and_metrics_become_spark_settings(template):
         "spark.storage.decommission.shuffleBlocks.enabled": "true",
         "spark.storage.decommission.rddBlocks.enabled": "true",
         "spark.executor.decommission.forceKillTimeout": "90s",
-        "spark.kubernetes.executor.terminationGracePeriodSeconds": "100"}
+        "spark.kubernetes.executor.terminationGracePeriodSeconds": "100",
+    }
     assert (conf["spark.eventLog.enabled"], conf["spark.eventLog.dir"]) == (
-        "true", "s3a://featurizer/spark-events")
+        "true",
+        "s3a://featurizer/spark-events",
+    )
     assert conf["spark.eventLog.rolling.enabled"] == "true"
     assert conf["spark.ui.prometheus.enabled"] == "true"
-    assert conf["spark.metrics.conf.*.sink.prometheusServlet.class"] == \
-        "org.apache.spark.metrics.sink.PrometheusServlet"
+    assert (
+        conf["spark.metrics.conf.*.sink.prometheusServlet.class"]
+        == "org.apache.spark.metrics.sink.PrometheusServlet"
+    )
     annotations = spec["driver"]["annotations"]
-    assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"],
-            annotations["prometheus.io/path"]) == ("true", "4040", "/metrics/prometheus")
+    assert (
+        annotations["prometheus.io/scrape"],
+        annotations["prometheus.io/port"],
+        annotations["prometheus.io/path"],
+    ) == ("true", "4040", "/metrics/prometheus")
     plain = only(template("--values", str(CHART / "values-kind.yaml")), "SparkApplication")
-    assert not any(key.startswith(("spark.decommission", "spark.eventLog", "spark.metrics"))
-                   for key in plain["spec"].get("sparkConf") or {})
+    assert not any(
+        key.startswith(("spark.decommission", "spark.eventLog", "spark.metrics"))
+        for key in plain["spec"].get("sparkConf") or {}
+    )
 
 
 def test_a_users_spark_conf_wins_over_the_charts_own(template):
-    spec = only(template("--values", str(CHART / "values-kind.yaml"),
-                         "--values", str(FIXTURES / "operations.yaml"),
-                         "--set-string", "sparkConf.spark\\.eventLog\\.rolling\\.enabled=false"),
-                "SparkApplication")["spec"]
+    spec = only(
+        template(
+            "--values",
+            str(CHART / "values-kind.yaml"),
+            "--values",
+            str(FIXTURES / "operations.yaml"),
+            "--set-string",
+            "sparkConf.spark\\.eventLog\\.rolling\\.enabled=false",
+        ),
+        "SparkApplication",
+    )["spec"]
     assert spec["sparkConf"]["spark.eventLog.rolling.enabled"] == "false"
 
 
@@ -319,29 +417,54 @@ def test_history_server_reads_the_event_log_with_the_charts_s3_settings(template
     assert pod["serviceAccountName"] == only(docs, "ServiceAccount")["metadata"]["name"]
     assert service["spec"]["ports"][0]["port"] == 18080
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert not [doc for doc in template("--values", str(CHART / "values-kind.yaml"))
-                if doc["kind"] in ("Deployment", "Service")]
+    assert not [
+        doc
+        for doc in template("--values", str(CHART / "values-kind.yaml"))
+        if doc["kind"] in ("Deployment", "Service")
+    ]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "eventLog.enabled=true"], "eventLog.enabled needs eventLog.dir"),
-    (["--set", "historyServer.enabled=true"], "historyServer.enabled needs"),
-], ids=["event-log-without-dir", "history-without-dir"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "eventLog.enabled=true"], "eventLog.enabled needs eventLog.dir"),
+        (["--set", "historyServer.enabled=true"], "historyServer.enabled needs"),
+    ],
+    ids=["event-log-without-dir", "history-without-dir"],
+)
 def test_operations_values_that_cannot_work_are_refused(helm, args: list[str], message: str):
-    proc = subprocess.run([helm, "template", "featurizer", str(CHART), "--set",
-                           "job.input=s3a://b/in", "--set", "job.output=s3a://b/out", *args],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            helm,
+            "template",
+            "featurizer",
+            str(CHART),
+            "--set",
+            "job.input=s3a://b/in",
+            "--set",
+            "job.output=s3a://b/out",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and message in proc.stderr
 
 
 def test_checked_in_manifests_are_the_chart_rendered(tmp_path: Path, helm: str):
-    subprocess.run(["bash", str(ROOT / "hack" / "k8s.sh"), "render", str(tmp_path)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        ["bash", str(ROOT / "hack" / "k8s.sh"), "render", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     rendered = sorted(path.name for path in tmp_path.iterdir())
     assert rendered == sorted(path.name for path in (ROOT / "k8s").glob("*.yaml"))
     for name in rendered:
         assert (ROOT / "k8s" / name).read_text() == (tmp_path / name).read_text(), (
-            f"k8s/{name} is stale: run make k8s-render")
+            f"k8s/{name} is stale: run make k8s-render"
+        )
 
 
 def test_chart_version_and_image_path_match_the_project():
@@ -356,8 +479,12 @@ def test_operator_install_watches_our_namespace_and_leaves_rbac_to_our_chart(hel
     """`make operator-install`'s helm values, rendered with the operator's own chart (v2.5.2,
     from its Go module): controller and webhook watch `featurizer`; in that namespace the
     operator grants only its own accounts (our chart owns the driver's account and Role)."""
-    proc = subprocess.run(["bash", str(ROOT / "hack" / "kind.sh"), "operator-template"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "hack" / "kind.sh"), "operator-template"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     docs = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
     deployments = [doc for doc in docs if doc["kind"] == "Deployment"]
@@ -374,17 +501,39 @@ def test_operator_install_watches_our_namespace_and_leaves_rbac_to_our_chart(hel
 def test_the_charts_readme_is_generated_from_its_values(tmp_path: Path):
     """helm/featurizer/README.md is helm-docs' rendering of values.yaml (make chart-docs), and
     every value there has a `# --` description."""
-    helm_docs = subprocess.run(["bash", str(ROOT / "hack" / "tools.sh"), "helm-docs"],
-                               capture_output=True, text=True, timeout=1800, check=True
-                               ).stdout.strip()
-    proc = subprocess.run([helm_docs, "--chart-search-root", "featurizer", "--template-files",
-                           "README.md.gotmpl", "--sort-values-order", "file", "--dry-run",
-                           "--log-level", "warning"], cwd=CHART.parent, capture_output=True,
-                          text=True, timeout=120)
+    helm_docs = subprocess.run(
+        ["bash", str(ROOT / "hack" / "tools.sh"), "helm-docs"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    ).stdout.strip()
+    proc = subprocess.run(
+        [
+            helm_docs,
+            "--chart-search-root",
+            "featurizer",
+            "--template-files",
+            "README.md.gotmpl",
+            "--sort-values-order",
+            "file",
+            "--dry-run",
+            "--log-level",
+            "warning",
+        ],
+        cwd=CHART.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == (CHART / "README.md").read_text().strip(), (
-        "helm/featurizer/README.md is stale: run make chart-docs")
+        "helm/featurizer/README.md is stale: run make chart-docs"
+    )
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "`" in line]
-    undocumented = [row.split(" | ")[0].lstrip("| ") for row in rows
-                    if row.rstrip().endswith("|  |") or row.rstrip().endswith("| |")]
+    undocumented = [
+        row.split(" | ")[0].lstrip("| ")
+        for row in rows
+        if row.rstrip().endswith("|  |") or row.rstrip().endswith("| |")
+    ]
     assert len(rows) > 80 and not undocumented, undocumented

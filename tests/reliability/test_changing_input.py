@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 DISAPPEARED = "file disappeared during the run"
 
 
-@pytest.fixture()
+@pytest.fixture
 def images(tmp_path) -> Path:
     folder = tmp_path / "in"
     assert sample_data.generate(folder, seed=3) == 100
@@ -30,8 +30,11 @@ def _outcome(output: Path) -> tuple[dict, dict[str, str], dict[str, str]]:
     manifest = json.loads((output / "manifest.json").read_text())
     features = pq.read_table(output / "features").to_pandas()
     errors = pq.read_table(output / "errors").to_pandas()
-    return (manifest, dict(zip(features["path"], features["label"])),
-            dict(zip(errors["path"], errors["error"])))
+    return (
+        manifest,
+        dict(zip(features["path"], features["label"])),
+        dict(zip(errors["path"], errors["error"])),
+    )
 
 
 def _paths(folder: Path) -> list[str]:
@@ -39,7 +42,7 @@ def _paths(folder: Path) -> list[str]:
 
 
 def test_files_deleted_between_listing_and_streaming(spark, images, tmp_path, monkeypatch):
-    gone = _paths(images)[::20]                       # 5 files
+    gone = _paths(images)[::20]  # 5 files
     listed = pipeline.discover
 
     def discover_then_delete(*args):
@@ -49,8 +52,10 @@ def test_files_deleted_between_listing_and_streaming(spark, images, tmp_path, mo
         return files
 
     monkeypatch.setattr(pipeline, "discover", discover_then_delete)
-    pipeline.run(RunConfig(input=str(images), output=str(tmp_path / "out"), pca_k=2,
-                           max_error_rate=0.1), spark=spark)
+    pipeline.run(
+        RunConfig(input=str(images), output=str(tmp_path / "out"), pca_k=2, max_error_rate=0.1),
+        spark=spark,
+    )
     manifest, good, bad = _outcome(tmp_path / "out")
     assert bad == {path: DISAPPEARED for path in gone}
     assert len(good) == 95 and not set(good) & set(gone)
@@ -71,8 +76,16 @@ def test_files_deleted_between_micro_batches_are_recorded(spark, images, tmp_pat
         return write(self, files, batch_id)
 
     monkeypatch.setattr(pipeline.BatchWriter, "__call__", first_batch_deletes_later_files)
-    pipeline.run(RunConfig(input=str(images), output=str(tmp_path / "out"), pca_k=2,
-                           files_per_batch=25, max_error_rate=0.1), spark=spark)
+    pipeline.run(
+        RunConfig(
+            input=str(images),
+            output=str(tmp_path / "out"),
+            pca_k=2,
+            files_per_batch=25,
+            max_error_rate=0.1,
+        ),
+        spark=spark,
+    )
     manifest, good, bad = _outcome(tmp_path / "out")
     assert len(gone) == 5 and bad == {path: DISAPPEARED for path in gone}
     assert len(good) == 95
@@ -88,8 +101,7 @@ def test_files_deleted_after_featurizing_change_nothing(spark, images, tmp_path,
         return fit(*args, **kwargs)
 
     monkeypatch.setattr(reduce, "fit_pca", delete_then_fit)
-    pipeline.run(RunConfig(input=str(images), output=str(tmp_path / "out"), pca_k=2),
-                 spark=spark)
+    pipeline.run(RunConfig(input=str(images), output=str(tmp_path / "out"), pca_k=2), spark=spark)
     manifest, good, bad = _outcome(tmp_path / "out")
     assert len(good) == 100 and not bad and manifest["counts"]["failed"] == 0
 
@@ -115,8 +127,10 @@ def test_files_added_during_the_run(spark, images, tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "discover", discover_then_add)
     monkeypatch.setattr(pipeline.BatchWriter, "__call__", first_batch_adds)
-    pipeline.run(RunConfig(input=str(images), output=str(tmp_path / "out"), pca_k=2,
-                           files_per_batch=50), spark=spark)
+    pipeline.run(
+        RunConfig(input=str(images), output=str(tmp_path / "out"), pca_k=2, files_per_batch=50),
+        spark=spark,
+    )
     manifest, good, bad = _outcome(tmp_path / "out")
     assert f"file:{early}" in good and f"file:{late}" not in good and not bad
     assert manifest["counts"]["found"] == manifest["counts"]["featurized"] == 101
@@ -127,17 +141,36 @@ def test_deleting_files_while_the_command_runs(images, tmp_path):
     """The reported case, end to end: 5 files deleted a few seconds into a run."""
     output = tmp_path / "out"
     process = subprocess.Popen(
-        [str(BIN / "featurizer"), "run", "--input", str(images), "--output", str(output),
-         "--files-per-batch", "20", "--pca-k", "2", "--max-error-rate", "0.1",
-         "--master", "local[2]"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            str(BIN / "featurizer"),
+            "run",
+            "--input",
+            str(images),
+            "--output",
+            str(output),
+            "--files-per-batch",
+            "20",
+            "--pca-k",
+            "2",
+            "--max-error-rate",
+            "0.1",
+            "--master",
+            "local[2]",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not list((output / "_work" / "featurized").glob("batch=*/_SUCCESS")):
         assert process.poll() is None, process.communicate()[1][-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    staged = {row for part in (output / "_work" / "featurized").glob("batch=*")
-              for row in pq.read_table(part).column("path").to_pylist()}
+    staged = {
+        row
+        for part in (output / "_work" / "featurized").glob("batch=*")
+        for row in pq.read_table(part).column("path").to_pylist()
+    }
     # The stream takes files oldest first: the 5 newest are in the last micro-batch.
     by_age = sorted(images.rglob("*.jpg"), key=lambda path: path.stat().st_mtime_ns)
     gone = [f"file:{path}" for path in by_age if f"file:{path}" not in staged][-5:]

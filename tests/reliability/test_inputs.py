@@ -52,7 +52,7 @@ GOOD = {  # relative path -> expected label
     "Sizes/large.jpg": "Sizes",
     "Exif/rotated.jpg": "Exif",
     "Exif/upright.jpg": "Exif",
-    "Café Crème/it's \"quoted\" #1 %20.jpg": "Café Crème",
+    'Café Crème/it\'s "quoted" #1 %20.jpg': "Café Crème",
     "Nested/a/b/deep.jpg": "b",
 }
 BROKEN = {  # relative path -> the whole reason (a regular expression)
@@ -61,8 +61,8 @@ BROKEN = {  # relative path -> the whole reason (a regular expression)
     "Broken/text.jpg": r"UnidentifiedImageError: cannot identify image file",
     "Broken/random.jpg": r"UnidentifiedImageError: cannot identify image file",
     "Broken/bomb.png": r"image too large \(decompression bomb guard\): Image size \(120000000 "
-                       r"pixels\) exceeds limit of 89478485 pixels, could be decompression "
-                       r"bomb DOS attack\.",
+    r"pixels\) exceeds limit of 89478485 pixels, could be decompression "
+    r"bomb DOS attack\.",
 }
 IGNORED = ["Gray/.hidden.jpg", "Gray/notes.txt", "Gray/picture.gif"]
 
@@ -75,8 +75,11 @@ def awkward(tmp_path_factory) -> Path:
     _save(root / "Modes/cmyk.jpg", photo.convert("CMYK"), "JPEG")
     _save(root / "Modes/palette.png", photo.convert("P"), "PNG")
     _save(root / "Modes/rgba.png", photo.convert("RGBA"), "PNG")
-    _save(root / "Modes/gray16.png", Image.fromarray(
-        (np.asarray(photo.convert("L"), np.uint16) * 257)), "PNG")
+    _save(
+        root / "Modes/gray16.png",
+        Image.fromarray(np.asarray(photo.convert("L"), np.uint16) * 257),
+        "PNG",
+    )
     _save(root / "Case/UPPER.JPG", photo, "JPEG")
     _save(root / "Case/Mixed.JpEg", photo, "JPEG")
     _save(root / "Sizes/tiny.png", _photo((7, 5)), "PNG")
@@ -85,9 +88,12 @@ def awkward(tmp_path_factory) -> Path:
     exif[0x0112] = 6
     # Stored sideways with "rotate 90 clockwise to display", and the same picture upright.
     _save(root / "Exif/rotated.jpg", _gradient((60, 100)), "JPEG", exif=exif)
-    _save(root / "Exif/upright.jpg", _gradient((60, 100)).transpose(Image.Transpose.ROTATE_270),
-          "JPEG")
-    _save(root / "Café Crème/it's \"quoted\" #1 %20.jpg", photo, "JPEG")
+    _save(
+        root / "Exif/upright.jpg",
+        _gradient((60, 100)).transpose(Image.Transpose.ROTATE_270),
+        "JPEG",
+    )
+    _save(root / 'Café Crème/it\'s "quoted" #1 %20.jpg', photo, "JPEG")
     _save(root / "Nested/a/b/deep.jpg", photo, "JPEG")
     (root / "Broken").mkdir()
     (root / "Broken/zero.jpg").write_bytes(b"")
@@ -106,14 +112,18 @@ def awkward(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def outcome(spark, awkward, tmp_path_factory):
     output = tmp_path_factory.mktemp("awkward-out") / "run"
-    manifest = pipeline.run(RunConfig(input=str(awkward), output=str(output),
-                                      max_error_rate=0.5, pca_k=2), spark=spark)
+    manifest = pipeline.run(
+        RunConfig(input=str(awkward), output=str(output), max_error_rate=0.5, pca_k=2), spark=spark
+    )
     features = pq.read_table(output / "features").to_pandas()
     errors = pq.read_table(output / "errors").to_pandas()
     relative = lambda path: os.path.relpath(path.removeprefix("file:"), awkward)  # noqa: E731
-    return (manifest, dict(zip(features["path"].map(relative), features["label"])),
-            dict(zip(errors["path"].map(relative), errors["error"])),
-            dict(zip(features["path"].map(relative), features["features"].map(np.asarray))))
+    return (
+        manifest,
+        dict(zip(features["path"].map(relative), features["label"])),
+        dict(zip(errors["path"].map(relative), errors["error"])),
+        dict(zip(features["path"].map(relative), features["features"].map(np.asarray))),
+    )
 
 
 def test_counts_reconcile(outcome):
@@ -141,7 +151,7 @@ def test_exif_orientation_is_applied_before_featurizing(outcome):
     vectors = outcome[3]
     rotated, upright = vectors["Exif/rotated.jpg"], vectors["Exif/upright.jpg"]
     cosine = rotated @ upright / (np.linalg.norm(rotated) * np.linalg.norm(upright))
-    assert cosine > 0.99, cosine              # sideways, the two are at about 0.75
+    assert cosine > 0.99, cosine  # sideways, the two are at about 0.75
 
 
 def test_hidden_and_non_image_files_are_ignored(outcome):
@@ -155,15 +165,25 @@ def test_unwritable_output_fails_before_spark_work(spark, awkward, tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError) as raised:
         pipeline.run(RunConfig(input=str(awkward), output=str(blocker / "out")), spark=spark)
-    assert str(raised.value) == (f"output file://{blocker}/out is not writable: "
-                                 f"Parent path is not a directory: file:{blocker}")
+    assert str(raised.value) == (
+        f"output file://{blocker}/out is not writable: "
+        f"Parent path is not a directory: file:{blocker}"
+    )
 
 
 def test_secrets_never_reach_the_manifest(spark, awkward, tmp_path):
-    manifest = pipeline.run(RunConfig(
-        input=str(awkward / "Modes"), output=str(tmp_path / "out"), pca_k=1,
-        conf=("spark.hadoop.fs.s3a.secret.key=SUPERSECRET-123",
-              "spark.hadoop.fs.s3a.access.key=AKIAEXAMPLE")), spark=spark)
+    manifest = pipeline.run(
+        RunConfig(
+            input=str(awkward / "Modes"),
+            output=str(tmp_path / "out"),
+            pca_k=1,
+            conf=(
+                "spark.hadoop.fs.s3a.secret.key=SUPERSECRET-123",
+                "spark.hadoop.fs.s3a.access.key=AKIAEXAMPLE",
+            ),
+        ),
+        spark=spark,
+    )
     text = (tmp_path / "out" / "manifest.json").read_text()
     assert "SUPERSECRET" not in text and "AKIAEXAMPLE" not in text
     assert "spark.hadoop.fs.s3a.secret.key=***" in json.loads(text)["parameters"]["conf"]

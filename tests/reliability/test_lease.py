@@ -22,8 +22,10 @@ from featurizer.errors import ConfigError
 
 BIN = Path(sys.executable).parent
 HOLDER = "20261201T100000Z-abcdef"
-BUSY = (rf"is being written by run {HOLDER} \(host [^,]+, pid \d+\) "
-        rf"since 2026-12-01T10:00:00\+00:00")
+BUSY = (
+    rf"is being written by run {HOLDER} \(host [^,]+, pid \d+\) "
+    rf"since 2026-12-01T10:00:00\+00:00"
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,26 +37,45 @@ def images(tmp_path_factory) -> Path:
 
 def write_lease(folder: Path, host: str, pid: int, age_s: float) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / output.LEASE).write_text(json.dumps({
-        "run_id": HOLDER, "host": host, "pid": pid, "started_at": "2026-12-01T10:00:00+00:00",
-        "heartbeat": time.time() - age_s}))
+    (folder / output.LEASE).write_text(
+        json.dumps(
+            {
+                "run_id": HOLDER,
+                "host": host,
+                "pid": pid,
+                "started_at": "2026-12-01T10:00:00+00:00",
+                "heartbeat": time.time() - age_s,
+            }
+        )
+    )
 
 
 def command(images: Path, out: Path, *extra: str) -> list[str]:
-    return [str(BIN / "featurizer"), "run", "--input", str(images), "--output", str(out),
-            "--pca-k", "2", "--master", "local[1]", "--no-report", *extra]
+    return [
+        str(BIN / "featurizer"),
+        "run",
+        "--input",
+        str(images),
+        "--output",
+        str(out),
+        "--pca-k",
+        "2",
+        "--master",
+        "local[1]",
+        "--no-report",
+        *extra,
+    ]
 
 
 def test_a_live_lease_refuses_another_run_and_leaves_the_output_alone(spark, images, tmp_path):
     out = tmp_path / "out"
-    holder = subprocess.Popen(["sleep", "300"])             # another live process on this host
+    holder = subprocess.Popen(["sleep", "300"])  # another live process on this host
     try:
         write_lease(out, socket.gethostname(), holder.pid, age_s=1)
         (out / "_work").mkdir()
         before = sorted(path.name for path in out.rglob("*"))
         with pytest.raises(ConfigError, match=BUSY):
-            pipeline.run(RunConfig(input=str(images), output=str(out), overwrite=True),
-                         spark=spark)
+            pipeline.run(RunConfig(input=str(images), output=str(out), overwrite=True), spark=spark)
         assert sorted(path.name for path in out.rglob("*")) == before
     finally:
         holder.kill()
@@ -66,7 +87,7 @@ def test_resume_waits_for_a_lease_but_not_for_one_that_is_renewed(spark, images,
     write_lease(out, "another-host", 1, age_s=0)
     stop = threading.Event()
 
-    def renew() -> None:                 # the holder is alive elsewhere: it keeps beating
+    def renew() -> None:  # the holder is alive elsewhere: it keeps beating
         while not stop.wait(1):
             write_lease(out, "another-host", 1, age_s=0)
 
@@ -79,26 +100,30 @@ def test_resume_waits_for_a_lease_but_not_for_one_that_is_renewed(spark, images,
     finally:
         stop.set()
         renewer.join()
-    assert time.monotonic() - started < output.LEASE_TTL_S   # refused once a renewal was seen
+    assert time.monotonic() - started < output.LEASE_TTL_S  # refused once a renewal was seen
 
 
 def test_a_killed_runs_lease_is_taken_over_by_resume(images, tmp_path):
     out = tmp_path / "out"
-    run = subprocess.Popen(command(images, out, "--files-per-batch", "20"),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+    run = subprocess.Popen(
+        command(images, out, "--files-per-batch", "20"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while not list((out / "_work" / "featurized").glob("batch=*/_SUCCESS")):
         assert run.poll() is None and time.monotonic() < deadline
         time.sleep(0.1)
-    os.killpg(run.pid, signal.SIGKILL)                # no chance to release its lease
+    os.killpg(run.pid, signal.SIGKILL)  # no chance to release its lease
     run.wait(timeout=60)
     holder = json.loads((out / output.LEASE).read_text())
     assert holder["pid"] == run.pid
     plain = subprocess.run(command(images, out), capture_output=True, text=True, timeout=300)
     assert plain.returncode == 2 and "interrupted run: pass --resume" in plain.stderr
-    resumed = subprocess.run(command(images, out, "--resume"), capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        command(images, out, "--resume"), capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert len(pq.read_table(out / "features")) == 100
     assert not (out / output.LEASE).exists()
@@ -107,15 +132,20 @@ def test_a_killed_runs_lease_is_taken_over_by_resume(images, tmp_path):
 def test_a_lease_whose_heartbeat_stopped_is_stale(spark, images, tmp_path):
     out = tmp_path / "out"
     write_lease(out, "another-host", 1, age_s=output.LEASE_TTL_S + 5)
-    manifest = pipeline.run(RunConfig(input=str(images), output=str(out), pca_k=2,
-                                      no_report=True), spark=spark)
+    manifest = pipeline.run(
+        RunConfig(input=str(images), output=str(out), pca_k=2, no_report=True), spark=spark
+    )
     assert manifest["counts"]["featurized"] == 100 and not (out / output.LEASE).exists()
 
 
 def test_two_runs_started_together_one_writes_the_other_is_refused(images, tmp_path):
     out = tmp_path / "out"
-    runs = [subprocess.Popen(command(images, out), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    runs = [
+        subprocess.Popen(
+            command(images, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     results = [(run.communicate(timeout=600)[1], run.returncode) for run in runs]
     assert sorted(code for _, code in results) == [0, 2], [err[-2000:] for err, _ in results]
     refused = next(err for err, code in results if code == 2)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from featurizer import sample_data
+
 from processes import is_python_worker, session_processes
 
 BIN = Path(sys.executable).parent
@@ -26,9 +27,15 @@ PYTHON_WORKER_MB = 600
 
 
 def role_of(cmdline: bytes) -> str:
-    return ("jvm" if b"java" in cmdline.split(b"\0")[0] else
-            "python_worker" if is_python_worker(cmdline) else
-            "driver_python" if b"featurizer" in cmdline else "other")
+    return (
+        "jvm"
+        if b"java" in cmdline.split(b"\0")[0]
+        else "python_worker"
+        if is_python_worker(cmdline)
+        else "driver_python"
+        if b"featurizer" in cmdline
+        else "other"
+    )
 
 
 def high_water_marks(session: int) -> dict[int, tuple[str, float]]:
@@ -36,8 +43,14 @@ def high_water_marks(session: int) -> dict[int, tuple[str, float]]:
     RSS of the process so far, so no spike between two looks is missed."""
     marks = {}
     for process in session_processes(session):
-        hwm = next((int(line.split()[1]) / 1024 for line in process.status.splitlines()
-                    if line.startswith("VmHWM:")), 0.0)
+        hwm = next(
+            (
+                int(line.split()[1]) / 1024
+                for line in process.status.splitlines()
+                if line.startswith("VmHWM:")
+            ),
+            0.0,
+        )
         marks[process.pid] = (role_of(process.cmdline), hwm)
     return marks
 
@@ -46,14 +59,26 @@ def high_water_marks(session: int) -> dict[int, tuple[str, float]]:
 def test_20k_images_keep_memory_bounded(tmp_path):
     folder = tmp_path / "in"
     sample_data.generate(folder, seed=20, scale=IMAGES // 100)
-    process = subprocess.Popen([str(BIN / "featurizer"), "run", "--input", str(folder),
-                                "--output", str(tmp_path / "out"), "--pca-k", "32"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    marks: dict[int, tuple[str, float]] = {}      # pid -> its last read (role, VmHWM)
+    process = subprocess.Popen(
+        [
+            str(BIN / "featurizer"),
+            "run",
+            "--input",
+            str(folder),
+            "--output",
+            str(tmp_path / "out"),
+            "--pca-k",
+            "32",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    marks: dict[int, tuple[str, float]] = {}  # pid -> its last read (role, VmHWM)
 
     def sample() -> None:
-        while process.poll() is None:                # a process's mark only grows
+        while process.poll() is None:  # a process's mark only grows
             marks.update(high_water_marks(process.pid))
             time.sleep(0.2)
 

@@ -22,12 +22,28 @@ BIN = Path(sys.executable).parent
 # Every character class Hadoop's Path or Spark's listing treats specially, in a file name and
 # in a folder name (which becomes the label).
 ODD = {
-    "colon": "12:30:01", "colon-lead": ":lead", "percent": "100%", "percent-hex": "a%41b",
-    "percent-bad": "a%zzb", "hash": "take#2", "question": "why?", "bracket": "shot[1]",
-    "brace": "set{a,b}", "star": "star*", "backslash": "back\\slash", "lead-space": " lead",
-    "trail-space": "trail ", "newline": "new\nline", "tab": "tab\there", "equals": "k=v",
-    "ampersand": "a&b;c", "plus": "a+b", "quotes": "it's \"q\"", "unicode": "Café Crème 🍎",
-    "combining": "e\u0301", "long": "L" * 240,
+    "colon": "12:30:01",
+    "colon-lead": ":lead",
+    "percent": "100%",
+    "percent-hex": "a%41b",
+    "percent-bad": "a%zzb",
+    "hash": "take#2",
+    "question": "why?",
+    "bracket": "shot[1]",
+    "brace": "set{a,b}",
+    "star": "star*",
+    "backslash": "back\\slash",
+    "lead-space": " lead",
+    "trail-space": "trail ",
+    "newline": "new\nline",
+    "tab": "tab\there",
+    "equals": "k=v",
+    "ampersand": "a&b;c",
+    "plus": "a+b",
+    "quotes": 'it\'s "q"',
+    "unicode": "Café Crème 🍎",
+    "combining": "e\u0301",
+    "long": "L" * 240,
 }
 
 
@@ -63,8 +79,10 @@ def odd_names(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 def test_odd_names_are_featurized_with_exact_paths_and_labels(spark, odd_names, tmp_path):
     root, expected = odd_names
-    manifest = pipeline.run(RunConfig(input=str(root), output=str(tmp_path / "out"), pca_k=2,
-                                      max_error_rate=0.1), spark=spark)
+    manifest = pipeline.run(
+        RunConfig(input=str(root), output=str(tmp_path / "out"), pca_k=2, max_error_rate=0.1),
+        spark=spark,
+    )
     rows = pq.read_table(tmp_path / "out" / "features").to_pandas()
     assert dict(zip(rows["path"], rows["label"])) == expected
     errors = pq.read_table(tmp_path / "out" / "errors").to_pandas()
@@ -72,7 +90,10 @@ def test_odd_names_are_featurized_with_exact_paths_and_labels(spark, odd_names, 
     assert "not valid UTF-8" in errors["error"][0]
     counts = manifest["counts"]
     assert (counts["found"], counts["featurized"], counts["failed"]) == (
-        len(expected) + 1, len(expected), 1)
+        len(expected) + 1,
+        len(expected),
+        1,
+    )
 
 
 def _links(root: Path) -> dict[str, str]:
@@ -81,26 +102,32 @@ def _links(root: Path) -> dict[str, str]:
     _write(root / "Train" / "Pear" / "p.jpg", 2)
     outside = _write(root.parent / "elsewhere" / "Kiwi" / "k.jpg", 3)
     (root / "Aliases").mkdir()
-    (root / "Aliases" / "Apple").symlink_to(root / "Train" / "Apple")      # a folder alias
-    (root / "Train" / "Pear" / "again.jpg").symlink_to(real)             # a file alias
-    (root / "Kiwi").symlink_to(outside.parent)                            # a folder outside
-    (root / "Train" / "Pear" / "k-link.jpg").symlink_to(outside)          # a file outside?
-    return {f"file:{real}": "Apple", f"file:{root}/Train/Pear/p.jpg": "Pear",
-            f"file:{root}/Kiwi/k.jpg": "Kiwi"}
+    (root / "Aliases" / "Apple").symlink_to(root / "Train" / "Apple")  # a folder alias
+    (root / "Train" / "Pear" / "again.jpg").symlink_to(real)  # a file alias
+    (root / "Kiwi").symlink_to(outside.parent)  # a folder outside
+    (root / "Train" / "Pear" / "k-link.jpg").symlink_to(outside)  # a file outside?
+    return {
+        f"file:{real}": "Apple",
+        f"file:{root}/Train/Pear/p.jpg": "Pear",
+        f"file:{root}/Kiwi/k.jpg": "Kiwi",
+    }
 
 
 def test_links_are_followed_and_every_real_file_counts_once(spark, tmp_path):
     root = tmp_path / "in"
     expected = _links(root)
-    manifest = pipeline.run(RunConfig(input=str(root), output=str(tmp_path / "out"), pca_k=1),
-                            spark=spark)
+    manifest = pipeline.run(
+        RunConfig(input=str(root), output=str(tmp_path / "out"), pca_k=1), spark=spark
+    )
     rows = pq.read_table(tmp_path / "out" / "features").to_pandas()
     # k-link.jpg and Kiwi/k.jpg are one real file outside the input: the path through the
     # folder link sorts first among two paths that both go through a link.
     assert dict(zip(rows["path"], rows["label"])) == expected
     assert manifest["counts"]["found"] == 3 and manifest["counts"]["aliases_skipped"] == 3
-    assert not (tmp_path / "out" / "errors").exists() or \
-        pq.read_table(tmp_path / "out" / "errors").num_rows == 0
+    assert (
+        not (tmp_path / "out" / "errors").exists()
+        or pq.read_table(tmp_path / "out" / "errors").num_rows == 0
+    )
 
 
 def test_a_link_loop_is_refused_in_one_line_before_spark_lists(spark, tmp_path):
@@ -113,9 +140,14 @@ def test_a_link_loop_is_refused_in_one_line_before_spark_lists(spark, tmp_path):
         pipeline.run(RunConfig(input=str(root), output=str(tmp_path / "out")), spark=spark)
     assert not (tmp_path / "out").exists()
     # The command line: exit 2, one line, before any Spark work.
-    result = subprocess.run([str(BIN / "featurizer"), "run", "--input", str(root), "--output",
-                             str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(BIN / "featurizer"), "run", "--input", str(root), "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
-        line for line in result.stderr.strip().splitlines() if line.startswith("featurizer:")]
+        line for line in result.stderr.strip().splitlines() if line.startswith("featurizer:")
+    ]
     assert "leads back into a folder above it" in result.stderr.strip().splitlines()[-1]

@@ -18,6 +18,7 @@ import pytest
 from featurizer import pipeline, sample_data, weights
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError
+
 from processes import is_python_worker, session_processes
 
 BIN = Path(sys.executable).parent
@@ -35,9 +36,24 @@ def images300(tmp_path_factory) -> Path:
 def start_run(input_dir: Path, output: Path, *extra: str) -> subprocess.Popen:
     """`featurizer run` in its own process group (so the JVM and workers die with it)."""
     return subprocess.Popen(
-        [str(BIN / "featurizer"), "run", "--input", str(input_dir), "--output", str(output),
-         "--files-per-batch", str(BATCH), "--pca-k", "4", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            str(BIN / "featurizer"),
+            "run",
+            "--input",
+            str(input_dir),
+            "--output",
+            str(output),
+            "--files-per-batch",
+            str(BATCH),
+            "--pca-k",
+            "4",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def finished_batches(output: Path) -> int:
@@ -67,13 +83,14 @@ def table(output: Path):
 @pytest.fixture(scope="module")
 def reference(spark, images300, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("reference") / "run"
-    pipeline.run(RunConfig(input=str(images300), output=str(output), pca_k=4,
-                           files_per_batch=BATCH), spark=spark)
+    pipeline.run(
+        RunConfig(input=str(images300), output=str(output), pca_k=4, files_per_batch=BATCH),
+        spark=spark,
+    )
     return output
 
 
-def test_resume_continues_and_matches_an_uninterrupted_run(spark, images300, reference,
-                                                           tmp_path):
+def test_resume_continues_and_matches_an_uninterrupted_run(spark, images300, reference, tmp_path):
     output = tmp_path / "run"
     process = start_run(images300, output, "--master", "local[2]")
     wait_for(lambda: finished_batches(output) >= 2, timeout=600, process=process)
@@ -81,8 +98,12 @@ def test_resume_continues_and_matches_an_uninterrupted_run(spark, images300, ref
     done_before = finished_batches(output)
     assert not (output / "_SUCCESS").exists()
 
-    manifest = pipeline.run(RunConfig(input=str(images300), output=str(output), pca_k=4,
-                                      files_per_batch=BATCH, resume=True), spark=spark)
+    manifest = pipeline.run(
+        RunConfig(
+            input=str(images300), output=str(output), pca_k=4, files_per_batch=BATCH, resume=True
+        ),
+        spark=spark,
+    )
     counts = manifest["counts"]
     assert counts["resumed"] >= done_before * BATCH
     assert counts["processed_this_run"] <= IMAGES - done_before * BATCH
@@ -107,60 +128,84 @@ def interrupted(images300, tmp_path_factory) -> Path:
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
     """Every file under a folder: (mtime_ns, bytes)."""
-    return {str(path.relative_to(folder)): (path.stat().st_mtime_ns, path.read_bytes())
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(folder)): (path.stat().st_mtime_ns, path.read_bytes())
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
-@pytest.mark.parametrize("key, options", [
-    ("input", {"input": "Training"}),
-    ("weights_sha256", {"weights": "FULL"}),
-    ("engine", {"engine": "keras"}),
-    ("precision", {"precision": "int8"}),
-    ("limit", {"limit": 100}),
-    ("sample_fraction", {"sample_fraction": 0.5}),
-])
-def test_resume_refuses_different_settings(spark, images300, interrupted, weights_dir, key,
-                                           options):
+@pytest.mark.parametrize(
+    ("key", "options"),
+    [
+        ("input", {"input": "Training"}),
+        ("weights_sha256", {"weights": "FULL"}),
+        ("engine", {"engine": "keras"}),
+        ("precision", {"precision": "int8"}),
+        ("limit", {"limit": 100}),
+        ("sample_fraction", {"sample_fraction": 0.5}),
+    ],
+)
+def test_resume_refuses_different_settings(
+    spark, images300, interrupted, weights_dir, key, options
+):
     options = {**options}
     if options.get("input"):
         options["input"] = str(images300 / options["input"])
-    if options.get("weights"):                      # another file: another sha256
+    if options.get("weights"):  # another file: another sha256
         options["weights"] = str(weights_dir / weights.FULL_FILE)
     work = snapshot(interrupted / "_work")
     assert "run.json" in work and any(name.endswith("/_SUCCESS") for name in work)
-    with pytest.raises(ConfigError, match=rf" holds a run with other settings \({key} differ\); "
-                                          r"--resume needs the same "):
-        pipeline.run(RunConfig(**{"input": str(images300), "output": str(interrupted),
-                                  "resume": True, **options}), spark=spark)
-    assert snapshot(interrupted / "_work") == work             # still resumable as it was
+    with pytest.raises(
+        ConfigError,
+        match=rf" holds a run with other settings \({key} differ\); "
+        r"--resume needs the same ",
+    ):
+        pipeline.run(
+            RunConfig(
+                **{"input": str(images300), "output": str(interrupted), "resume": True, **options}
+            ),
+            spark=spark,
+        )
+    assert snapshot(interrupted / "_work") == work  # still resumable as it was
     assert not (interrupted / "_SUCCESS").exists()
 
 
 def test_two_runs_give_identical_results(spark, images300, reference, tmp_path):
-    pipeline.run(RunConfig(input=str(images300), output=str(tmp_path / "again"), pca_k=4,
-                           files_per_batch=BATCH), spark=spark)
+    pipeline.run(
+        RunConfig(
+            input=str(images300), output=str(tmp_path / "again"), pca_k=4, files_per_batch=BATCH
+        ),
+        spark=spark,
+    )
     first, second = table(reference), table(tmp_path / "again")
     assert first["path"].tolist() == second["path"].tolist()
     assert np.array_equal(np.stack(first["features"]), np.stack(second["features"]))
     assert np.allclose(np.stack(first["pca"]), np.stack(second["pca"]), atol=1e-5)
-    explained = [json.loads((out / "manifest.json").read_text())["pca"]["explained_variance"]
-                 for out in (reference, tmp_path / "again")]
+    explained = [
+        json.loads((out / "manifest.json").read_text())["pca"]["explained_variance"]
+        for out in (reference, tmp_path / "again")
+    ]
     assert np.allclose(explained[0], explained[1], atol=1e-9)
 
 
-def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(spark, images300,
-                                                                     reference, tmp_path):
+def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(
+    spark, images300, reference, tmp_path
+):
     output = tmp_path / "run"
-    pipeline.run(RunConfig(input=str(images300 / "Test"), output=str(output), pca_k=2),
-                 spark=spark)
+    pipeline.run(RunConfig(input=str(images300 / "Test"), output=str(output), pca_k=2), spark=spark)
     old_rows = len(table(output))
     process = start_run(images300, output, "--overwrite", "--master", "local[2]")
     wait_for(lambda: finished_batches(output) >= 1, timeout=600, process=process)
     kill_group(process)
     assert (output / "_SUCCESS").exists() and len(table(output)) == old_rows
 
-    pipeline.run(RunConfig(input=str(images300), output=str(output), pca_k=4,
-                           files_per_batch=BATCH, overwrite=True), spark=spark)
+    pipeline.run(
+        RunConfig(
+            input=str(images300), output=str(output), pca_k=4, files_per_batch=BATCH, overwrite=True
+        ),
+        spark=spark,
+    )
     assert len(table(output)) == IMAGES and not (output / "_work").exists()
 
 

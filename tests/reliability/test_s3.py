@@ -16,23 +16,31 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurizer import sample_data
+
 from servers import MotoServer, read_s3_output, s3_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 IMAGES = 100
 # Short S3A timeouts and few retries keep the fault tests bounded.
-FAST_FAIL = ("--conf", "spark.hadoop.fs.s3a.connection.timeout=5s",
-             "--conf", "spark.hadoop.fs.s3a.connection.establish.timeout=5s",
-             "--conf", "spark.hadoop.fs.s3a.retry.limit=3",
-             "--conf", "spark.hadoop.fs.s3a.attempts.maximum=2")
+FAST_FAIL = (
+    "--conf",
+    "spark.hadoop.fs.s3a.connection.timeout=5s",
+    "--conf",
+    "spark.hadoop.fs.s3a.connection.establish.timeout=5s",
+    "--conf",
+    "spark.hadoop.fs.s3a.retry.limit=3",
+    "--conf",
+    "spark.hadoop.fs.s3a.attempts.maximum=2",
+)
 
 
 @pytest.fixture(scope="module")
 def jars() -> str:
     """hadoop-aws + the AWS SDK bundle for PySpark's Hadoop (checksum-verified, cached)."""
-    result = subprocess.run(["bash", str(ROOT / "hack" / "fetch-jars.sh")], capture_output=True,
-                            text=True, timeout=1800)
+    result = subprocess.run(
+        ["bash", str(ROOT / "hack" / "fetch-jars.sh")], capture_output=True, text=True, timeout=1800
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout.strip()
 
@@ -40,19 +48,36 @@ def jars() -> str:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """moto with authentication: only the IAM key made in the first 3 calls is accepted."""
-    server = MotoServer(tmp_path_factory.mktemp("moto"),
-                        env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"}).start()
-    iam = boto3.client("iam", endpoint_url=server.url, region_name="us-east-1",
-                       aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+    server = MotoServer(
+        tmp_path_factory.mktemp("moto"), env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    ).start()
+    iam = boto3.client(
+        "iam",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="bootstrap",
+        aws_secret_access_key="bootstrap",
+    )
     iam.create_user(UserName="featurizer")
     key = iam.create_access_key(UserName="featurizer")["AccessKey"]
-    iam.put_user_policy(UserName="featurizer", PolicyName="s3", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    iam.put_user_policy(
+        UserName="featurizer",
+        PolicyName="s3",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+            }
+        ),
+    )
     server.credentials = (key["AccessKeyId"], key["SecretAccessKey"])
-    client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1",
-                          aws_access_key_id=key["AccessKeyId"],
-                          aws_secret_access_key=key["SecretAccessKey"])
+    client = boto3.client(
+        "s3",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
     folder = tmp_path_factory.mktemp("sample")
     sample_data.generate(folder, seed=5)
     client.create_bucket(Bucket="data")
@@ -64,11 +89,17 @@ def s3(tmp_path_factory):
     server.stop()
 
 
-def featurizer(s3: MotoServer, jars: str, *args: str, key: tuple[str, str] | None = None,
-               timeout: float = 900) -> subprocess.Popen:
+def featurizer(
+    s3: MotoServer, jars: str, *args: str, key: tuple[str, str] | None = None, timeout: float = 900
+) -> subprocess.Popen:
     env = {**os.environ, **s3.env(*(key or s3.credentials)), "FEATURIZER_JARS": jars}
-    return subprocess.Popen([str(BIN / "featurizer"), "run", "--master", "local[2]", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [str(BIN / "featurizer"), "run", "--master", "local[2]", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 900) -> tuple[int, str, str]:
@@ -83,34 +114,69 @@ def error_line(stderr: str) -> str:
 
 
 def test_s3a_to_s3a_round_trip(s3, jars):
-    code, out, err = finish(featurizer(s3, jars, "--input", "s3a://data/fruits", "--output",
-                                       "s3a://results/run", "--pca-k", "4"))
+    code, out, err = finish(
+        featurizer(
+            s3,
+            jars,
+            "--input",
+            "s3a://data/fruits",
+            "--output",
+            "s3a://results/run",
+            "--pca-k",
+            "4",
+        )
+    )
     assert code == 0, err[-3000:]
-    objects = {o["Key"] for o in s3.client.list_objects_v2(Bucket="results", Prefix="run/")
-               ["Contents"]}
+    objects = {
+        o["Key"] for o in s3.client.list_objects_v2(Bucket="results", Prefix="run/")["Contents"]
+    }
     assert "run/_SUCCESS" in objects and not any(k.startswith("run/_work") for k in objects)
-    manifest = json.loads(s3.client.get_object(Bucket="results", Key="run/manifest.json")
-                          ["Body"].read())
+    manifest = json.loads(
+        s3.client.get_object(Bucket="results", Key="run/manifest.json")["Body"].read()
+    )
     assert manifest["counts"]["featurized"] == IMAGES
     assert s3.credentials[1] not in json.dumps(manifest)
     parts = [k for k in objects if k.startswith("run/features/") and k.endswith(".parquet")]
-    rows = sum(pq.read_table(io.BytesIO(s3.client.get_object(Bucket="results", Key=k)
-                                        ["Body"].read())).num_rows for k in parts)
+    rows = sum(
+        pq.read_table(
+            io.BytesIO(s3.client.get_object(Bucket="results", Key=k)["Body"].read())
+        ).num_rows
+        for k in parts
+    )
     assert rows == IMAGES
 
 
 def test_s3_scheme_reads_through_s3a(s3, jars, tmp_path):
-    code, _, err = finish(featurizer(s3, jars, "--input", "s3://data/fruits/Test",
-                                     "--output", str(tmp_path / "out"), "--pca-k", "2"))
+    code, _, err = finish(
+        featurizer(
+            s3,
+            jars,
+            "--input",
+            "s3://data/fruits/Test",
+            "--output",
+            str(tmp_path / "out"),
+            "--pca-k",
+            "2",
+        )
+    )
     assert code == 0, err[-3000:]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["found"] == 20
 
 
-@pytest.mark.parametrize("args, expected", [
-    (("--input", "s3a://no-such-bucket/fruits", "--output", "OUT"), "cannot read input s3a://no-such-bucket"),
-    (("--input", "s3a://data/fruits", "--output", "s3a://no-such-bucket/run"), "output s3a://no-such-bucket/run"),
-    (("--input", "s3a://data/nothing-here", "--output", "OUT"), "cannot read input"),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ("--input", "s3a://no-such-bucket/fruits", "--output", "OUT"),
+            "cannot read input s3a://no-such-bucket",
+        ),
+        (
+            ("--input", "s3a://data/fruits", "--output", "s3a://no-such-bucket/run"),
+            "output s3a://no-such-bucket/run",
+        ),
+        (("--input", "s3a://data/nothing-here", "--output", "OUT"), "cannot read input"),
+    ],
+)
 def test_configuration_mistakes_fail_fast_in_one_line(s3, jars, tmp_path, args, expected):
     args = tuple(str(tmp_path / "out") if a == "OUT" else a for a in args)
     start = time.monotonic()
@@ -122,9 +188,18 @@ def test_configuration_mistakes_fail_fast_in_one_line(s3, jars, tmp_path, args, 
 
 
 def test_wrong_credentials_fail_fast_in_one_line(s3, jars, tmp_path):
-    code, _, err = finish(featurizer(s3, jars, "--input", "s3a://data/fruits", "--output",
-                                     str(tmp_path / "out"), *FAST_FAIL,
-                                     key=("AKIAWRONGWRONGWRONG1", "wrong-secret")))
+    code, _, err = finish(
+        featurizer(
+            s3,
+            jars,
+            "--input",
+            "s3a://data/fruits",
+            "--output",
+            str(tmp_path / "out"),
+            *FAST_FAIL,
+            key=("AKIAWRONGWRONGWRONG1", "wrong-secret"),
+        )
+    )
     assert code == 2, err[-3000:]
     line = error_line(err)
     assert "cannot read input s3a://data/fruits" in line
@@ -146,10 +221,20 @@ def _wait_batches(process: subprocess.Popen, output: Path, count: int) -> None:
 
 def test_short_outage_is_retried(s3, jars, tmp_path):
     output = tmp_path / "out"
-    process = featurizer(s3, jars, "--input", "s3a://data/fruits", "--output", str(output),
-                         "--files-per-batch", "20", "--pca-k", "2")
+    process = featurizer(
+        s3,
+        jars,
+        "--input",
+        "s3a://data/fruits",
+        "--output",
+        str(output),
+        "--files-per-batch",
+        "20",
+        "--pca-k",
+        "2",
+    )
     _wait_batches(process, output, 1)
-    s3.pause()                               # the server hangs: requests time out
+    s3.pause()  # the server hangs: requests time out
     time.sleep(6)
     s3.resume()
     code, _, err = finish(process)
@@ -160,8 +245,19 @@ def test_short_outage_is_retried(s3, jars, tmp_path):
 
 def test_lasting_outage_fails_clearly_without_success_marker(s3, jars, tmp_path):
     output = tmp_path / "out"
-    process = featurizer(s3, jars, "--input", "s3a://data/fruits", "--output", str(output),
-                         "--files-per-batch", "20", "--pca-k", "2", *FAST_FAIL)
+    process = featurizer(
+        s3,
+        jars,
+        "--input",
+        "s3a://data/fruits",
+        "--output",
+        str(output),
+        "--files-per-batch",
+        "20",
+        "--pca-k",
+        "2",
+        *FAST_FAIL,
+    )
     _wait_batches(process, output, 1)
     s3.pause()
     try:
@@ -171,25 +267,41 @@ def test_lasting_outage_fails_clearly_without_success_marker(s3, jars, tmp_path)
     assert code == 1, err[-3000:]
     line = error_line(err)
     assert f"featurizing into file://{output}/_work/featurized failed: " in line, line
-    assert "timed out" in line.lower(), line            # the innermost cause, not a wrapper
+    assert "timed out" in line.lower(), line  # the innermost cause, not a wrapper
     assert not (output / "_SUCCESS").exists()
-    assert (output / "_work").exists()                # --resume can continue it
+    assert (output / "_work").exists()  # --resume can continue it
 
 
-ODD_KEYS = ["12:30:01", "100%", "a%41b", "take#2", "why?", "shot[1]", "set{a,b}", "back\\slash",
-            " lead", "trail ", "k=v", "Café Crème 🍎"]
+ODD_KEYS = [
+    "12:30:01",
+    "100%",
+    "a%41b",
+    "take#2",
+    "why?",
+    "shot[1]",
+    "set{a,b}",
+    "back\\slash",
+    " lead",
+    "trail ",
+    "k=v",
+    "Café Crème 🍎",
+]
 
 
 def test_odd_key_names_are_featurized_with_exact_paths_and_labels(s3, jars, tmp_path):
-    sources = iter(s3_keys(s3.client, "data", "fruits/"))       # distinct images: PCA needs them
+    sources = iter(s3_keys(s3.client, "data", "fruits/"))  # distinct images: PCA needs them
     expected = {}
     for name in ODD_KEYS:
         for key, label in ((f"odd/Names/{name}.jpg", "Names"), (f"odd/{name}/x.jpg", name)):
-            s3.client.copy_object(Bucket="data", Key=key,
-                                  CopySource={"Bucket": "data", "Key": next(sources)})
+            s3.client.copy_object(
+                Bucket="data", Key=key, CopySource={"Bucket": "data", "Key": next(sources)}
+            )
             expected[f"s3a://data/{key}"] = label
-    code, _, err = finish(featurizer(s3, jars, "--input", "s3a://data/odd", "--output",
-                                     str(tmp_path / "out"), "--pca-k", "1"))
+    code, _, err = finish(
+        featurizer(
+            s3, jars, "--input", "s3a://data/odd", "--output", str(tmp_path / "out"), "--pca-k", "1"
+        )
+    )
     assert code == 0, err[-3000:]
     rows = pq.read_table(tmp_path / "out" / "features").to_pandas()
     assert dict(zip(rows["path"], rows["label"])) == expected
@@ -197,39 +309,79 @@ def test_odd_key_names_are_featurized_with_exact_paths_and_labels(s3, jars, tmp_
 
 def test_an_object_deleted_during_the_run_is_recorded(s3, jars, tmp_path):
     for key in s3_keys(s3.client, "data", "fruits/"):
-        s3.client.copy_object(Bucket="data", Key=key.replace("fruits/", "shrinking/", 1),
-                              CopySource={"Bucket": "data", "Key": key})
+        s3.client.copy_object(
+            Bucket="data",
+            Key=key.replace("fruits/", "shrinking/", 1),
+            CopySource={"Bucket": "data", "Key": key},
+        )
     output = tmp_path / "out"
-    process = featurizer(s3, jars, "--input", "s3a://data/shrinking", "--output", str(output),
-                         "--files-per-batch", "20", "--pca-k", "2", "--max-error-rate", "0.1")
+    process = featurizer(
+        s3,
+        jars,
+        "--input",
+        "s3a://data/shrinking",
+        "--output",
+        str(output),
+        "--files-per-batch",
+        "20",
+        "--pca-k",
+        "2",
+        "--max-error-rate",
+        "0.1",
+    )
     _wait_batches(process, output, 1)
-    staged = {path for part in (output / "_work" / "featurized").glob("batch=*")
-              for path in pq.read_table(part).column("path").to_pylist()}
+    staged = {
+        path
+        for part in (output / "_work" / "featurized").glob("batch=*")
+        for path in pq.read_table(part).column("path").to_pylist()
+    }
     listed = s3.client.list_objects_v2(Bucket="data", Prefix="shrinking/")["Contents"]
     newest = sorted(listed, key=lambda item: (item["LastModified"], item["Key"]))
-    gone = [f"s3a://data/{item['Key']}" for item in newest
-            if f"s3a://data/{item['Key']}" not in staged][-3:]
+    gone = [
+        f"s3a://data/{item['Key']}" for item in newest if f"s3a://data/{item['Key']}" not in staged
+    ][-3:]
     for uri in gone:
         s3.client.delete_object(Bucket="data", Key=uri.removeprefix("s3a://data/"))
     code, _, err = finish(process)
     assert code == 0, err[-3000:]
     errors = pq.read_table(output / "errors").to_pandas()
     assert dict(zip(errors["path"], errors["error"])) == {
-        uri: "file disappeared during the run" for uri in gone}
+        uri: "file disappeared during the run" for uri in gone
+    }
     assert pq.read_table(output / "features").num_rows == IMAGES - 3
 
 
 def test_a_live_lease_on_s3_refuses_a_second_run(s3, jars):
-    first = featurizer(s3, jars, "--input", "s3a://data/fruits", "--output",
-                       "s3a://results/leased", "--pca-k", "2", "--files-per-batch", "20")
+    first = featurizer(
+        s3,
+        jars,
+        "--input",
+        "s3a://data/fruits",
+        "--output",
+        "s3a://results/leased",
+        "--pca-k",
+        "2",
+        "--files-per-batch",
+        "20",
+    )
     deadline = time.monotonic() + 300
     while not s3_keys(s3.client, "results", "leased/_work/featurized/"):
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.2)
-    lease = json.loads(s3.client.get_object(Bucket="results", Key="leased/_lease.json")["Body"]
-                       .read())
-    second = featurizer(s3, jars, "--input", "s3a://data/fruits", "--output",
-                        "s3a://results/leased", "--pca-k", "2", "--overwrite")
+    lease = json.loads(
+        s3.client.get_object(Bucket="results", Key="leased/_lease.json")["Body"].read()
+    )
+    second = featurizer(
+        s3,
+        jars,
+        "--input",
+        "s3a://data/fruits",
+        "--output",
+        "s3a://results/leased",
+        "--pca-k",
+        "2",
+        "--overwrite",
+    )
     code, _, err = finish(second)
     assert code == 2, err[-3000:]
     assert f"is being written by run {lease['run_id']}" in error_line(err)
@@ -241,12 +393,33 @@ def test_a_live_lease_on_s3_refuses_a_second_run(s3, jars):
 
 def test_a_pca_model_on_s3_projects_other_images_exactly_as_fitted(s3, jars):
     """Fit on Training in S3, then project Test with that model, read from S3."""
-    code, _, err = finish(featurizer(s3, jars, "--input", "s3a://data/fruits", "--output",
-                                     "s3a://results/pca-fit", "--pca-k", "6", "--no-report"))
+    code, _, err = finish(
+        featurizer(
+            s3,
+            jars,
+            "--input",
+            "s3a://data/fruits",
+            "--output",
+            "s3a://results/pca-fit",
+            "--pca-k",
+            "6",
+            "--no-report",
+        )
+    )
     assert code == 0, err[-3000:]
-    code, _, err = finish(featurizer(s3, jars, "--input", "s3a://data/fruits/Test", "--output",
-                                     "s3a://results/pca-test", "--pca-model",
-                                     "s3a://results/pca-fit/pca_model", "--no-report"))
+    code, _, err = finish(
+        featurizer(
+            s3,
+            jars,
+            "--input",
+            "s3a://data/fruits/Test",
+            "--output",
+            "s3a://results/pca-test",
+            "--pca-model",
+            "s3a://results/pca-fit/pca_model",
+            "--no-report",
+        )
+    )
     assert code == 0, err[-3000:]
     fitted, _ = read_s3_output(s3.client, "results", "pca-fit")
     projected, manifest = read_s3_output(s3.client, "results", "pca-test")
@@ -261,29 +434,62 @@ def test_packed_shards_on_s3_give_the_loose_features_with_far_fewer_requests(s3,
     objects: identical features and labels. The S3 requests each run sends are counted from
     the server's request log (figures for BENCHMARKS.md, not asserted)."""
     env = {**os.environ, **s3.env(*s3.credentials), "FEATURIZER_JARS": jars}
-    packed = subprocess.run([str(BIN / "featurizer"), "pack", "s3a://data/fruits",
-                             "s3a://results/packed", "--images-per-file", "50", "--master",
-                             "local[2]"], capture_output=True, text=True, env=env, timeout=900)
+    packed = subprocess.run(
+        [
+            str(BIN / "featurizer"),
+            "pack",
+            "s3a://data/fruits",
+            "s3a://results/packed",
+            "--images-per-file",
+            "50",
+            "--master",
+            "local[2]",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert packed.returncode == 0, packed.stderr[-3000:]
     requests, reads = {}, {}
     for name, bucket, prefix in (("loose", "data", "fruits"), ("packed", "results", "packed")):
         before, read_before = s3.request_count(), s3.request_count(bucket, prefix)
-        code, _, err = finish(featurizer(s3, jars, "--input", f"s3a://{bucket}/{prefix}",
-                                         "--output", f"s3a://results/from-{name}", "--pca-k",
-                                         "2", "--no-report"))
+        code, _, err = finish(
+            featurizer(
+                s3,
+                jars,
+                "--input",
+                f"s3a://{bucket}/{prefix}",
+                "--output",
+                f"s3a://results/from-{name}",
+                "--pca-k",
+                "2",
+                "--no-report",
+            )
+        )
         assert code == 0, err[-3000:]
         requests[name] = s3.request_count() - before
         reads[name] = s3.request_count(bucket, prefix) - read_before
     loose, _ = read_s3_output(s3.client, "results", "from-loose")
     shards, manifest = read_s3_output(s3.client, "results", "from-packed")
-    a = dict(zip(loose.column("path").to_pylist(), zip(loose.column("label").to_pylist(),
-                                                       loose.column("features").to_pylist())))
-    b = dict(zip(shards.column("path").to_pylist(), zip(shards.column("label").to_pylist(),
-                                                        shards.column("features").to_pylist())))
+    a = dict(
+        zip(
+            loose.column("path").to_pylist(),
+            zip(loose.column("label").to_pylist(), loose.column("features").to_pylist()),
+        )
+    )
+    b = dict(
+        zip(
+            shards.column("path").to_pylist(),
+            zip(shards.column("label").to_pylist(), shards.column("features").to_pylist()),
+        )
+    )
     assert a == b and len(a) == IMAGES
-    print(f"\nS3 requests for {IMAGES} images, the whole run (listing to commit): loose "
-          f"{requests['loose']}, packed (2 shards) {requests['packed']}; reading the input: "
-          f"loose {reads['loose']}, packed {reads['packed']}")
+    print(
+        f"\nS3 requests for {IMAGES} images, the whole run (listing to commit): loose "
+        f"{requests['loose']}, packed (2 shards) {requests['packed']}; reading the input: "
+        f"loose {reads['loose']}, packed {reads['packed']}"
+    )
 
 
 def test_an_incremental_run_on_s3_adds_exactly_the_new_objects(s3, jars):
@@ -291,16 +497,22 @@ def test_an_incremental_run_on_s3_adds_exactly_the_new_objects(s3, jars):
     rows as they were; the stream's record (_state/) lives in the bucket too."""
     keys = sorted(s3_keys(s3.client, "data", "fruits/Training/"))[:55]
     for key in keys[:40]:
-        s3.client.copy_object(Bucket="data", Key="grow/" + key.removeprefix("fruits/"),
-                              CopySource={"Bucket": "data", "Key": key})
+        s3.client.copy_object(
+            Bucket="data",
+            Key="grow/" + key.removeprefix("fruits/"),
+            CopySource={"Bucket": "data", "Key": key},
+        )
     args = ("--input", "s3a://data/grow", "--output", "s3a://results/grow", "--no-report")
     code, _, err = finish(featurizer(s3, jars, *args, "--pca-k", "3"))
     assert code == 0, err[-3000:]
     before, _ = read_s3_output(s3.client, "results", "grow")
     assert s3_keys(s3.client, "results", "grow/_state/checkpoint/")
     for key in keys[40:]:
-        s3.client.copy_object(Bucket="data", Key="grow/" + key.removeprefix("fruits/"),
-                              CopySource={"Bucket": "data", "Key": key})
+        s3.client.copy_object(
+            Bucket="data",
+            Key="grow/" + key.removeprefix("fruits/"),
+            CopySource={"Bucket": "data", "Key": key},
+        )
     code, _, err = finish(featurizer(s3, jars, *args, "--incremental"))
     assert code == 0, err[-3000:]
     after, manifest = read_s3_output(s3.client, "results", "grow")

@@ -19,10 +19,20 @@ from typing import Any
 
 import websocket
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars", "--remote-debugging-address=127.0.0.1",
-         "--remote-debugging-port=0")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+)
 
 
 class Browser:
@@ -31,20 +41,23 @@ class Browser:
     def __init__(self, executable: str = "chromium", timeout: float = 60) -> None:
         self.timeout = timeout
         self.profile = Path(tempfile.mkdtemp(prefix="featurizer-chromium-"))
-        self.log = self.profile.with_suffix(".log")     # a file: a full pipe would block it
+        self.log = self.profile.with_suffix(".log")  # a file: a full pipe would block it
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-                stdout=subprocess.DEVNULL, stderr=log)
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         self.port = self._wait_for_port()
         self.events: list[dict] = []
         self._ids = itertools.count(1)
-        self.socket = websocket.create_connection(self._page_socket(), timeout=timeout,
-                                                  suppress_origin=True)
+        self.socket = websocket.create_connection(
+            self._page_socket(), timeout=timeout, suppress_origin=True
+        )
         for domain in ("Page", "Runtime", "Log"):
             self.call(f"{domain}.enable")
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -108,8 +121,9 @@ class Browser:
         self.wait_for("Page.loadEventFired")
 
     def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
-                           awaitPromise=True)
+        result = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -120,12 +134,18 @@ class Browser:
         for message in self.events:
             method, params = message.get("method"), message.get("params", {})
             if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                found.append("console: " + " ".join(str(a.get("value", a.get("description")))
-                                                    for a in params.get("args", [])))
+                found.append(
+                    "console: "
+                    + " ".join(
+                        str(a.get("value", a.get("description"))) for a in params.get("args", [])
+                    )
+                )
             elif method == "Runtime.exceptionThrown":
                 details = params.get("exceptionDetails", {})
-                found.append("exception: " + (details.get("exception", {}).get("description")
-                                              or details.get("text", "")))
+                found.append(
+                    "exception: "
+                    + (details.get("exception", {}).get("description") or details.get("text", ""))
+                )
             elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
                 entry = params["entry"]
                 found.append(f"log: {entry.get('text', '')} {entry.get('url', '')}".strip())
@@ -133,11 +153,21 @@ class Browser:
 
     def screenshot(self, target: Path, width: int = 1280) -> Path:
         """A PNG of the whole page, not just the first screen."""
-        self.call("Emulation.setDeviceMetricsOverride", width=width, height=800,
-                  deviceScaleFactor=1, mobile=False)     # lay out at the final width first
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=800,
+            deviceScaleFactor=1,
+            mobile=False,
+        )  # lay out at the final width first
         height = int(self.evaluate("document.documentElement.scrollHeight"))
-        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(base64.b64decode(shot["data"]))

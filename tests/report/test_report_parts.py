@@ -9,27 +9,31 @@ from featurizer import reporting
 from featurizer.reporting import page, plots, probe, source
 
 
-def blobs(classes: int = 6, per_class: int = 60, dim: int = 40, spread: float = 0.6,
-          seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def blobs(
+    classes: int = 6, per_class: int = 60, dim: int = 40, spread: float = 0.6, seed: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian blobs around random centres: a linear probe should separate them."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((classes, dim)) * 2
     labels = np.repeat(np.array([f"class {i}" for i in range(classes)], dtype=object), per_class)
     x = centres[np.repeat(np.arange(classes), per_class)] + spread * rng.standard_normal(
-        (classes * per_class, dim))
+        (classes * per_class, dim)
+    )
     return x.astype(np.float32), labels
 
 
 def test_folder_split_uses_the_folder_above_the_class():
-    paths = ["s3a://b/fruits/Training/Apple Red 1/0_100.jpg",
-             "file:/d/Test/Apple Red 1/1_100.jpg",
-             "file:/d/training/Kiwi/2.jpg",
-             "file:/d/Other/Kiwi/3.jpg",
-             "file:/d/Test/x/Kiwi/4.jpg"]           # "Test" but not above the class folder
+    paths = [
+        "s3a://b/fruits/Training/Apple Red 1/0_100.jpg",
+        "file:/d/Test/Apple Red 1/1_100.jpg",
+        "file:/d/training/Kiwi/2.jpg",
+        "file:/d/Other/Kiwi/3.jpg",
+        "file:/d/Test/x/Kiwi/4.jpg",
+    ]  # "Test" but not above the class folder
     split = probe.folder_split(paths)
     assert split.train.tolist() == [0, 2] and split.test.tolist() == [1]
     assert split.method == "Training/Test folders"
-    assert probe.folder_split(["file:/d/Training/Kiwi/0.jpg"]) is None     # no test side
+    assert probe.folder_split(["file:/d/Training/Kiwi/0.jpg"]) is None  # no test side
 
 
 def test_stratified_split_is_seeded_and_keeps_class_shares():
@@ -44,7 +48,8 @@ def test_stratified_split_is_seeded_and_keeps_class_shares():
     other = probe.stratified_split(labels, test_fraction=0.25, seed=4)
     assert not np.array_equal(split.test, other.test)
     assert probe.choose_split(["file:/x/a/1.jpg"] * len(labels), labels).method.startswith(
-        "stratified 75%/25%")
+        "stratified 75%/25%"
+    )
 
 
 def test_cap_rows_keeps_every_class_in_proportion():
@@ -72,7 +77,7 @@ def test_probe_is_at_chance_on_noise():
     x = rng.standard_normal((600, 20)).astype(np.float32)
     labels = np.array([f"c{i % 4}" for i in range(600)], dtype=object)
     result = probe.run_probe("features", x, labels, probe.stratified_split(labels))
-    assert result.test_accuracy < 0.4                   # chance = 0.25: no leak from test
+    assert result.test_accuracy < 0.4  # chance = 0.25: no leak from test
 
 
 def test_fit_softmax_matches_the_optimum_on_a_tiny_problem():
@@ -99,8 +104,10 @@ def test_per_class_accuracy_and_confusions():
 
 
 def test_error_summary_folds_addresses_and_ranks():
-    errors = ["UnidentifiedImageError: cannot identify image file <_io.BytesIO object at "
-              f"0x7f{i:04x}>" for i in range(3)] + ["empty file"]
+    errors = [
+        f"UnidentifiedImageError: cannot identify image file <_io.BytesIO object at 0x7f{i:04x}>"
+        for i in range(3)
+    ] + ["empty file"]
     summary = reporting.error_summary(errors)
     assert summary["failed"] == 4 and summary["distinct_reasons"] == 2
     assert summary["top_reasons"][0]["count"] == 3
@@ -108,32 +115,48 @@ def test_error_summary_folds_addresses_and_ranks():
 
 
 def test_class_summary_by_split():
-    paths = np.array(["file:/d/Training/A/1.jpg", "file:/d/Training/A/2.jpg",
-                      "file:/d/Test/A/3.jpg", "file:/d/Training/B/4.jpg"], dtype=object)
+    paths = np.array(
+        [
+            "file:/d/Training/A/1.jpg",
+            "file:/d/Training/A/2.jpg",
+            "file:/d/Test/A/3.jpg",
+            "file:/d/Training/B/4.jpg",
+        ],
+        dtype=object,
+    )
     labels = np.array(["A", "A", "A", "B"], dtype=object)
     summary = reporting.class_summary(paths, labels)
     assert summary["per_class"] == {"A": {"Training": 2, "Test": 1}, "B": {"Training": 1}}
     assert (summary["min"], summary["max"], summary["imbalance"]) == (1, 3, 3.0)
-    flat = reporting.class_summary(np.array(["/x/A/1.jpg"], dtype=object),
-                                   np.array(["A"], dtype=object))
+    flat = reporting.class_summary(
+        np.array(["/x/A/1.jpg"], dtype=object), np.array(["A"], dtype=object)
+    )
     assert flat["per_class"] == {"A": {"all": 1}}
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, {}),
-    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"},
-     {"endpoint_override": "127.0.0.1:9000", "scheme": "http", "region": "us-east-1"}),
-    ({"AWS_ENDPOINT_URL_S3": "https://minio.local", "AWS_REGION": "eu-west-1"},
-     {"endpoint_override": "minio.local", "scheme": "https", "region": "eu-west-1"}),
-])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, {}),
+        (
+            {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"},
+            {"endpoint_override": "127.0.0.1:9000", "scheme": "http", "region": "us-east-1"},
+        ),
+        (
+            {"AWS_ENDPOINT_URL_S3": "https://minio.local", "AWS_REGION": "eu-west-1"},
+            {"endpoint_override": "minio.local", "scheme": "https", "region": "eu-west-1"},
+        ),
+    ],
+)
 def test_s3_options_follow_the_job_settings(env, expected):
     assert source.s3_options(env) == expected
 
 
 def test_s3_options_prefer_the_runs_spark_settings():
-    options = source.s3_options({"AWS_ENDPOINT_URL": "http://127.0.0.1:1"},
-                                {"endpoint": "http://127.0.0.1:2", "access_key": "a",
-                                 "secret_key": "s"})
+    options = source.s3_options(
+        {"AWS_ENDPOINT_URL": "http://127.0.0.1:1"},
+        {"endpoint": "http://127.0.0.1:2", "access_key": "a", "secret_key": "s"},
+    )
     assert options["endpoint_override"] == "127.0.0.1:2"
     assert (options["access_key"], options["secret_key"]) == ("a", "s")
 
@@ -151,19 +174,27 @@ def test_charts_are_pngs_for_many_classes():
     rng = np.random.default_rng(0)
     labels = np.array([f"class {i % 131}" for i in range(3000)], dtype=object)
     scatter = plots.pca_scatter_png(rng.standard_normal((3000, 5)), labels, [0.3, 0.2])
-    bars = plots.class_counts_png({f"class {i}": {"Training": 40 - i % 7, "Test": 15}
-                                   for i in range(131)})
+    bars = plots.class_counts_png(
+        {f"class {i}": {"Training": 40 - i % 7, "Test": 15} for i in range(131)}
+    )
     for png in (scatter, bars):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
 def test_page_escapes_names():
-    report = {"generated_at": "now", "complete": True,
-              "run": {"status": "succeeded", "output": "/o", "input": "/<i>", "counts": {}},
-              "errors": {"failed": 1, "distinct_reasons": 1,
-                         "top_reasons": [{"reason": "<script>alert(1)</script>", "count": 1}]},
-              "pca": {}, "classes": {"count": 0, "per_class": {}},
-              "probe": {"results": {}, "skipped": "needs 2 classes"}}
+    report = {
+        "generated_at": "now",
+        "complete": True,
+        "run": {"status": "succeeded", "output": "/o", "input": "/<i>", "counts": {}},
+        "errors": {
+            "failed": 1,
+            "distinct_reasons": 1,
+            "top_reasons": [{"reason": "<script>alert(1)</script>", "count": 1}],
+        },
+        "pca": {},
+        "classes": {"count": 0, "per_class": {}},
+        "probe": {"results": {}, "skipped": "needs 2 classes"},
+    }
     html = page.render(report, {})
     assert "<script>" not in html and "&lt;script&gt;" in html and "/&lt;i&gt;" in html
     assert "needs 2 classes" in html
@@ -177,19 +208,26 @@ def test_load_reads_vectors_of_a_bounded_deterministic_sample(tmp_path):
 
     (tmp_path / "features").mkdir()
     rows = 50
-    for part in range(2):                               # two files, several batches
+    for part in range(2):  # two files, several batches
         paths = [f"file:/in/C{i % 5}/{part}_{i}.jpg" for i in range(rows // 2)]
-        pq.write_table(pa.table({
-            "path": paths, "label": [p.split("/")[-2] for p in paths],
-            "features": [np.full(1280, i, np.float32) for i in range(rows // 2)],
-            "pca": [np.full(3, part * 100 + i, np.float32) for i in range(rows // 2)],
-        }), tmp_path / "features" / f"part-{part}.parquet", row_group_size=7)
+        pq.write_table(
+            pa.table(
+                {
+                    "path": paths,
+                    "label": [p.split("/")[-2] for p in paths],
+                    "features": [np.full(1280, i, np.float32) for i in range(rows // 2)],
+                    "pca": [np.full(3, part * 100 + i, np.float32) for i in range(rows // 2)],
+                }
+            ),
+            tmp_path / "features" / f"part-{part}.parquet",
+            row_group_size=7,
+        )
     (tmp_path / "manifest.json").write_text(json.dumps({"status": "succeeded"}))
     output = source.load(str(tmp_path), max_vector_rows=10)
     assert len(output.paths) == rows and output.features.shape == (10, 1280)
     assert output.pca.shape == (10, 3)
     chosen = output.paths[output.vector_rows]
-    for row, path in enumerate(chosen):                 # vectors belong to their own rows
+    for row, path in enumerate(chosen):  # vectors belong to their own rows
         part, index = path.rsplit("/", 1)[1][:-4].split("_")
         assert output.pca[row, 0] == int(part) * 100 + int(index)
     again = source.load(str(tmp_path), max_vector_rows=10)

@@ -9,8 +9,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ import pytest
 from featurizer import pipeline, reporting
 from featurizer.config import RunConfig
 from featurizer.errors import FeaturizerError
+
 from servers import MotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,8 +47,10 @@ def test_probe_separates_the_131_classes(written, fruits360_run):
     probe = written.report["probe"]
     assert probe["split"] == "Training/Test folders"
     pca, features = probe["results"]["pca"], probe["results"]["features"]
-    print(f"probe test accuracy: pca {pca['test_accuracy']:.2%} (k = {pca['dim']}), "
-          f"features {features['test_accuracy']:.2%}")
+    print(
+        f"probe test accuracy: pca {pca['test_accuracy']:.2%} (k = {pca['dim']}), "
+        f"features {features['test_accuracy']:.2%}"
+    )
     for result in (pca, features):
         assert (result["train_rows"], result["test_rows"]) == (5240, 1965)
         assert result["classes_evaluated"] == 131 and result["unseen_test_rows"] == 0
@@ -55,7 +58,7 @@ def test_probe_separates_the_131_classes(written, fruits360_run):
         accuracies = [row["accuracy"] for row in result["worst_classes"]]
         assert accuracies == sorted(accuracies)
     assert pca["dim"] == fruits360_run[1]["pca"]["k"]
-    assert pca["test_accuracy"] >= 0.93                  # chance is 1/131
+    assert pca["test_accuracy"] >= 0.93  # chance is 1/131
     assert features["test_accuracy"] >= 0.90
 
 
@@ -65,8 +68,12 @@ def test_report_json_describes_the_run(written, fruits360_run):
     assert on_disk == json.loads(json.dumps(written.report))
     run = on_disk["run"]
     assert run["counts"] == manifest["counts"]
-    assert {key: run["counts"][key] for key in ("found", "selected", "featurized", "failed")} \
-        == {"found": 7205, "selected": 7205, "featurized": 7205, "failed": 0}
+    assert {key: run["counts"][key] for key in ("found", "selected", "featurized", "failed")} == {
+        "found": 7205,
+        "selected": 7205,
+        "featurized": 7205,
+        "failed": 0,
+    }
     assert run["versions"] == manifest["versions"] and run["weights"] == manifest["weights"]
     assert set(run["timings_s"]) >= {"featurize", "reduce", "total"}
     classes = on_disk["classes"]
@@ -93,9 +100,11 @@ def test_html_renders_in_chromium(written, chromium, fruits360_run):
     with Browser(chromium) as browser:
         browser.open(html.as_uri())
         images = browser.evaluate(
-            "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-        headings = browser.evaluate("Array.from(document.querySelectorAll('h2'))"
-                                    ".map(h => h.textContent)")
+            "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
+        )
+        headings = browser.evaluate(
+            "Array.from(document.querySelectorAll('h2')).map(h => h.textContent)"
+        )
         shot = browser.screenshot(SCREENSHOT)
         problems = browser.problems()
     print(f"screenshot: {shot}")
@@ -107,7 +116,7 @@ def test_html_renders_in_chromium(written, chromium, fruits360_run):
     with Image.open(shot) as picture:
         assert picture.width == 1280 and picture.height > 2000
         pixels = np.asarray(picture.convert("L"))
-        assert pixels.std() > 20                         # not a blank page
+        assert pixels.std() > 20  # not a blank page
 
 
 def test_a_broken_page_is_noticed_by_the_browser_check(chromium, tmp_path):
@@ -115,8 +124,9 @@ def test_a_broken_page_is_noticed_by_the_browser_check(chromium, tmp_path):
     from cdp_browser import Browser
 
     page = tmp_path / "broken.html"
-    page.write_text('<html><body><img src="missing.png"><script>undefined_call()</script>'
-                    "</body></html>")
+    page.write_text(
+        '<html><body><img src="missing.png"><script>undefined_call()</script></body></html>'
+    )
     with Browser(chromium) as browser:
         browser.open(page.as_uri())
         widths = browser.evaluate("Array.from(document.images).map(i => i.naturalWidth)")
@@ -127,12 +137,17 @@ def test_a_broken_page_is_noticed_by_the_browser_check(chromium, tmp_path):
 
 
 def test_cli_report_of_a_non_output_is_one_line(tmp_path):
-    result = subprocess.run([str(BIN / "featurizer"), "report", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(BIN / "featurizer"), "report", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"featurizer: error: file://{tmp_path} has no manifest.json: is it a featurizer "
-        "output (the --output of a finished `featurizer run`)?"]
+        "output (the --output of a finished `featurizer run`)?"
+    ]
 
 
 def test_report_of_a_failed_run_shows_why(spark, sample_dir, tmp_path):
@@ -144,8 +159,9 @@ def test_report_of_a_failed_run_shows_why(spark, sample_dir, tmp_path):
     (data / "Training" / "Banana" / "empty.jpg").write_bytes(b"")
     output = tmp_path / "out"
     with pytest.raises(FeaturizerError, match="could not be decoded"):
-        pipeline.run(RunConfig(input=str(data), output=str(output), max_error_rate=0.01),
-                     spark=spark)
+        pipeline.run(
+            RunConfig(input=str(data), output=str(output), max_error_rate=0.01), spark=spark
+        )
     written = reporting.write_report(spark, str(output))
     report = written.report
     assert report["run"]["status"] == "failed" and report["complete"] is False
@@ -163,38 +179,52 @@ def s3_endpoint(tmp_path_factory) -> Iterator[str]:
         yield server.url
 
 
-def test_cli_report_reads_and_writes_s3(fruits360_run, written, s3_endpoint, monkeypatch,
-                                        tmp_path):
+def test_cli_report_reads_and_writes_s3(fruits360_run, written, s3_endpoint, monkeypatch, tmp_path):
     """`featurizer report s3a://...` on the same output uploaded to S3 gives the same report:
     report.json beside it in the bucket, the page where --html says."""
     import boto3
     from pyarrow import fs
 
-    env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-           "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
-           "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    env = {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     boto3.client("s3").create_bucket(Bucket="results")
     output, _ = fruits360_run
-    s3 = fs.S3FileSystem(endpoint_override=s3_endpoint.split("://")[1], scheme="http",
-                         region="us-east-1")
+    s3 = fs.S3FileSystem(
+        endpoint_override=s3_endpoint.split("://")[1], scheme="http", region="us-east-1"
+    )
     for name in ("features", "errors", "manifest.json", "_SUCCESS"):
-        fs.copy_files(str(output / name), f"results/fruits/{name}",
-                      source_filesystem=fs.LocalFileSystem(), destination_filesystem=s3)
+        fs.copy_files(
+            str(output / name),
+            f"results/fruits/{name}",
+            source_filesystem=fs.LocalFileSystem(),
+            destination_filesystem=s3,
+        )
     page = tmp_path / "elsewhere" / "fruits.html"
-    result = subprocess.run([str(BIN / "featurizer"), "report", "s3a://results/fruits",
-                             "--html", str(page)], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, **env})
+    result = subprocess.run(
+        [str(BIN / "featurizer"), "report", "s3a://results/fruits", "--html", str(page)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "probe from pca: test accuracy" in result.stdout
     assert f"wrote file://{page}\nwrote s3a://results/fruits/report.json" in result.stdout
     remote = json.loads(s3.open_input_stream("results/fruits/report.json").read())
     for name in ("pca", "features"):
-        assert remote["probe"]["results"][name]["test_accuracy"] == \
-            written.report["probe"]["results"][name]["test_accuracy"]
-    assert remote["run"] == written.report["run"] and remote["classes"] == \
-        written.report["classes"]
+        assert (
+            remote["probe"]["results"][name]["test_accuracy"]
+            == written.report["probe"]["results"][name]["test_accuracy"]
+        )
+    assert remote["run"] == written.report["run"] and remote["classes"] == written.report["classes"]
     assert page.read_text().count('<img src="data:image/png;base64,') == 3
     assert s3.get_file_info("results/fruits/report.html").type == fs.FileType.NotFound

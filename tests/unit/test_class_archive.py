@@ -51,7 +51,7 @@ def test_turned_off_by_the_environment(cache, monkeypatch):
 
 def test_only_the_most_recently_used_archives_are_kept(cache):
     cache.mkdir()
-    for age, name in enumerate(["c", "b", "a", "d"]):       # d is the oldest
+    for age, name in enumerate(["c", "b", "a", "d"]):  # d is the oldest
         path = cache / f"spark-{name}.jsa"
         path.write_bytes(b"x")
         os.utime(path, (1_000_000 - age * 100, 1_000_000 - age * 100))

@@ -5,23 +5,33 @@ from featurizer.errors import ConfigError
 
 
 def test_argv_round_trip_keeps_every_option():
-    config = RunConfig(input="s3a://b/in", output="/tmp/out", pca_k=32, batch_size=16,
-                       limit=500, overwrite=True, conf=("spark.x=1", "spark.y=a=b"))
+    config = RunConfig(
+        input="s3a://b/in",
+        output="/tmp/out",
+        pca_k=32,
+        batch_size=16,
+        limit=500,
+        overwrite=True,
+        conf=("spark.x=1", "spark.y=a=b"),
+    )
     argv = config.to_argv()
     assert RunConfig.from_argv(argv) == config
-    assert "--pca-variance" not in argv            # defaults are omitted
+    assert "--pca-variance" not in argv  # defaults are omitted
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"pca_k": 0}, "--pca-k"),
-    ({"pca_k": 1281}, "--pca-k"),
-    ({"pca_variance": 1.5}, "--pca-variance"),
-    ({"sample_fraction": 0.0}, "--sample-fraction"),
-    ({"limit": 0}, "--limit"),
-    ({"max_error_rate": -0.1}, "--max-error-rate"),
-    ({"overwrite": True, "resume": True}, "exclude"),
-    ({"conf": ("novalue",)}, "KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"pca_k": 0}, "--pca-k"),
+        ({"pca_k": 1281}, "--pca-k"),
+        ({"pca_variance": 1.5}, "--pca-variance"),
+        ({"sample_fraction": 0.0}, "--sample-fraction"),
+        ({"limit": 0}, "--limit"),
+        ({"max_error_rate": -0.1}, "--max-error-rate"),
+        ({"overwrite": True, "resume": True}, "exclude"),
+        ({"conf": ("novalue",)}, "KEY=VALUE"),
+    ],
+)
 def test_bad_options_fail_with_the_option_named(changes, message):
     with pytest.raises(ConfigError, match=message):
         RunConfig(input="in", output="out", **changes)

@@ -19,19 +19,27 @@ def gradient(mode: str = "RGB", size=(100, 100)) -> Image.Image:
     return Image.fromarray(rgb, "RGB").convert(mode)
 
 
-@pytest.mark.parametrize("mode, fmt", [
-    ("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"),
-    ("LA", "PNG"), ("1", "PNG"),
-])
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [
+        ("RGB", "JPEG"),
+        ("L", "JPEG"),
+        ("CMYK", "JPEG"),
+        ("RGBA", "PNG"),
+        ("P", "PNG"),
+        ("LA", "PNG"),
+        ("1", "PNG"),
+    ],
+)
 def test_every_mode_becomes_224x224_rgb(mode, fmt):
     array = images.decode(encode(gradient(mode), fmt))
     assert array.shape == (224, 224, 3) and array.dtype == np.uint8
-    assert array[:, -1].mean() > array[:, 0].mean()          # the gradient survives
+    assert array[:, -1].mean() > array[:, 0].mean()  # the gradient survives
 
 
 def test_16_bit_png_is_scaled_not_clipped():
     array16 = (np.tile(np.linspace(0, 65535, 64), (64, 1))).astype(np.uint16)
-    decoded = images.decode(encode(Image.fromarray(array16)))       # mode I;16
+    decoded = images.decode(encode(Image.fromarray(array16)))  # mode I;16
     assert decoded[:, 0].mean() < 10 and decoded[:, -1].mean() > 240
 
 
@@ -72,13 +80,16 @@ def test_big_jpegs_are_decoded_in_draft_mode():
     assert not np.array_equal(decoded, reference(draft=False))
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "empty file"),
-    (None, "empty file"),
-    (b"this is not an image at all", "UnidentifiedImageError: cannot identify image file"),
-    (bytes(range(256)) * 40, "UnidentifiedImageError: cannot identify image file"),
-    (b"\xff\xd8\xff\xe0 truncated", "OSError: Truncated File Read"),
-])
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty file"),
+        (None, "empty file"),
+        (b"this is not an image at all", "UnidentifiedImageError: cannot identify image file"),
+        (bytes(range(256)) * 40, "UnidentifiedImageError: cannot identify image file"),
+        (b"\xff\xd8\xff\xe0 truncated", "OSError: Truncated File Read"),
+    ],
+)
 def test_broken_files_raise_image_error_with_the_exact_reason(data, reason):
     with pytest.raises(images.ImageError) as raised:
         images.decode(data)
@@ -87,15 +98,15 @@ def test_broken_files_raise_image_error_with_the_exact_reason(data, reason):
 
 def test_truncated_jpeg_is_an_error():
     data = encode(gradient(), "JPEG")
-    with pytest.raises(images.ImageError,
-                       match=r"^OSError: image file is truncated \(\d+ bytes not processed\)$"):
+    with pytest.raises(
+        images.ImageError, match=r"^OSError: image file is truncated \(\d+ bytes not processed\)$"
+    ):
         images.decode(data[: len(data) // 2])
 
 
 def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
     monkeypatch.setattr(images, "MAX_PIXELS", 50 * 50)
-    with pytest.raises(images.ImageError,
-                       match=r"^image too large: 60x60 pixels \(limit 2,500\)$"):
+    with pytest.raises(images.ImageError, match=r"^image too large: 60x60 pixels \(limit 2,500\)$"):
         images.decode(encode(gradient(size=(60, 60))))
 
 
@@ -119,9 +130,17 @@ def test_decode_many_keeps_order_and_reports_each_error():
     assert errors[0] is None and errors[1] == "empty file" and errors[2] is None
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("a.jpg", True), ("A.JPEG", True), ("x/y/b.Png", True), ("c.gif", False),
-    (".hidden.jpg", False), ("_tmp.jpg", False), ("notes.txt", False),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.jpg", True),
+        ("A.JPEG", True),
+        ("x/y/b.Png", True),
+        ("c.gif", False),
+        (".hidden.jpg", False),
+        ("_tmp.jpg", False),
+        ("notes.txt", False),
+    ],
+)
 def test_image_names(name, expected):
     assert images.is_image_name(name) is expected

@@ -9,6 +9,6 @@ def test_output_files_give_every_core_a_file_unless_files_get_too_small():
 
 
 def test_output_files_stay_large_on_big_inputs():
-    assert output_files(90_380, cores=2) == 5            # ceil(90,380 / 20,000)
+    assert output_files(90_380, cores=2) == 5  # ceil(90,380 / 20,000)
     assert output_files(10 * ROWS_PER_OUTPUT_FILE, cores=4) == 10
-    assert output_files(90_380, cores=64) == 64          # ~1,400 rows each, all cores write
+    assert output_files(90_380, cores=64) == 64  # ~1,400 rows each, all cores write

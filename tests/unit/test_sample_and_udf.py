@@ -36,7 +36,7 @@ def test_featurize_contents_batches_and_records_errors(tmp_path):
     files = [p.read_bytes() for p in sorted(tmp_path.rglob("*.jpg"))[:5]]
     predictor = MeanColour()
     frame = udf.featurize_contents(files[:2] + [b"junk"] + files[2:], predictor, batch_size=2)
-    assert predictor.batches == [2, 1, 2]                    # junk skipped inside its batch
+    assert predictor.batches == [2, 1, 2]  # junk skipped inside its batch
     assert frame["error"].isna().tolist() == [True, True, False, True, True, True]
     assert "UnidentifiedImageError" in frame["error"][2]
     assert frame["features"][2] is None
@@ -45,7 +45,7 @@ def test_featurize_contents_batches_and_records_errors(tmp_path):
 
 def test_predictor_cache_builds_once_per_key():
     built = []
-    build = lambda: built.append(1) or object()          # noqa: E731
+    build = lambda: built.append(1) or object()  # noqa: E731
     first = udf.cached_predictor("k1", build)
     assert udf.cached_predictor("k1", build) is first and len(built) == 1
     udf.cached_predictor("k2", build)

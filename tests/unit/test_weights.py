@@ -51,12 +51,12 @@ def fruit_batch(fruits360: Path) -> np.ndarray:
 
 
 def test_full_imagenet_file_falls_back_to_the_same_1280_features(
-        monkeypatch, tmp_path: Path, weights_dir: Path, no_top_weights: Path,
-        fruit_batch: np.ndarray) -> None:
+    monkeypatch, tmp_path: Path, weights_dir: Path, no_top_weights: Path, fruit_batch: np.ndarray
+) -> None:
     full = weights_dir / weights.FULL_FILE
     if not full.is_file():
         pytest.fail(f"the full (with top) MobileNetV2 weights are not in {weights_dir}")
-    mirror = tmp_path / "mirror"                      # a mirror holding only the full file
+    mirror = tmp_path / "mirror"  # a mirror holding only the full file
     mirror.mkdir()
     (mirror / weights.FULL_FILE).symlink_to(full)
     monkeypatch.delenv("FEATURIZER_WEIGHTS", raising=False)

@@ -118,7 +118,9 @@ def started(
             "first local run with this Java and Spark: the JVM records its classes at exit "
             "(once, ~15 s; later runs start faster)"
         )
-    spark = create(config, archive, verbose, log_file)
+    quiet = log_file is not None and not verbose and is_local(config)
+    with _stderr_into(log_file) if quiet and log_file else contextlib.nullcontext():
+        spark = create(config, archive, verbose, log_file)
     try:
         yield spark
     finally:
@@ -126,6 +128,24 @@ def started(
             spark.stop()
         if archive is not None and class_archive.publish(archive):
             log(f"JVM class-data archive saved to {archive.path}")
+
+
+@contextmanager
+def _stderr_into(log_file: Path) -> Iterator[None]:
+    """The JVM inherits fd 2 when PySpark starts it: pointed at the run's log, what the JVM
+    itself prints (`WARNING: Using incubator modules`, SLF4J notices, a crash's last words)
+    goes there for the JVM's whole life instead of onto the console."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    target = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.dup2(target, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(target)
 
 
 def create(

@@ -8,6 +8,7 @@ driver ships the bytes (see engines/).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -54,13 +55,18 @@ def resolve(spec: str = "imagenet", download: bool = True) -> WeightsFile:
     raise ConfigError(f"no MobileNetV2 weights found offline: {HOW_TO_PROVIDE}")
 
 
+def _keras_models() -> Path:
+    """Keras' own cache of downloaded weights."""
+    return Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "models"
+
+
 def _offline_candidates() -> list[Path]:
     candidates = []
     if os.environ.get("FEATURIZER_WEIGHTS"):
         candidates.append(Path(os.environ["FEATURIZER_WEIGHTS"]).expanduser())
     for folder in (
         os.environ.get("FEATURIZER_WEIGHTS_DIR"),
-        os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models"),
+        str(_keras_models()),
     ):
         if folder:
             candidates += [
@@ -71,13 +77,29 @@ def _offline_candidates() -> list[Path]:
 
 
 def _download() -> Path:
-    try:
-        import keras
+    """Into Keras' own cache (~/.keras/models, where Keras would put it), without importing
+    TensorFlow on the driver for one HTTP GET; write-then-rename, so no torn file is cached."""
+    import tempfile
+    import urllib.request
 
-        return Path(keras.utils.get_file(NO_TOP_FILE, KERAS_URL, cache_subdir="models"))
-    except Exception as exc:  # no network, proxy, DNS ...
+    target = _keras_models() / NO_TOP_FILE
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as part,
+            urllib.request.urlopen(KERAS_URL, timeout=60) as response,
+        ):
+            while chunk := response.read(1 << 20):
+                part.write(chunk)
+        os.chmod(part.name, 0o644)
+        os.replace(part.name, target)
+        return target
+    except Exception as exc:  # no network, proxy, DNS, a read-only home ...
+        with contextlib.suppress(Exception):
+            os.unlink(part.name)
         raise ConfigError(
-            f"could not download MobileNetV2 weights ({type(exc).__name__}); {HOW_TO_PROVIDE}"
+            f"could not download MobileNetV2 weights ({type(exc).__name__}: {exc}); "
+            f"{HOW_TO_PROVIDE}"
         ) from None
 
 

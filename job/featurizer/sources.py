@@ -54,6 +54,17 @@ def spark_path(uri: Any) -> Any:
     return F.when(decoded.startswith("file:///"), local).otherwise(decoded)
 
 
+def _scala_seq(jvm: Any, array: Any) -> Any:
+    """A Java array as a Scala Seq, without a copy or a Py4J call per element. Py4J passes
+    an array only to a parameter typed Object, so the wrappers taking one: Scala 2.13's
+    (Spark 4) or, where that class does not exist (py4j then returns a package, not callable),
+    Scala 2.12's (Spark 3.5, the EMR image)."""
+    try:
+        return jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(array)
+    except TypeError:
+        return jvm.scala.collection.mutable.WrappedArray.make(array)
+
+
 def label_of(path: Any) -> Any:
     """The label column: the parent folder's exact name (a Spark Column)."""
     from pyspark.sql import functions as F
@@ -91,8 +102,7 @@ class FileSource:
             raise ConfigError(f"no images (.jpg, .jpeg, .png) found under {self.uri}")
         jvm = spark.sparkContext._jvm
         dataset = spark._jsparkSession.createDataset(
-            jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(uris),  # no copy
-            jvm.org.apache.spark.sql.Encoders.STRING(),
+            _scala_seq(jvm, uris), jvm.org.apache.spark.sql.Encoders.STRING()
         )
         listed = DataFrame(dataset.toDF(), spark).select(spark_path(F.col("value")).alias("path"))
         aliases: set[str] = set()

@@ -44,8 +44,12 @@ def write_report(
     into the output folder). `spark` may be None; when given, its S3A settings are used."""
     from featurizer.reporting import page, source
 
+    started = time.monotonic()
     output = source.load(output_uri, spark)
+    loaded = time.monotonic() - started
     report, images = build_report(output, log)
+    seconds = report["report_seconds"]  # the whole report's cost, reading included
+    seconds.update(load=round(loaded, 2), total=round(seconds["total"] + loaded, 2))
     json_target = _target(output.location, json_file, REPORT_JSON, spark)
     html_target = _target(output.location, html, REPORT_HTML, spark)
     json_target.write((json.dumps(report, indent=2) + "\n").encode())

@@ -1,11 +1,15 @@
-"""PCA with Spark ML: fit once on the full spectrum, keep the first k components.
+"""PCA: the covariance in one pass of BLAS in the Python workers, a Spark ML model out.
 
-Spark's PCA computes the covariance matrix in one distributed pass and decomposes it on
-the driver (1280 x 1280: small). We fit with all components once, choose k from the
-explained-variance curve, and build the k-component `PCAModel` from the same
-eigenvectors (what `PCA(k=k).fit` would compute, without a second pass over the data).
-Component signs are canonicalized (largest-magnitude loading positive) so reruns give
-the same projections.
+Spark ML's `PCA.fit` reads the rows twice (column statistics, then the Gramian) and adds
+each row to the 1280 x 1280 Gramian with a rank-1 BLAS update (`dspr`: the whole 6.5 MB
+packed matrix touched per row, memory-bound). Here each Python worker sums X^T X and X over
+its rows with matrix products on whole Arrow batches, the driver adds at most
+GRAM_PARTIALS partial sums and decomposes the covariance (1280 x 1280: small) exactly as
+Spark's RowMatrix does: (G - n m m^T) / (n - 1), singular values = |eigenvalues|, descending.
+All components are computed once, k is chosen from the explained-variance curve, and the
+k-component Spark ML `PCAModel` is built from the leading eigenvectors (what `PCA(k).fit`
+gives). Component signs are canonicalized (largest-magnitude loading positive) so reruns
+give the same projections.
 """
 
 from __future__ import annotations
@@ -51,16 +55,25 @@ def canonical_signs(components: np.ndarray) -> np.ndarray:
     return components * signs
 
 
-def fit_pca(
-    df: Any, input_col: str, output_col: str, dim: int, k: int | None, variance: float, rows: int
-) -> PcaResult:
-    """Fit PCA on a DataFrame of `rows` `dim`-d ML vectors."""
-    from pyspark.ml.feature import PCA
+GRAM_PARTIALS = 32  # at most this many partial sums reach the driver (6.5 MB each at 1280-d)
 
+
+def fit_pca(
+    df: Any,
+    input_col: str,
+    output_col: str,
+    dim: int,
+    k: int | None,
+    variance: float,
+    rows: int,
+    features_col: str = "features",
+) -> PcaResult:
+    """Fit PCA on `rows` `dim`-d float arrays (`features_col`); the model projects the ML
+    vectors of `input_col` into `output_col`."""
     if rows < 2:
         raise FeaturizerError("PCA needs at least 2 featurized images")
-    full = PCA(k=dim, inputCol=input_col, outputCol=output_col).fit(df)
-    explained = full.explainedVariance.toArray().tolist()
+    ratios, eigenvectors = principal_components(covariance(df, features_col, dim))
+    explained: list[float] = ratios.tolist()
     if not np.all(np.isfinite(explained)):
         raise FeaturizerError(
             "the features have no variance (are all images identical?); PCA is undefined"
@@ -68,9 +81,59 @@ def fit_pca(
     # n images span at most n - 1 directions: components beyond carry no variance.
     clamped_from = k if k is not None and k > rows - 1 else None
     chosen = min(k, rows - 1) if k is not None else choose_k(explained, variance)
-    components = canonical_signs(_leading_components(df.sparkSession.sparkContext, full, chosen))
+    components = canonical_signs(eigenvectors[:, :chosen])
     model = _pca_model(df.sparkSession, components, explained[:chosen], input_col, output_col)
     return PcaResult(model=model, k=chosen, explained=explained, clamped_from=clamped_from)
+
+
+def covariance(df: Any, column: str, dim: int) -> np.ndarray:
+    """The sample covariance of an array<float> column, in one pass over the rows."""
+    sc = df.sparkSession.sparkContext
+    partials = max(1, min(sc.defaultParallelism, GRAM_PARTIALS))
+
+    def partial_sums(batches: Any) -> Any:  # in a Python worker: nothing big in its closure
+        import pyarrow as pa
+
+        upper = np.triu_indices(dim)
+        count, sums, gram = 0, np.zeros(dim), np.zeros((dim, dim))
+        for batch in batches:
+            arrays = batch.column(0)
+            if len(arrays):
+                x = arrays.flatten().to_numpy().reshape(len(arrays), dim).astype(np.float64)
+                count += len(x)
+                sums += x.sum(axis=0)
+                gram += x.T @ x
+        yield pa.RecordBatch.from_pydict(
+            {"n": [count], "sums": [sums.tobytes()], "gram": [gram[upper].tobytes()]}
+        )
+
+    upper = np.triu_indices(dim)
+    count, sums, packed = 0, np.zeros(dim), np.zeros(len(upper[0]))
+    parts = (
+        df.select(column)
+        .coalesce(partials)
+        .mapInArrow(partial_sums, "n long, sums binary, gram binary")
+        .toLocalIterator()
+    )
+    for part in parts:  # one partial at a time: the driver holds two matrices, not 32
+        count += part["n"]
+        sums += np.frombuffer(part["sums"])
+        packed += np.frombuffer(part["gram"])
+    gram = np.zeros((dim, dim))
+    gram[upper] = packed
+    gram += np.triu(gram, 1).T
+    mean = sums / max(count, 1)
+    return (gram - count * np.outer(mean, mean)) / max(count - 1, 1)
+
+
+def principal_components(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(explained-variance ratio of every component, eigenvectors as columns), by
+    decreasing variance: the SVD of the symmetric covariance Spark's RowMatrix takes."""
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(-np.abs(values), kind="stable")
+    singular = np.abs(values[order])
+    with np.errstate(invalid="ignore", divide="ignore"):  # no variance: NaN, refused above
+        return singular / singular.sum(), vectors[:, order]
 
 
 def load_pca(spark: Any, uri: str, dim: int, input_col: str, output_col: str) -> PcaResult:
@@ -95,21 +158,6 @@ def load_pca(spark: Any, uri: str, dim: int, input_col: str, output_col: str) ->
     model = model.setInputCol(input_col).setOutputCol(output_col)
     explained = model.explainedVariance.toArray().tolist()
     return PcaResult(model=model, k=model.getK(), explained=explained, source=uri)
-
-
-def _leading_components(sc: Any, model: Any, k: int) -> np.ndarray:
-    """The first k columns of the model's principal components. Sliced in the JVM: pulling
-    the whole 1280 x 1280 matrix through Py4J took 0.7-0.9 s of every run."""
-    from pyspark.ml.common import _java2py
-
-    pc = model._java_obj.pc()
-    if pc.isTransposed():  # row-major: columns are not contiguous
-        return model.pc.toArray()[:, :k]
-    jvm = sc._jvm
-    leading = jvm.java.util.Arrays.copyOfRange(pc.values(), 0, pc.numRows() * k)
-    return _java2py(
-        sc, jvm.org.apache.spark.ml.linalg.DenseMatrix(pc.numRows(), k, leading)
-    ).toArray()
 
 
 def _pca_model(

@@ -248,3 +248,28 @@ def test_too_many_errors_fail_after_writing_errors(spark, sample_dir, tmp_path):
     assert len(pq.read_table(output / "errors")) == 4
     assert not (output / "_SUCCESS").exists()
     assert json.loads((output / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_sample_fraction_featurizes_the_same_part_of_the_input_every_time(
+    spark, sample_dir, tmp_path
+):
+    found = {str(path) for path in sample_dir.rglob("*.jpg")}
+    picked = []
+    for name in ("a", "b"):
+        manifest = pipeline.run(
+            RunConfig(
+                input=str(sample_dir),
+                output=str(tmp_path / name),
+                sample_fraction=0.5,
+                pca_k=2,
+                no_report=True,
+            ),
+            spark=spark,
+        )
+        paths = {path.removeprefix("file:") for path in read_features(tmp_path / name)["path"]}
+        assert manifest["counts"]["found"] == len(found) == 100
+        assert manifest["counts"]["selected"] == manifest["counts"]["featurized"] == len(paths)
+        assert 30 <= len(paths) <= 70  # half of 100, give or take 4 standard deviations
+        assert paths <= found
+        picked.append(paths)
+    assert picked[0] == picked[1]  # pseudo-random, but the same files on a rerun

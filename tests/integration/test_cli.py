@@ -76,7 +76,7 @@ def test_run_prints_the_summary(sample_dir, tmp_path):
     assert manifest["counts"]["featurized"] == 100
 
 
-def test_spark_submit_entry_point(sample_dir, tmp_path):
+def test_spark_submit_of_main_py_runs_the_job_with_its_options(sample_dir, tmp_path):
     output = tmp_path / "out"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
     result = subprocess.run(

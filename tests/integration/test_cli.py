@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,44 @@ def test_one_image_fails_the_run_as_pca_needs_2(sample_dir, tmp_path):
     assert not (output / "_SUCCESS").exists()
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["counts"]["featurized"] == 1
+
+
+def test_a_failing_report_leaves_the_run_complete_and_says_how_to_retry(sample_dir, tmp_path):
+    """The report comes after the commit: once `_SUCCESS` is there, report.json is made a
+    folder (the report's first write then fails; it needs far longer than this poll to get
+    there). The run still succeeds, with one warning naming the command to retry."""
+    output = tmp_path / "out"
+    process = subprocess.Popen(
+        [
+            str(BIN / "featurizer"),
+            "run",
+            "--input",
+            str(sample_dir),
+            "--output",
+            str(output),
+            "--limit",
+            "4",
+            "--pca-k",
+            "2",
+            "--master",
+            "local[2]",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while not (output / "_SUCCESS").exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.001)
+    (output / "report.json").mkdir()
+    (output / "report.json" / "in the way").write_text("")
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    assert "featurizer run complete" in out
+    warnings = [line for line in err.splitlines() if line.startswith("featurizer: warning: ")]
+    assert len(warnings) == 1, err[-3000:]
+    assert warnings[0].startswith("featurizer: warning: the report could not be written (")
+    assert warnings[0].endswith(f"); retry with: featurizer report file://{output}")
+    assert not (output / "report.html").exists()
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["counts"]["featurized"] == 4

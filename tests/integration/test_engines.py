@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,8 @@ import pytest
 
 from featurizer import engines, images, pipeline, weights
 from featurizer.config import ENGINES, RunConfig
+
+from processes import is_python_worker, session_processes
 
 FAST_ENGINES = [engine for engine in ENGINES if engine != "keras"]
 
@@ -105,3 +111,59 @@ def test_int8_run_calibrates_on_the_input(spark, fruit_folder, tmp_path):
     )
     assert manifest["engine"]["precision"] == "int8"
     assert manifest["counts"]["featurized"] == 120
+
+
+def _libraries(pid: int) -> set[str]:
+    """The shared objects a live process has mapped (empty once it is gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return set()
+    return {line.split(maxsplit=5)[5] for line in lines if line.count(" ") >= 5 and ".so" in line}
+
+
+def test_tflite_python_workers_never_load_tensorflow(sample_dir, tmp_path):
+    """A real `featurizer run` (the default tflite engine): every Python worker's mapped
+    libraries, read from /proc while the run goes on, hold LiteRT's and none of TensorFlow's
+    (a worker that imported TensorFlow keeps its .so mapped until it exits)."""
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "featurizer"),
+            "run",
+            "--input",
+            str(sample_dir),
+            "--output",
+            str(tmp_path / "out"),
+            "--files-per-batch",
+            "20",
+            "--pca-k",
+            "2",
+            "--no-report",
+            "--master",
+            "local[2]",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    mapped: dict[int, set[str]] = {}  # worker pid -> every library seen mapped in it
+
+    def watch() -> None:
+        while process.poll() is None:
+            for worker in session_processes(process.pid):
+                if is_python_worker(worker.cmdline):
+                    mapped.setdefault(worker.pid, set()).update(_libraries(worker.pid))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    log, _ = process.communicate(timeout=600)
+    watcher.join()
+    assert process.returncode == 0, log[-3000:]
+    litert = {pid for pid, libs in mapped.items() if any("/ai_edge_litert/" in p for p in libs)}
+    assert litert, f"no Python worker was seen with LiteRT loaded: {sorted(mapped)}"
+    with_tensorflow = {
+        pid: sorted(p for p in libs if "/tensorflow/" in p) for pid, libs in mapped.items()
+    }
+    assert {pid: libs for pid, libs in with_tensorflow.items() if libs} == {}

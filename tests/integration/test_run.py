@@ -77,7 +77,7 @@ def test_row_counts_and_labels_with_spaces(result):
     assert manifest["classes"] == 5
 
 
-def test_vector_lengths(result):
+def test_features_are_1280_float32_and_pca_has_k_values(result):
     output, manifest = result
     frame = read_features(output)
     assert {len(v) for v in frame["features"]} == {1280}
@@ -121,14 +121,22 @@ def test_pca_variance_matches_numpy(result):
 
 
 def test_pca_projections_are_numpys_leading_eigenvectors(result):
-    from featurizer.reduce import canonical_signs
-
+    # Computed here, not with the job's code: Spark ML PCA's components are the leading
+    # eigenvectors of the sample covariance (the features centered), the projection is of the
+    # uncentered features, and the job turns each component so that its largest-|x| loading
+    # is positive.
     output, _ = result
     frame = read_features(output)
     features = np.stack(frame["features"].to_numpy()).astype(np.float64)
     pca = np.stack(frame["pca"].to_numpy()).astype(np.float64)
-    _, vectors = np.linalg.eigh(np.cov(features, rowvar=False))
-    leading = canonical_signs(vectors[:, ::-1][:, :5])  # Spark ML PCA does not center
+    centered = features - features.mean(axis=0)
+    _, singular, rows = np.linalg.svd(centered, full_matrices=False)
+    leading = rows[:5].T  # columns: the 5 directions of largest variance, largest first
+    assert singular[4] > singular[5] * 1.01  # the 5th is not a tie with the 6th
+    for column in range(5):
+        largest = np.argmax(np.abs(leading[:, column]))
+        if leading[largest, column] < 0:
+            leading[:, column] = -leading[:, column]
     expected = features @ leading
     assert np.allclose(pca[:, :5], expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
 
@@ -240,3 +248,28 @@ def test_too_many_errors_fail_after_writing_errors(spark, sample_dir, tmp_path):
     assert len(pq.read_table(output / "errors")) == 4
     assert not (output / "_SUCCESS").exists()
     assert json.loads((output / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_sample_fraction_featurizes_the_same_part_of_the_input_every_time(
+    spark, sample_dir, tmp_path
+):
+    found = {str(path) for path in sample_dir.rglob("*.jpg")}
+    picked = []
+    for name in ("a", "b"):
+        manifest = pipeline.run(
+            RunConfig(
+                input=str(sample_dir),
+                output=str(tmp_path / name),
+                sample_fraction=0.5,
+                pca_k=2,
+                no_report=True,
+            ),
+            spark=spark,
+        )
+        paths = {path.removeprefix("file:") for path in read_features(tmp_path / name)["path"]}
+        assert manifest["counts"]["found"] == len(found) == 100
+        assert manifest["counts"]["selected"] == manifest["counts"]["featurized"] == len(paths)
+        assert 30 <= len(paths) <= 70  # half of 100, give or take 4 standard deviations
+        assert paths <= found
+        picked.append(paths)
+    assert picked[0] == picked[1]  # pseudo-random, but the same files on a rerun

@@ -126,7 +126,7 @@ def outcome(spark, awkward, tmp_path_factory):
     )
 
 
-def test_counts_reconcile(outcome):
+def test_found_is_featurized_plus_failed_file_by_file(outcome):
     manifest, good, broken, _ = outcome
     counts = manifest["counts"]
     assert counts["found"] == counts["featurized"] + counts["failed"]

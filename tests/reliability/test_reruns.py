@@ -219,9 +219,11 @@ def _busy_python_workers(session: int) -> list[int]:
     return [pid for pid, parent, state in workers if parent in daemons and state == "R"]
 
 
-def test_python_worker_crash_is_retried(images300, tmp_path):
+def test_python_worker_crash_is_retried_by_the_default_master(images300, tmp_path):
+    """No --master: the default (local[*,3], 3 attempts per task) must retry the task whose
+    Python worker died; plain local[*] would fail the run on the first crash."""
     output = tmp_path / "run"
-    process = start_run(images300, output, "--master", "local[2,4]")
+    process = start_run(images300, output)
     killed: list[int] = []
 
     def killer() -> None:
@@ -241,3 +243,4 @@ def test_python_worker_crash_is_retried(images300, tmp_path):
     assert process.returncode == 0, log[-3000:]
     frame = table(output)
     assert len(frame) == IMAGES and frame["path"].is_unique
+    assert json.loads((output / "manifest.json").read_text())["counts"]["failed"] == 0

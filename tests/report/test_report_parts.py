@@ -114,7 +114,7 @@ def test_error_summary_folds_addresses_and_ranks():
     assert summary["top_reasons"][1] == {"reason": "empty file", "count": 1}
 
 
-def test_class_summary_by_split():
+def test_class_summary_counts_each_class_per_training_test_split():
     paths = np.array(
         [
             "file:/d/Training/A/1.jpg",

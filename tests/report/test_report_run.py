@@ -23,8 +23,9 @@ from servers import MotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-SCREENSHOT = ARTIFACTS / "fruits360-report.png"
+# Where the full-page screenshot goes: the test's temporary folder, unless a user who wants
+# to look at it names a file here.
+SCREENSHOT_ENV = "FEATURIZER_REPORT_SCREENSHOT"
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +94,12 @@ def test_html_is_one_self_contained_file(written, fruits360_run):
         assert text in html
 
 
-def test_html_renders_in_chromium(written, chromium, fruits360_run):
+def test_html_renders_in_chromium(written, chromium, fruits360_run, tmp_path):
     from cdp_browser import Browser
 
     html = fruits360_run[0] / "report.html"
+    target = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "fruits360-report.png")
+    target.parent.mkdir(parents=True, exist_ok=True)
     with Browser(chromium) as browser:
         browser.open(html.as_uri())
         images = browser.evaluate(
@@ -105,7 +108,7 @@ def test_html_renders_in_chromium(written, chromium, fruits360_run):
         headings = browser.evaluate(
             "Array.from(document.querySelectorAll('h2')).map(h => h.textContent)"
         )
-        shot = browser.screenshot(SCREENSHOT)
+        shot = browser.screenshot(target)
         problems = browser.problems()
     print(f"screenshot: {shot}")
     assert problems == []

@@ -142,5 +142,5 @@ def test_decode_many_keeps_order_and_reports_each_error():
         ("notes.txt", False),
     ],
 )
-def test_image_names(name, expected):
+def test_jpeg_and_png_names_any_case_are_images_hidden_and_temporary_are_not(name, expected):
     assert images.is_image_name(name) is expected

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from featurizer import cli
 from featurizer.config import RunConfig
 from featurizer.launch import emr_spec
 
-from processes import with_default_sigint
+from processes import wait_for, with_default_sigint
 
 
 def _with(args: list[str], **options: str) -> list[str]:
@@ -75,7 +75,9 @@ def test_submit_uploads_pod_templates_and_starts_the_job(
         assert body == emr_spec.pod_template_yaml(role)
 
 
-def test_identical_retry_reuses_the_client_token(clients, virtual_cluster, submit_args, capsys):
+def test_identical_retry_reuses_the_client_token(
+    moto, clients, virtual_cluster, submit_args, capsys
+):
     _, emr = clients
     assert cli.main(submit_args()) == 0
     first = capsys.readouterr()
@@ -88,11 +90,16 @@ def test_identical_retry_reuses_the_client_token(clients, virtual_cluster, submi
         _describe(emr, virtual_cluster, out.out.strip())["clientToken"]
         for out in (first, second, third)
     ]
+    # What each submit sent (moto keeps every call's token; EMR would answer the repeated
+    # token with the original job run): the same request, the same token; another, another.
     assert tokens[0] == tokens[1] != tokens[2]
+    assert re.fullmatch("[0-9a-f]{64}", tokens[0]), tokens[0]  # sha256: the API's maximum
     assert f"client token {tokens[0]}" in first.err
-    # EMR answers a repeated token with the original job run (moto records every call, so
-    # only the tokens show what was sent).
-    assert len(set(tokens)) == 2
+    # One StartJobRun call per submit: the launcher does not call it again by itself.
+    starts = [
+        r for r in moto.requests() if r == ("POST", f"/virtualclusters/{virtual_cluster}/jobruns")
+    ]
+    assert len(starts) == 3, moto.requests()
 
 
 def test_dry_run_prints_a_valid_request_and_calls_nothing(
@@ -143,15 +150,18 @@ def _start_waiting(featurizer_bin, submit_args, aws, tmp_path: Path, *extra: str
 
 def _wait_for_running(waiting: Waiting, emr, virtual_cluster: str) -> str:
     """The job id, once the waiter has printed that it saw the run RUNNING."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def running() -> str | None:
         jobs = _jobs(emr, virtual_cluster)
-        if jobs and f"job run {jobs[0]['id']}: RUNNING" in waiting.err():
-            return jobs[0]["id"]
-        assert waiting.process.poll() is None, waiting.finish()
-        time.sleep(0.1)
-    waiting.process.kill()
-    pytest.fail(f"the waiter never reported a RUNNING job run:\n{waiting.err()}")
+        return (
+            jobs[0]["id"] if jobs and f"job run {jobs[0]['id']}: RUNNING" in waiting.err() else None
+        )
+
+    try:
+        return wait_for(running, 60, "a RUNNING line", interval=0.1, process=waiting.process)
+    except AssertionError as exc:
+        waiting.process.kill()
+        pytest.fail(f"the waiter never reported a RUNNING job run ({exc}):\n{waiting.err()}")
 
 
 def test_wait_follows_the_run_to_a_terminal_state(

@@ -225,7 +225,9 @@ def _one_error_line(capsys) -> str:
     return err[0]
 
 
-def test_missing_staging_bucket(clients, virtual_cluster, submit_args, capsys):
+def test_a_missing_staging_bucket_is_one_line_exit_2_and_no_job_run(
+    clients, virtual_cluster, submit_args, capsys
+):
     _, emr = clients
     code = cli.main(submit_args("--staging-uri", "s3://no-such-bucket/featurizer"))
     assert code == 2
@@ -243,7 +245,9 @@ def test_bad_role_arn_is_refused_before_any_call(clients, virtual_cluster, submi
     assert _jobs(emr, virtual_cluster) == []
 
 
-def test_unknown_virtual_cluster(clients, submit_args, capsys):
+def test_an_unknown_virtual_cluster_is_one_line_naming_the_region_and_the_fix(
+    clients, submit_args, capsys
+):
     code = cli.main(_with(submit_args(), virtual_cluster_id="doesnotexist0123456789"))
     assert code == 2
     line = _one_error_line(capsys)
@@ -251,19 +255,23 @@ def test_unknown_virtual_cluster(clients, submit_args, capsys):
     assert "list-virtual-clusters" in line
 
 
-def test_empty_input_prefix(clients, virtual_cluster, submit_args, capsys):
+def test_an_empty_input_prefix_is_one_line_exit_2(clients, virtual_cluster, submit_args, capsys):
     code = cli.main(_with(submit_args(), input="s3://data/nothing-here"))
     assert code == 2
     assert "--input s3://data/nothing-here holds no objects" in _one_error_line(capsys)
 
 
-def test_local_paths_are_refused(virtual_cluster, submit_args, capsys, tmp_path):
+def test_a_local_input_path_is_refused_as_not_an_s3_uri(
+    virtual_cluster, submit_args, capsys, tmp_path
+):
     code = cli.main(_with(submit_args(), input=str(tmp_path)))
     assert code == 2
     assert "--input must be an S3 URI" in _one_error_line(capsys)
 
 
-def test_job_template_run_dry_run(virtual_cluster, submit_args, capsys):
+def test_a_job_template_dry_run_prints_a_valid_request_with_the_parameters(
+    virtual_cluster, submit_args, capsys
+):
     args = submit_args("--job-template-id", "tmpl0123", "--pca-k", "12", "--dry-run")
     assert cli.main(args) == 0
     request = json.loads(capsys.readouterr().out)

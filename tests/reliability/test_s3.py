@@ -235,11 +235,13 @@ def _batches(output: Path) -> int:
 
 
 def _wait_batches(process: subprocess.Popen, output: Path, count: int) -> None:
-    deadline = time.monotonic() + 600
-    while _batches(output) < count:
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "no progress"
-        time.sleep(0.1)
+    wait_for(
+        lambda: _batches(output) >= count,
+        600,
+        f"{count} staged micro-batch(es)",
+        interval=0.1,
+        process=process,
+    )
 
 
 def test_short_outage_is_retried(s3, jars, tmp_path):
@@ -387,10 +389,13 @@ def test_a_live_lease_on_s3_refuses_a_second_run(s3, jars):
         "--files-per-batch",
         "20",
     )
-    deadline = time.monotonic() + 300
-    while not s3_keys(s3.client, "results", "leased/_work/featurized/"):
-        assert first.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for(
+        lambda: s3_keys(s3.client, "results", "leased/_work/featurized/"),
+        300,
+        "the first run's first staged object",
+        interval=0.2,
+        process=first,
+    )
     lease = json.loads(
         s3.client.get_object(Bucket="results", Key="leased/_lease.json")["Body"].read()
     )

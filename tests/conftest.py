@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from servers import MotoServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -40,11 +44,28 @@ def _weights_dir() -> Path:
     return folder
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def weights_dir() -> Path:
+    """The MobileNetV2 weights folder, also exported as FEATURIZER_WEIGHTS_DIR for the job
+    (in-process and the `featurizer run` processes the tests start). Requested only by what
+    runs the job, so the launcher, chart and report tests need no weights on the machine."""
     folder = _weights_dir()
     os.environ["FEATURIZER_WEIGHTS_DIR"] = str(folder)
     return folder
+
+
+# The test packages whose tests run the job (in-process or as `featurizer run` processes on
+# this machine). The others (k8s, emr, report, docker, emr_image, cluster) render, submit or
+# run images that carry their own weights.
+_JOB_PACKAGES = ("unit", "integration", "reliability")
+
+
+@pytest.fixture(autouse=True)
+def _job_weights(request: pytest.FixtureRequest) -> None:
+    """Tests in a job package get the weights (and the variable) before they start."""
+    package = Path(str(request.node.path)).relative_to(ROOT / "tests").parts[0]
+    if package in _JOB_PACKAGES:
+        request.getfixturevalue("weights_dir")
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +94,7 @@ def fruits360_run(spark, fruits360: Path, tmp_path_factory) -> tuple[Path, dict]
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(weights_dir: Path):
     """One real local Spark session for the integration tests (2 cores, like the machine)."""
     from featurizer import session
     from featurizer.config import RunConfig
@@ -91,3 +112,46 @@ def sample_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("sample")
     sample_data.generate(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def helm() -> Iterator[str]:
+    """helm v3 from hack/tools.sh (built once from the Go module proxy, then cached), also
+    FEATURIZER_HELM for the featurizer processes the tests start (restored afterwards)."""
+    path = (
+        os.environ.get("FEATURIZER_HELM")
+        or subprocess.run(
+            ["bash", str(ROOT / "hack" / "tools.sh"), "helm"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        ).stdout.strip()
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FEATURIZER_HELM", path)
+        yield path
+
+
+@pytest.fixture(scope="session")
+def moto_servers(tmp_path_factory) -> Iterator[Callable[..., MotoServer]]:
+    """Start a moto server on 127.0.0.1 (the arguments of MotoServer: env, port); every
+    server started is stopped at the end of the session. The one way tests get an AWS
+    endpoint; `moto` is the plain shared one."""
+    started: list[MotoServer] = []
+
+    def start(**options) -> MotoServer:
+        server = MotoServer(tmp_path_factory.mktemp("moto"), **options).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto(moto_servers) -> MotoServer:
+    """The session's plain moto server (S3, IAM, emr-containers; no authentication). Tests
+    that need it empty call its reset()."""
+    return moto_servers()

@@ -1,12 +1,18 @@
-"""The processes of one session (a run started with `start_new_session=True`), from /proc."""
+"""The processes of one session (a run started with `start_new_session=True`), from /proc;
+waiting for a condition while a process runs."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,3 +63,24 @@ _RESET_SIGINT = (
 def with_default_sigint(argv: list[str]) -> list[str]:
     """argv run with SIGINT at its default disposition, whatever this process inherited."""
     return [sys.executable, "-c", _RESET_SIGINT, *argv]
+
+
+def wait_for(
+    condition: Callable[[], T],
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    process: subprocess.Popen | None = None,
+) -> T:
+    """condition()'s first true result, checked every `interval` s; an AssertionError naming
+    `what` after `timeout` s, or as soon as `process` (if given) has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the process ended (exit {process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)

@@ -4,15 +4,18 @@ emr-containers). One implementation, used by every test package."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 REGION = "us-east-1"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def free_port() -> int:
@@ -22,33 +25,47 @@ def free_port() -> int:
 
 
 class MotoServer:
-    """`python -m moto.server` on 127.0.0.1; restartable, pausable (SIGSTOP) for fault tests."""
+    """`python -m moto.server` on 127.0.0.1; restartable, pausable (SIGSTOP) for fault tests.
+
+    Without `port` the server binds port 0 and the port it got is read back from its log, so
+    no other process can take the port between choosing and binding it."""
 
     def __init__(
         self, log_dir: Path, env: dict[str, str] | None = None, port: int | None = None
     ) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = Path(log_dir) / f"moto-{self.port}.log"
+        self.port = port
+        self._log = Path(tempfile.mkstemp(prefix="moto-", suffix=".log", dir=log_dir)[1])
         self._env = {**os.environ, **(env or {})}
         self._process: subprocess.Popen | None = None
 
+    @property
+    def url(self) -> str:
+        assert self.port is not None, "the server has not started"
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self, timeout: float = 30) -> MotoServer:
-        if self._answers():
+        if self.port is not None and self._answers():
             raise RuntimeError(f"port {self.port} is taken")
+        offset = self._log.stat().st_size  # a restart appends to the same log
         with self._log.open("ab") as out:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port or 0)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=self._env,
             )
         deadline = time.monotonic() + timeout
-        while not self._answers():
+        while True:
             if self._process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"moto server did not start: {self._log.read_text()[-2000:]}")
+            if self.port is None:
+                with self._log.open("rb") as log:
+                    log.seek(offset)
+                    bound = re.search(rb"Running on http://127\.0\.0\.1:(\d+)", log.read())
+                self.port = int(bound.group(1)) if bound else None
+            if self.port is not None and self._answers():
+                return self
             time.sleep(0.2)
-        return self
 
     def _answers(self) -> bool:
         try:
@@ -63,20 +80,28 @@ class MotoServer:
             self._process.terminate()
             self._process.wait(timeout=15)
 
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path with query) of every HTTP request served so far, in order, from the
+        server's request log (one line each)."""
+        seen = []
+        for line in self._log.read_text(errors="replace").splitlines():
+            line = _ANSI.sub("", line)  # werkzeug colours the lines of 4xx and 5xx answers
+            request = line.split('"')[1].split() if line.count('"') >= 2 else []
+            if len(request) >= 2 and request[0] in ("GET", "PUT", "POST", "HEAD", "DELETE"):
+                seen.append((request[0], request[1]))
+        return seen
+
     def request_count(self, bucket: str | None = None, prefix: str = "") -> int:
-        """HTTP requests served so far, from the server's request log (one line each); with
-        `bucket`, only those for its keys under `prefix` (objects, or LISTs of that prefix)."""
+        """HTTP requests served so far; with `bucket`, only those for its keys under `prefix`
+        (objects, or LISTs of that prefix)."""
         from urllib.parse import parse_qs, unquote, urlsplit
 
         count = 0
-        for line in self._log.read_text(errors="replace").splitlines():
-            request = line.split('"')[1].split() if line.count('"') >= 2 else []
-            if len(request) < 2 or request[0] not in ("GET", "PUT", "POST", "HEAD", "DELETE"):
-                continue
+        for _method, target in self.requests():
             if bucket is None:
                 count += 1
                 continue
-            url = urlsplit(request[1])
+            url = urlsplit(target)
             name, _, key = unquote(url.path).lstrip("/").partition("/")
             listed = parse_qs(url.query).get("prefix", [""])[0]
             if name == bucket and (key or listed).startswith(prefix):

@@ -582,9 +582,19 @@ def _has_staged(store: storage.Storage, layout: Layout) -> bool:
 
 
 def _staged_rows(spark: Any, layout: Layout) -> int:
-    if not _has_staged(storage.Storage(spark), layout):
+    """Rows of the micro-batches a previous attempt completed (batch=N/_SUCCESS). A batch it
+    was writing when it was killed holds no rows yet, or only some: the stream writes it
+    again (BatchWriter overwrites an incomplete batch)."""
+    store = storage.Storage(spark)
+    if not _has_staged(store, layout):
         return 0  # nothing staged yet
-    return spark.read.parquet(layout.featurized).count()
+    complete = [
+        storage.join(layout.featurized, name)
+        for name in store.list_names(layout.featurized)
+        if name.startswith("batch=")
+        and store.exists(storage.join(layout.featurized, name, "_SUCCESS"))
+    ]
+    return spark.read.parquet(*complete).count() if complete else 0
 
 
 def _vectors(staged: Any) -> Any:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from servers import MotoServer, read_s3_output
+from processes import wait_for  # noqa: F401  (the cluster tests import it from here)
+from servers import read_s3_output
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "featurizer"
@@ -28,16 +27,6 @@ S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "featurizer", "AWS_SECRET_ACCESS_KEY": "f
 SAMPLE_IMAGES = 100  # featurizer sample-data, scale 1
 GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
 RUN_TIMEOUT = 900  # one application, submission to COMPLETED / FAILED
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def run(*cmd: str | Path, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
@@ -72,16 +61,6 @@ def kubectl() -> str:
 
 
 @pytest.fixture(scope="session")
-def helm() -> str:
-    path = (
-        os.environ.get("FEATURIZER_HELM")
-        or run("bash", ROOT / "hack" / "tools.sh", "helm", timeout=1800).stdout.strip()
-    )
-    os.environ["FEATURIZER_HELM"] = path  # for the featurizer processes the tests start
-    return path
-
-
-@pytest.fixture(scope="session")
 def api(kubectl: str):
     """An ApiClient for the cluster; fails unless its node is Ready."""
     from kubernetes import client, config
@@ -110,10 +89,9 @@ def custom(api):
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory) -> Iterator[str]:
+def s3_server(moto_servers) -> str:
     """moto's S3 server on the node's 127.0.0.1:9000 (pods use the node's network)."""
-    with MotoServer(tmp_path_factory.mktemp("moto"), port=S3_PORT) as server:
-        yield server.url
+    return moto_servers(port=S3_PORT).url
 
 
 @pytest.fixture(scope="session")

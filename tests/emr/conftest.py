@@ -6,10 +6,7 @@ AWS_ENDPOINT_URL variable, with dummy credentials. Its state is reset before eac
 
 from __future__ import annotations
 
-import os
 import sys
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,26 +18,11 @@ ROLE_ARN = "arn:aws:iam::123456789012:role/featurizer-emr-job"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/featurizer-emr:test"
 
 
-@pytest.fixture(scope="session")
-def moto_server(tmp_path_factory) -> Iterator[str]:
-    with MotoServer(tmp_path_factory.mktemp("moto")) as server:
-        yield server.url
-
-
 @pytest.fixture
-def aws(moto_server: str, monkeypatch) -> Iterator[dict[str, str]]:
-    """Environment pointing boto3 (in-process and in subprocesses) at the fresh server."""
-    request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=10).close()
-    env = {
-        "AWS_ENDPOINT_URL": moto_server,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
+def aws(moto: MotoServer, monkeypatch) -> dict[str, str]:
+    """Environment pointing boto3 (in-process and in subprocesses) at the emptied server."""
+    moto.reset()
+    env = moto.env()
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from featurizer import cli
 from featurizer.config import RunConfig
 from featurizer.launch import emr_spec
 
-from processes import with_default_sigint
+from processes import wait_for, with_default_sigint
 
 
 def _with(args: list[str], **options: str) -> list[str]:
@@ -75,7 +75,9 @@ def test_submit_uploads_pod_templates_and_starts_the_job(
         assert body == emr_spec.pod_template_yaml(role)
 
 
-def test_identical_retry_reuses_the_client_token(clients, virtual_cluster, submit_args, capsys):
+def test_identical_retry_reuses_the_client_token(
+    moto, clients, virtual_cluster, submit_args, capsys
+):
     _, emr = clients
     assert cli.main(submit_args()) == 0
     first = capsys.readouterr()
@@ -88,11 +90,16 @@ def test_identical_retry_reuses_the_client_token(clients, virtual_cluster, submi
         _describe(emr, virtual_cluster, out.out.strip())["clientToken"]
         for out in (first, second, third)
     ]
+    # What each submit sent (moto keeps every call's token; EMR would answer the repeated
+    # token with the original job run): the same request, the same token; another, another.
     assert tokens[0] == tokens[1] != tokens[2]
+    assert re.fullmatch("[0-9a-f]{64}", tokens[0]), tokens[0]  # sha256: the API's maximum
     assert f"client token {tokens[0]}" in first.err
-    # EMR answers a repeated token with the original job run (moto records every call, so
-    # only the tokens show what was sent).
-    assert len(set(tokens)) == 2
+    # One StartJobRun call per submit: the launcher does not call it again by itself.
+    starts = [
+        r for r in moto.requests() if r == ("POST", f"/virtualclusters/{virtual_cluster}/jobruns")
+    ]
+    assert len(starts) == 3, moto.requests()
 
 
 def test_dry_run_prints_a_valid_request_and_calls_nothing(
@@ -143,15 +150,18 @@ def _start_waiting(featurizer_bin, submit_args, aws, tmp_path: Path, *extra: str
 
 def _wait_for_running(waiting: Waiting, emr, virtual_cluster: str) -> str:
     """The job id, once the waiter has printed that it saw the run RUNNING."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def running() -> str | None:
         jobs = _jobs(emr, virtual_cluster)
-        if jobs and f"job run {jobs[0]['id']}: RUNNING" in waiting.err():
-            return jobs[0]["id"]
-        assert waiting.process.poll() is None, waiting.finish()
-        time.sleep(0.1)
-    waiting.process.kill()
-    pytest.fail(f"the waiter never reported a RUNNING job run:\n{waiting.err()}")
+        return (
+            jobs[0]["id"] if jobs and f"job run {jobs[0]['id']}: RUNNING" in waiting.err() else None
+        )
+
+    try:
+        return wait_for(running, 60, "a RUNNING line", interval=0.1, process=waiting.process)
+    except AssertionError as exc:
+        waiting.process.kill()
+        pytest.fail(f"the waiter never reported a RUNNING job run ({exc}):\n{waiting.err()}")
 
 
 def test_wait_follows_the_run_to_a_terminal_state(
@@ -215,7 +225,9 @@ def _one_error_line(capsys) -> str:
     return err[0]
 
 
-def test_missing_staging_bucket(clients, virtual_cluster, submit_args, capsys):
+def test_a_missing_staging_bucket_is_one_line_exit_2_and_no_job_run(
+    clients, virtual_cluster, submit_args, capsys
+):
     _, emr = clients
     code = cli.main(submit_args("--staging-uri", "s3://no-such-bucket/featurizer"))
     assert code == 2
@@ -233,7 +245,9 @@ def test_bad_role_arn_is_refused_before_any_call(clients, virtual_cluster, submi
     assert _jobs(emr, virtual_cluster) == []
 
 
-def test_unknown_virtual_cluster(clients, submit_args, capsys):
+def test_an_unknown_virtual_cluster_is_one_line_naming_the_region_and_the_fix(
+    clients, submit_args, capsys
+):
     code = cli.main(_with(submit_args(), virtual_cluster_id="doesnotexist0123456789"))
     assert code == 2
     line = _one_error_line(capsys)
@@ -241,19 +255,23 @@ def test_unknown_virtual_cluster(clients, submit_args, capsys):
     assert "list-virtual-clusters" in line
 
 
-def test_empty_input_prefix(clients, virtual_cluster, submit_args, capsys):
+def test_an_empty_input_prefix_is_one_line_exit_2(clients, virtual_cluster, submit_args, capsys):
     code = cli.main(_with(submit_args(), input="s3://data/nothing-here"))
     assert code == 2
     assert "--input s3://data/nothing-here holds no objects" in _one_error_line(capsys)
 
 
-def test_local_paths_are_refused(virtual_cluster, submit_args, capsys, tmp_path):
+def test_a_local_input_path_is_refused_as_not_an_s3_uri(
+    virtual_cluster, submit_args, capsys, tmp_path
+):
     code = cli.main(_with(submit_args(), input=str(tmp_path)))
     assert code == 2
     assert "--input must be an S3 URI" in _one_error_line(capsys)
 
 
-def test_job_template_run_dry_run(virtual_cluster, submit_args, capsys):
+def test_a_job_template_dry_run_prints_a_valid_request_with_the_parameters(
+    virtual_cluster, submit_args, capsys
+):
     args = submit_args("--job-template-id", "tmpl0123", "--pca-k", "12", "--dry-run")
     assert cli.main(args) == 0
     request = json.loads(capsys.readouterr().out)

@@ -1,8 +1,8 @@
-"""Fixtures for the chart and submitter tests: the pinned helm binary and chart paths."""
+"""Fixtures for the chart and submitter tests: chart paths, `helm template` (the pinned helm
+binary is the shared `helm` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -12,23 +12,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "featurizer"
 FIXTURES = Path(__file__).with_name("fixtures")
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    """helm v3 from hack/tools.sh (built once from the Go module proxy, then cached)."""
-    path = (
-        os.environ.get("FEATURIZER_HELM")
-        or subprocess.run(
-            ["bash", str(ROOT / "hack" / "tools.sh"), "helm"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        ).stdout.strip()
-    )
-    os.environ["FEATURIZER_HELM"] = path  # for the featurizer processes the tests start
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from featurizer import sample_data
 
+from processes import wait_for
 from servers import MotoServer, read_s3_output, s3_keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,11 +48,9 @@ def jars() -> str:
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
+def s3(moto_servers, tmp_path_factory):
     """moto with authentication: only the IAM key made in the first 3 calls is accepted."""
-    server = MotoServer(
-        tmp_path_factory.mktemp("moto"), env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    ).start()
+    server = moto_servers(env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
     iam = boto3.client(
         "iam",
         endpoint_url=server.url,
@@ -85,13 +85,17 @@ def s3(tmp_path_factory):
     for path in sorted(folder.rglob("*.jpg")):
         client.upload_file(str(path), "data", "fruits/" + str(path.relative_to(folder)))
     server.client = client
-    yield server
-    server.stop()
+    return server
 
 
 def featurizer(
-    s3: MotoServer, jars: str, *args: str, key: tuple[str, str] | None = None, timeout: float = 900
+    s3: MotoServer,
+    jars: str,
+    *args: str,
+    key: tuple[str, str] | None = None,
+    session: bool = False,
 ) -> subprocess.Popen:
+    """`featurizer run` against the server (in a session of its own if `session`)."""
     env = {**os.environ, **s3.env(*(key or s3.credentials)), "FEATURIZER_JARS": jars}
     return subprocess.Popen(
         [str(BIN / "featurizer"), "run", "--master", "local[2]", *args],
@@ -99,6 +103,7 @@ def featurizer(
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        start_new_session=session,
     )
 
 
@@ -168,23 +173,40 @@ def test_s3_scheme_reads_through_s3a(s3, jars, tmp_path):
     [
         (
             ("--input", "s3a://no-such-bucket/fruits", "--output", "OUT"),
-            "cannot read input s3a://no-such-bucket",
+            "cannot read input s3a://no-such-bucket/fruits: The specified bucket does not exist "
+            "(Service: S3, Status Code: 404,",
         ),
         (
             ("--input", "s3a://data/fruits", "--output", "s3a://no-such-bucket/run"),
-            "output s3a://no-such-bucket/run",
+            "output s3a://no-such-bucket/run is not writable: The specified bucket does not "
+            "exist (Service: S3, Status Code: 404,",
         ),
-        (("--input", "s3a://data/nothing-here", "--output", "OUT"), "cannot read input"),
+        (
+            ("--input", "s3a://data/nothing-here", "--output", "OUT"),
+            "cannot read input s3a://data/nothing-here: Path does not exist: "
+            "s3a://data/nothing-here",
+        ),
     ],
+    ids=["missing-input-bucket", "missing-output-bucket", "empty-input-prefix"],
 )
-def test_configuration_mistakes_fail_fast_in_one_line(s3, jars, tmp_path, args, expected):
+def test_configuration_mistakes_fail_in_one_line_without_retrying_the_404(
+    s3, jars, tmp_path, args, expected
+):
     args = tuple(str(tmp_path / "out") if a == "OUT" else a for a in args)
-    start = time.monotonic()
+    before = s3.requests()
     code, _, err = finish(featurizer(s3, jars, *args, *FAST_FAIL))
     assert code == 2, err[-3000:]
-    assert expected in error_line(err)
+    line = error_line(err)
+    assert expected in line
     assert "Traceback" not in err
-    assert time.monotonic() - start < 180
+    # Fast because a 404 is final: each request for the missing bucket or prefix is sent
+    # once (an S3A retry would repeat it at once), and only a few of them are sent.
+    missing = "/no-such-bucket" if "no-such-bucket" in " ".join(args) else "/data/nothing-here"
+    prefix = "prefix=" + missing.rsplit("/", 1)[1]
+    sent = [r for r in s3.requests()[len(before) :] if r[1].startswith(missing) or prefix in r[1]]
+    assert sent, "the run never asked S3"
+    assert all(a != b for a, b in zip(sent, sent[1:])), sent
+    assert len(sent) <= 10, sent
 
 
 def test_wrong_credentials_fail_fast_in_one_line(s3, jars, tmp_path):
@@ -203,6 +225,7 @@ def test_wrong_credentials_fail_fast_in_one_line(s3, jars, tmp_path):
     assert code == 2, err[-3000:]
     line = error_line(err)
     assert "cannot read input s3a://data/fruits" in line
+    assert "(Service: S3, Status Code: 403," in line, line  # S3's refusal, named as such
     assert "wrong-secret" not in err
     assert not (tmp_path / "out").exists()
 
@@ -212,11 +235,13 @@ def _batches(output: Path) -> int:
 
 
 def _wait_batches(process: subprocess.Popen, output: Path, count: int) -> None:
-    deadline = time.monotonic() + 600
-    while _batches(output) < count:
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "no progress"
-        time.sleep(0.1)
+    wait_for(
+        lambda: _batches(output) >= count,
+        600,
+        f"{count} staged micro-batch(es)",
+        interval=0.1,
+        process=process,
+    )
 
 
 def test_short_outage_is_retried(s3, jars, tmp_path):
@@ -364,10 +389,13 @@ def test_a_live_lease_on_s3_refuses_a_second_run(s3, jars):
         "--files-per-batch",
         "20",
     )
-    deadline = time.monotonic() + 300
-    while not s3_keys(s3.client, "results", "leased/_work/featurized/"):
-        assert first.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for(
+        lambda: s3_keys(s3.client, "results", "leased/_work/featurized/"),
+        300,
+        "the first run's first staged object",
+        interval=0.2,
+        process=first,
+    )
     lease = json.loads(
         s3.client.get_object(Bucket="results", Key="leased/_lease.json")["Body"].read()
     )
@@ -523,3 +551,66 @@ def test_an_incremental_run_on_s3_adds_exactly_the_new_objects(s3, jars):
     assert all(new[path] == row for path, row in old.items())
     assert (manifest["counts"]["featurized"], manifest["counts"]["added"]) == (55, 15)
     assert not s3_keys(s3.client, "results", "grow/_work/")
+
+
+def test_overwrite_on_s3_replaces_a_complete_output_and_the_refusals_name_the_flag(s3, jars):
+    """A complete output in S3: a plain rerun and --resume are refused in one line (exit 2,
+    the output untouched); --overwrite replaces it, objects of the old run included."""
+    args = ("--input", "s3a://data/fruits/Test", "--output", "s3a://results/redo", "--no-report")
+    code, _, err = finish(featurizer(s3, jars, *args, "--pca-k", "2"))
+    assert code == 0, err[-3000:]
+    _, first = read_s3_output(s3.client, "results", "redo")
+    s3.client.put_object(Bucket="results", Key="redo/stray.txt", Body=b"from an older run")
+    before = sorted(s3_keys(s3.client, "results", "redo/"))
+
+    for extra, message in (
+        ((), "output s3a://results/redo is not empty; pass --overwrite to replace it"),
+        (("--resume",), "s3a://results/redo is already complete; use --overwrite to redo it"),
+    ):
+        code, _, err = finish(featurizer(s3, jars, *args, "--pca-k", "2", *extra))
+        assert code == 2, err[-3000:]
+        assert message in error_line(err)
+        assert sorted(s3_keys(s3.client, "results", "redo/")) == before
+
+    code, _, err = finish(featurizer(s3, jars, *args, "--pca-k", "3", "--overwrite"))
+    assert code == 0, err[-3000:]
+    table, manifest = read_s3_output(s3.client, "results", "redo")
+    assert manifest["run_id"] != first["run_id"]
+    assert table.num_rows == 20 and len(table.column("pca")[0]) == 3
+    assert not s3_keys(s3.client, "results", "redo/stray.txt")
+    assert not s3_keys(s3.client, "results", "redo/_work/")
+
+
+def test_resume_on_s3_finishes_a_killed_run_with_every_image_once(s3, jars):
+    """A run killed (SIGKILL, its whole session) after its first micro-batch is in S3 leaves
+    _work/ there and no _SUCCESS; a plain rerun is refused and --resume finishes it."""
+    args = ("--input", "s3a://data/fruits", "--output", "s3a://results/killed", "--no-report")
+    first = featurizer(s3, jars, *args, "--pca-k", "2", "--files-per-batch", "20", session=True)
+    try:
+        wait_for(
+            lambda: s3_keys(s3.client, "results", "killed/_work/featurized/"),
+            600,
+            "the first micro-batch in S3",
+            interval=0.2,
+            process=first,
+        )
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.communicate(timeout=60)
+    assert not s3_keys(s3.client, "results", "killed/_SUCCESS")
+
+    code, _, err = finish(featurizer(s3, jars, *args, "--pca-k", "2", "--files-per-batch", "20"))
+    assert code == 2, err[-3000:]
+    assert (
+        "output s3a://results/killed is not empty; it holds an interrupted run: pass --resume "
+        "to continue it or --overwrite to start over"
+    ) in error_line(err)
+
+    code, _, err = finish(
+        featurizer(s3, jars, *args, "--pca-k", "2", "--files-per-batch", "20", "--resume")
+    )
+    assert code == 0, err[-3000:]
+    table, manifest = read_s3_output(s3.client, "results", "killed")
+    paths = table.column("path").to_pylist()
+    assert len(paths) == IMAGES == len(set(paths)) == manifest["counts"]["featurized"]
+    assert not s3_keys(s3.client, "results", "killed/_work/")

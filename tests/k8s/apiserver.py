@@ -84,7 +84,8 @@ class ApiServer:
         return path
 
 
-def _status(code: int, reason: str, message: str, name: str | None = None) -> dict:
+def status_body(code: int, reason: str, message: str, details: dict | None = None) -> dict:
+    """A Kubernetes `Status` object, as the API server sends with an error."""
     return {
         "kind": "Status",
         "apiVersion": "v1",
@@ -92,8 +93,13 @@ def _status(code: int, reason: str, message: str, name: str | None = None) -> di
         "code": code,
         "reason": reason,
         "message": message,
-        **({"details": {"name": name, "group": "sparkoperator.k8s.io"}} if name else {}),
+        **({"details": details} if details else {}),
     }
+
+
+def _status(code: int, reason: str, message: str, name: str | None = None) -> dict:
+    details = {"name": name, "group": "sparkoperator.k8s.io"} if name else None
+    return status_body(code, reason, message, details)
 
 
 def _handler(server: ApiServer) -> type[BaseHTTPRequestHandler]:

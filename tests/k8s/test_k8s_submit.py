@@ -28,7 +28,7 @@ from featurizer.errors import ConfigError, FeaturizerError
 from featurizer.launch import k8s
 from featurizer.launch.k8s.cluster import REQUEST_TIMEOUT
 
-from apiserver import END, ApiServer
+from apiserver import END, ApiServer, status_body
 from processes import with_default_sigint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -317,18 +317,6 @@ def api_error(status: int, reason: str, body: object) -> ApiException:
     exc = ApiException(status=status, reason=reason)
     exc.body = body if isinstance(body, str) else json.dumps(body)
     return exc
-
-
-def status_body(code: int, reason: str, message: str, details: dict | None = None) -> dict:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "status": "Failure",
-        "code": code,
-        "reason": reason,
-        "message": message,
-        **({"details": details} if details else {}),
-    }
 
 
 def test_missing_crd_is_named():

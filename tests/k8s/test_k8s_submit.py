@@ -12,7 +12,6 @@ import queue
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from featurizer.errors import ConfigError, FeaturizerError
 from featurizer.launch import k8s
 from featurizer.launch.k8s.cluster import REQUEST_TIMEOUT
 
+import servers
 from apiserver import END, ApiServer, status_body
 from processes import with_default_sigint
 
@@ -49,11 +49,8 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture
 def closed_port() -> Iterator[int]:
-    """A 127.0.0.1 port nothing listens on: bound by this socket (so nothing else can take it)
-    but not listening, so every connection to it is refused, for as long as the test runs."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
+    with servers.closed_port() as port:
+        yield port
 
 
 def kubeconfig(path: Path, server: str) -> Path:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import http.server
-import socket
+import os
+import re
 import threading
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import pytest
 
 from featurizer import weights
 from featurizer.errors import ConfigError
+
+from servers import closed_port
 
 
 @pytest.fixture
@@ -42,14 +46,13 @@ def test_the_download_lands_in_keras_cache_without_tensorflow(
 
 
 def test_a_failed_download_is_one_configuration_error(monkeypatch, no_local_weights):
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setattr(weights, "KERAS_URL", f"http://127.0.0.1:{port}/weights.h5")
-    with pytest.raises(
-        ConfigError,
-        match=r"could not download MobileNetV2 weights \(URLError: "
-        r"<urlopen error \[Errno 111\] Connection refused>\); pass --weights",
-    ):
-        weights.resolve("imagenet")
+    refused = re.escape(os.strerror(errno.ECONNREFUSED))  # the meaning, not libc's wording
+    with closed_port() as port:
+        monkeypatch.setattr(weights, "KERAS_URL", f"http://127.0.0.1:{port}/weights.h5")
+        with pytest.raises(
+            ConfigError,
+            match=rf"could not download MobileNetV2 weights \(URLError: "
+            rf"<urlopen error \[Errno {errno.ECONNREFUSED}\] {refused}>\); pass --weights",
+        ):
+            weights.resolve("imagenet")
     assert not no_local_weights.parent.exists() or not list(no_local_weights.parent.iterdir())

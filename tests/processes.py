@@ -80,7 +80,12 @@ def wait_for(
         if result:
             return result
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"the process ended (exit {process.returncode}) before {what}")
+            said = process.stdout.read()[-3000:] if process.stdout is not None else ""
+            said = said.decode(errors="replace") if isinstance(said, bytes) else said
+            raise AssertionError(
+                f"the process ended (exit {process.returncode}) before {what}"
+                + (f":\n{said}" if said else "")
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -35,17 +34,6 @@ def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
     return result
-
-
-def wait_for(
-    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def port_open(port: int) -> bool:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pytest
 
-from conftest import JOB, S3_CREDENTIALS, Containers, docker, port_open, wait_for
+from conftest import JOB, S3_CREDENTIALS, Containers, docker, port_open
+from processes import wait_for
 from servers import free_port, read_s3_output, s3_keys
 
 BUCKET = "featurizer"

@@ -19,7 +19,7 @@ from featurizer import pipeline, sample_data, weights
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError
 
-from processes import is_python_worker, session_processes
+from processes import is_python_worker, session_processes, wait_for
 
 BIN = Path(sys.executable).parent
 IMAGES = 300
@@ -60,16 +60,6 @@ def finished_batches(output: Path) -> int:
     return len(list((output / "_work" / "featurized").glob("batch=*/_SUCCESS")))
 
 
-def wait_for(condition, timeout: float, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process is not None and process.poll() is not None:
-            pytest.fail(f"run ended early:\n{process.stdout.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail("timed out waiting")
-        time.sleep(0.2)
-
-
 def kill_group(process: subprocess.Popen) -> None:
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
@@ -93,7 +83,7 @@ def reference(spark, images300, tmp_path_factory) -> Path:
 def test_resume_continues_and_matches_an_uninterrupted_run(spark, images300, reference, tmp_path):
     output = tmp_path / "run"
     process = start_run(images300, output, "--master", "local[2]")
-    wait_for(lambda: finished_batches(output) >= 2, timeout=600, process=process)
+    wait_for(lambda: finished_batches(output) >= 2, 600, "2 micro-batches staged", process=process)
     kill_group(process)
     done_before = finished_batches(output)
     assert not (output / "_SUCCESS").exists()
@@ -121,7 +111,7 @@ def interrupted(images300, tmp_path_factory) -> Path:
     """An output whose run was killed after its first micro-batch (default settings)."""
     output = tmp_path_factory.mktemp("interrupted") / "run"
     process = start_run(images300, output, "--master", "local[2]")
-    wait_for(lambda: finished_batches(output) >= 1, timeout=600, process=process)
+    wait_for(lambda: finished_batches(output) >= 1, 600, "a micro-batch staged", process=process)
     kill_group(process)
     return output
 
@@ -196,7 +186,7 @@ def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(
     pipeline.run(RunConfig(input=str(images300 / "Test"), output=str(output), pca_k=2), spark=spark)
     old_rows = len(table(output))
     process = start_run(images300, output, "--overwrite", "--master", "local[2]")
-    wait_for(lambda: finished_batches(output) >= 1, timeout=600, process=process)
+    wait_for(lambda: finished_batches(output) >= 1, 600, "a micro-batch staged", process=process)
     kill_group(process)
     assert (output / "_SUCCESS").exists() and len(table(output)) == old_rows
 

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,6 @@ import pytest
 from featurizer import pipeline, reporting
 from featurizer.config import RunConfig
 from featurizer.errors import FeaturizerError
-
-from servers import MotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -175,31 +172,16 @@ def test_report_of_a_failed_run_shows_why(spark, sample_dir, tmp_path):
     assert "failed" in html and "Why files failed" in html and "<img" not in html
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory) -> Iterator[str]:
-    """A real S3 API on 127.0.0.1: moto's standalone server."""
-    with MotoServer(tmp_path_factory.mktemp("moto")) as server:
-        yield server.url
-
-
-def test_cli_report_reads_and_writes_s3(fruits360_run, written, s3_endpoint, monkeypatch, tmp_path):
+def test_cli_report_reads_and_writes_s3(fruits360_run, written, moto, monkeypatch, tmp_path):
     """`featurizer report s3a://...` on the same output uploaded to S3 gives the same report:
     report.json beside it in the bucket, the page where --html says."""
     import boto3
     from pyarrow import fs
 
-    env = {
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    }
+    s3_endpoint, env = moto.url, moto.env()
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    boto3.client("s3").create_bucket(Bucket="results")
+    boto3.client("s3").create_bucket(Bucket="report-run")  # the shared server: its own bucket
     output, _ = fruits360_run
     s3 = fs.S3FileSystem(
         endpoint_override=s3_endpoint.split("://")[1], scheme="http", region="us-east-1"
@@ -207,13 +189,13 @@ def test_cli_report_reads_and_writes_s3(fruits360_run, written, s3_endpoint, mon
     for name in ("features", "errors", "manifest.json", "_SUCCESS"):
         fs.copy_files(
             str(output / name),
-            f"results/fruits/{name}",
+            f"report-run/fruits/{name}",
             source_filesystem=fs.LocalFileSystem(),
             destination_filesystem=s3,
         )
     page = tmp_path / "elsewhere" / "fruits.html"
     result = subprocess.run(
-        [str(BIN / "featurizer"), "report", "s3a://results/fruits", "--html", str(page)],
+        [str(BIN / "featurizer"), "report", "s3a://report-run/fruits", "--html", str(page)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -221,8 +203,8 @@ def test_cli_report_reads_and_writes_s3(fruits360_run, written, s3_endpoint, mon
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "probe from pca: test accuracy" in result.stdout
-    assert f"wrote file://{page}\nwrote s3a://results/fruits/report.json" in result.stdout
-    remote = json.loads(s3.open_input_stream("results/fruits/report.json").read())
+    assert f"wrote file://{page}\nwrote s3a://report-run/fruits/report.json" in result.stdout
+    remote = json.loads(s3.open_input_stream("report-run/fruits/report.json").read())
     for name in ("pca", "features"):
         assert (
             remote["probe"]["results"][name]["test_accuracy"]
@@ -230,4 +212,4 @@ def test_cli_report_reads_and_writes_s3(fruits360_run, written, s3_endpoint, mon
         )
     assert remote["run"] == written.report["run"] and remote["classes"] == written.report["classes"]
     assert page.read_text().count('<img src="data:image/png;base64,') == 3
-    assert s3.get_file_info("results/fruits/report.html").type == fs.FileType.NotFound
+    assert s3.get_file_info("report-run/fruits/report.html").type == fs.FileType.NotFound

@@ -206,7 +206,14 @@ def _featurize_and_commit(
     with timer.stage("featurize"):
         readable = new - len(listing.unreadable)  # what the stream will see
         stream = featurize(
-            spark, store, run, source, payload, _expected(readable, config), sorted(listing.aliases)
+            spark,
+            store,
+            run,
+            source,
+            payload,
+            _expected(readable, config),
+            sorted(listing.aliases),
+            gather=not work and run.reused_pca is None,  # a fresh run fits PCA on its own rows
         )
         if source.accounts_unread and config.limit is None and config.sample_fraction is None:
             known = _paths_in(spark, store, layout) if work else None
@@ -261,6 +268,7 @@ def _featurize_and_commit(
             config.pca_k,
             config.pca_variance,
             rows=counts["featurized"],
+            gathered=_gathered(stream, counts),
         )
         if pca.clamped_from is not None:
             run.warn(
@@ -371,6 +379,15 @@ class StreamStats:
     resumed: int  # rows staged by an earlier, interrupted run (--resume)
     processed: int  # files this run decoded and featurized (or failed)
     worker_rss_mb: float  # peak RSS of any Python worker
+    moments: reduce.Moments | None = None  # sums of the rows this run featurized (gather)
+
+
+def _gathered(stream: StreamStats, counts: dict[str, int]) -> reduce.Moments | None:
+    """The featurizing tasks' own sums when they cover exactly the staged rows (a fresh
+    run); else None, and PCA reads the staged rows once more to sum them."""
+    moments = stream.moments
+    whole = moments is not None and not stream.resumed and moments.count == counts["featurized"]
+    return moments if whole else None
 
 
 def featurize(
@@ -381,18 +398,27 @@ def featurize(
     payload: engines.Payload,
     expected: int,
     skip: list[str],
+    gather: bool = False,
 ) -> StreamStats:
-    """Stream the input through the UDF into staged Parquet (minus the `skip` paths)."""
+    """Stream the input through the UDF into staged Parquet (minus the `skip` paths);
+    `gather`: the tasks also sum their rows for PCA (StreamStats.moments)."""
     config, layout = run.config, run.layout
     sc = spark.sparkContext
     images_done = sc.accumulator(0)
     worker_rss = sc.accumulator(0.0, udf.MaxParam())
+    moments = sc.accumulator(reduce.Moments(FEATURE_DIM), udf.MomentsParam()) if gather else None
     # The engine travels once, as a broadcast that PySpark writes into Spark's local dir
     # (and on failure prints its own traceback: kept out of the console).
     with _failing("featurizing into", layout.featurized), contextlib.redirect_stderr(io.StringIO()):
         engine = sc.broadcast(payload.data)
     featurize_udf = udf.make_featurize_udf(
-        engine, payload.key, payload.engine, config.inference_batch, images_done, worker_rss
+        engine,
+        payload.key,
+        payload.engine,
+        config.inference_batch,
+        images_done,
+        worker_rss,
+        moments,
     )
     per_trigger = min(config.files_per_batch, config.limit or config.files_per_batch)
     stream = source.stream(spark, per_trigger)
@@ -427,7 +453,10 @@ def featurize(
             raise
         raise _stage_error("featurizing into", layout.featurized, exc) from None
     return StreamStats(
-        resumed=resumed, processed=int(images_done.value), worker_rss_mb=float(worker_rss.value)
+        resumed=resumed,
+        processed=int(images_done.value),
+        worker_rss_mb=float(worker_rss.value),
+        moments=moments.value if moments is not None else None,
     )
 
 
@@ -598,12 +627,7 @@ def _staged_rows(spark: Any, layout: Layout) -> int:
 
 
 def _vectors(staged: Any) -> Any:
-    from pyspark.ml.functions import array_to_vector
-    from pyspark.sql import functions as F
-
-    return staged.where("error IS NULL").select(
-        "path", "label", "features", array_to_vector(F.col("features")).alias("vector")
-    )
+    return staged.where("error IS NULL").select("path", "label", "features")
 
 
 def _counts(staged: Any, found: int) -> dict[str, int]:
@@ -680,18 +704,9 @@ def write_results(
     pca: reduce.PcaResult,
     rows: int,
 ) -> None:
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
-
     files = output_files(rows, spark.sparkContext.defaultParallelism)
     (
-        pca.model.transform(vectors)
-        .select(
-            "path",
-            "label",
-            "features",
-            vector_to_array(F.col("pca_vector"), "float32").alias("pca"),
-        )
+        reduce.project(vectors, pca.components, "features", "pca")
         .coalesce(files)
         .write.options(**PLAIN_VECTORS)
         .mode("overwrite")
@@ -829,6 +844,7 @@ def _manifest(
             "k": pca.k,
             "k_requested": config.pca_k,
             "model_source": pca.source,  # None: fitted on this run's images
+            "covariance_summed": pca.summed,  # while featurizing, or from the staged rows
             "variance_target": None if config.pca_k or pca.source else config.pca_variance,
             "variance_explained": pca.variance_explained,
             "explained_variance": pca.explained,

@@ -30,10 +30,16 @@ class PcaResult:
     explained: list[float]  # explained-variance ratio of every component
     clamped_from: int | None = None  # the --pca-k asked for, when more than the data carry
     source: str | None = None  # where a reused model came from (--pca-model)
+    summed: str | None = None  # where the covariance was summed: "featurizing" or "staged rows"
 
     @property
     def cumulative(self) -> list[float]:
         return np.cumsum(self.explained).tolist()
+
+    @property
+    def components(self) -> np.ndarray:
+        """The model's k principal components as the columns of a (dim, k) array."""
+        return np.asarray(self.model.pc.toArray())
 
     @property
     def variance_explained(self) -> float:
@@ -67,12 +73,15 @@ def fit_pca(
     variance: float,
     rows: int,
     features_col: str = "features",
+    gathered: Moments | None = None,
 ) -> PcaResult:
     """Fit PCA on `rows` `dim`-d float arrays (`features_col`); the model projects the ML
-    vectors of `input_col` into `output_col`."""
+    vectors of `input_col` into `output_col`. `gathered`: the rows' Moments when they were
+    summed already (while featurizing); else one pass over `df` sums them."""
     if rows < 2:
         raise FeaturizerError("PCA needs at least 2 featurized images")
-    ratios, eigenvectors = principal_components(covariance(df, features_col, dim))
+    sums = gathered if gathered is not None else moments(df, features_col, dim)
+    ratios, eigenvectors = principal_components(sums.covariance())
     explained: list[float] = ratios.tolist()
     if not np.all(np.isfinite(explained)):
         raise FeaturizerError(
@@ -83,47 +92,118 @@ def fit_pca(
     chosen = min(k, rows - 1) if k is not None else choose_k(explained, variance)
     components = canonical_signs(eigenvectors[:, :chosen])
     model = _pca_model(df.sparkSession, components, explained[:chosen], input_col, output_col)
-    return PcaResult(model=model, k=chosen, explained=explained, clamped_from=clamped_from)
+    return PcaResult(
+        model=model,
+        k=chosen,
+        explained=explained,
+        clamped_from=clamped_from,
+        summed="featurizing" if gathered is not None else "staged rows",
+    )
 
 
-def covariance(df: Any, column: str, dim: int) -> np.ndarray:
-    """The sample covariance of an array<float> column, in one pass over the rows."""
+class Moments:
+    """Sums over rows of x and of x^T x (float64): what the covariance needs, and addable,
+    so partial sums from many tasks (or from the featurizing UDF itself) combine exactly.
+    Pickled with the Gramian's upper triangle only (6.5 MB at 1280-d); an empty one carries
+    no matrix at all (it travels inside a UDF's closure as an accumulator's zero)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim, self.count = dim, 0
+        self.sums: np.ndarray | None = None
+        self.gram: np.ndarray | None = None
+
+    def add_rows(self, x: np.ndarray) -> None:
+        if not len(x):
+            return
+        x = np.asarray(x, dtype=np.float64).reshape(-1, self.dim)
+        if self.gram is None:
+            self.sums, self.gram = np.zeros(self.dim), np.zeros((self.dim, self.dim))
+        assert self.sums is not None
+        self.count += len(x)
+        self.sums += x.sum(axis=0)
+        self.gram += x.T @ x
+
+    def __iadd__(self, other: Moments) -> Moments:
+        if other.gram is not None:
+            if self.gram is None:
+                self.sums, self.gram = np.zeros(self.dim), np.zeros((self.dim, self.dim))
+            assert self.sums is not None and other.sums is not None
+            self.count += other.count
+            self.sums += other.sums
+            self.gram += other.gram
+        return self
+
+    def covariance(self) -> np.ndarray:
+        """The sample covariance, as Spark's RowMatrix computes it: (G - n m m^T) / (n - 1)."""
+        if self.gram is None or self.sums is None:
+            return np.zeros((self.dim, self.dim))
+        mean = self.sums / self.count
+        return (self.gram - self.count * np.outer(mean, mean)) / max(self.count - 1, 1)
+
+    def __getstate__(self) -> dict:
+        upper = None if self.gram is None else self.gram[np.triu_indices(self.dim)]
+        return {"dim": self.dim, "count": self.count, "sums": self.sums, "upper": upper}
+
+    def __setstate__(self, state: dict) -> None:
+        self.dim, self.count, self.sums = state["dim"], state["count"], state["sums"]
+        self.gram = None
+        if state["upper"] is not None:
+            gram = np.zeros((self.dim, self.dim))
+            gram[np.triu_indices(self.dim)] = state["upper"]
+            self.gram = gram + np.triu(gram, 1).T
+
+
+def moments(df: Any, column: str, dim: int) -> Moments:
+    """The Moments of an array<float> column, in one pass over the rows."""
     sc = df.sparkSession.sparkContext
     partials = max(1, min(sc.defaultParallelism, GRAM_PARTIALS))
 
     def partial_sums(batches: Any) -> Any:  # in a Python worker: nothing big in its closure
+        import pickle
+
         import pyarrow as pa
 
-        upper = np.triu_indices(dim)
-        count, sums, gram = 0, np.zeros(dim), np.zeros((dim, dim))
+        part = Moments(dim)
         for batch in batches:
             arrays = batch.column(0)
             if len(arrays):
-                x = arrays.flatten().to_numpy().reshape(len(arrays), dim).astype(np.float64)
-                count += len(x)
-                sums += x.sum(axis=0)
-                gram += x.T @ x
-        yield pa.RecordBatch.from_pydict(
-            {"n": [count], "sums": [sums.tobytes()], "gram": [gram[upper].tobytes()]}
-        )
+                part.add_rows(arrays.flatten().to_numpy())
+        yield pa.RecordBatch.from_pydict({"part": [pickle.dumps(part)]})
 
-    upper = np.triu_indices(dim)
-    count, sums, packed = 0, np.zeros(dim), np.zeros(len(upper[0]))
-    parts = (
-        df.select(column)
-        .coalesce(partials)
-        .mapInArrow(partial_sums, "n long, sums binary, gram binary")
-        .toLocalIterator()
-    )
-    for part in parts:  # one partial at a time: the driver holds two matrices, not 32
-        count += part["n"]
-        sums += np.frombuffer(part["sums"])
-        packed += np.frombuffer(part["gram"])
-    gram = np.zeros((dim, dim))
-    gram[upper] = packed
-    gram += np.triu(gram, 1).T
-    mean = sums / max(count, 1)
-    return (gram - count * np.outer(mean, mean)) / max(count - 1, 1)
+    import pickle
+
+    total = Moments(dim)
+    parts = df.select(column).coalesce(partials).mapInArrow(partial_sums, "part binary")
+    for row in parts.toLocalIterator():  # one partial at a time: two matrices on the driver
+        total += pickle.loads(row["part"])
+    return total
+
+
+def project(df: Any, components: np.ndarray, features_col: str, output_col: str) -> Any:
+    """`df` plus `output_col`: each row's `features_col` (float arrays) times `components`,
+    uncentered, in float64, kept as float32 arrays: what a PCAModel's transform then
+    vector_to_array(float32) gives, computed on whole Arrow batches in the Python workers
+    instead of one vector conversion and BLAS call per row in the JVM."""
+    from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
+
+    dim, k = components.shape
+    index = df.columns.index(features_col)
+    schema = StructType([*df.schema.fields, StructField(output_col, ArrayType(FloatType()))])
+
+    def projected(batches: Any) -> Any:  # in a Python worker
+        import pyarrow as pa
+
+        for batch in batches:
+            arrays = batch.column(index)
+            x = arrays.flatten().to_numpy().reshape(len(arrays), dim)
+            values = (x.astype(np.float64) @ components).astype(np.float32).ravel()
+            offsets = pa.array(np.arange(0, len(values) + 1, k, dtype=np.int32))
+            yield pa.RecordBatch.from_arrays(
+                [*batch.columns, pa.ListArray.from_arrays(offsets, pa.array(values))],
+                names=[*batch.schema.names, output_col],
+            )
+
+    return df.mapInArrow(projected, schema)
 
 
 def principal_components(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

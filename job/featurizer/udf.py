@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featurizer import engines, images
+from featurizer import engines, images, reduce
+from featurizer.weights import FEATURE_DIM
 
 RESULT_DDL = "struct<features: array<float>, error: string>"
 
@@ -30,6 +31,18 @@ class MaxParam:
         return max(first, second)
 
 
+class MomentsParam:
+    """Accumulator of reduce.Moments: each task's sums of its featurized rows, added on the
+    driver (the PCA's covariance without another pass over the staged rows)."""
+
+    def zero(self, value: reduce.Moments) -> reduce.Moments:
+        return reduce.Moments(value.dim)
+
+    def addInPlace(self, first: reduce.Moments, second: reduce.Moments) -> reduce.Moments:
+        first += second
+        return first
+
+
 _PREDICTORS: dict[str, engines.Predictor] = {}
 
 
@@ -41,11 +54,14 @@ def cached_predictor(key: str, build: Callable[[], engines.Predictor]) -> engine
 
 
 def featurize_contents(
-    contents: Sequence[bytes | None], predictor: engines.Predictor, batch_size: int
+    contents: Sequence[bytes | None],
+    predictor: engines.Predictor,
+    batch_size: int,
+    moments: reduce.Moments | None = None,
 ) -> pd.DataFrame:
-    """Decode + featurize one Arrow batch of file contents, `batch_size` images at a time.
-    Undecodable files get an error message instead of features; engine failures raise
-    (Spark then retries the task)."""
+    """Decode + featurize one Arrow batch of file contents, `batch_size` images at a time,
+    adding the features to `moments` if given. Undecodable files get an error message
+    instead of features; engine failures raise (Spark then retries the task)."""
     features: list[np.ndarray | None] = [None] * len(contents)
     errors: list[str | None] = [None] * len(contents)
     for start in range(0, len(contents), batch_size):
@@ -53,6 +69,8 @@ def featurize_contents(
         good = [start + i for i, error in enumerate(chunk_errors) if error is None]
         if good:
             vectors = predictor.predict(images.preprocess(decoded))
+            if moments is not None:
+                moments.add_rows(vectors)
             for row, vector in zip(good, vectors):
                 features[row] = vector
         errors[start : start + len(chunk_errors)] = chunk_errors
@@ -82,12 +100,20 @@ def peak_rss_mb(pid: int | str = "self") -> float | None:
 
 
 def make_featurize_udf(
-    payload: Any, key: str, engine: str, batch_size: int, images_done: Any, worker_rss_mb: Any
+    payload: Any,
+    key: str,
+    engine: str,
+    batch_size: int,
+    images_done: Any,
+    worker_rss_mb: Any,
+    moments: Any = None,
 ) -> Any:
     """A scalar-iterator pandas UDF: content (binary) -> struct<features, error>.
 
     `payload` is a Broadcast of the engine bytes; `images_done` a counting accumulator
-    (progress); `worker_rss_mb` a max accumulator (peak worker memory).
+    (progress); `worker_rss_mb` a max accumulator (peak worker memory); `moments`, if
+    given, a MomentsParam accumulator that each task adds its rows' sums to (once, at its
+    end: Spark merges a task's updates only when the task succeeds).
     """
     from pyspark.sql.functions import pandas_udf
 
@@ -97,9 +123,12 @@ def make_featurize_udf(
         predictor = cached_predictor(
             key, lambda: engines.load(engine, payload.value, threads=_task_cpus())
         )
+        sums = reduce.Moments(FEATURE_DIM) if moments is not None else None
         for contents in batches:
-            yield featurize_contents(contents.tolist(), predictor, batch_size)
+            yield featurize_contents(contents.tolist(), predictor, batch_size, sums)
             images_done.add(len(contents))
+        if sums is not None and sums.count:
+            moments.add(sums)
         worker_rss_mb.add(peak_rss_mb() or 0.0)
 
     return featurize

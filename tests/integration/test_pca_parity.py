@@ -55,6 +55,24 @@ def test_the_model_projects_like_spark_ml_pca_k(vectors):
     assert np.allclose(np.abs(np.sum(mine * theirs, axis=0)), np.sum(theirs * theirs, axis=0))
 
 
+def test_the_workers_projection_is_the_models_transform(vectors):
+    # What the job writes as `pca` (reduce.project, numpy in the Python workers) is what the
+    # saved PCAModel's transform and vector_to_array(float32) give.
+    from pyspark.ml.functions import vector_to_array
+
+    model = reduce.fit_pca(vectors, "vector", "pca_vector", DIM, 7, 0.95, rows=600).model
+    spark_ml = model.transform(vectors).select(
+        "features", vector_to_array("pca_vector", "float32").alias("pca")
+    )
+    ours = reduce.project(vectors.select("features"), model.pc.toArray(), "features", "pca")
+    expected = {tuple(r.features): r.pca for r in spark_ml.collect()}
+    got = {tuple(r.features): r.pca for r in ours.collect()}
+    assert got.keys() == expected.keys() and len(got) == 600
+    for key, values in got.items():
+        assert len(values) == 7
+        assert np.allclose(values, expected[key], rtol=1e-6, atol=1e-6)
+
+
 def test_identical_rows_have_no_principal_components(spark):
     from pyspark.ml.functions import array_to_vector
 

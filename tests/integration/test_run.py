@@ -118,6 +118,8 @@ def test_pca_variance_matches_numpy(result):
     assert np.allclose(manifest["pca"]["explained_variance"][:k], ratios[:k], atol=1e-6)
     assert manifest["pca"]["variance_explained"] >= 0.95
     assert np.sum(ratios[: k - 1]) < 0.95  # k is the smallest such k
+    # A fresh run's covariance is the featurizing tasks' own sums (no second pass).
+    assert manifest["pca"]["covariance_summed"] == "featurizing"
 
 
 def test_pca_projections_are_numpys_leading_eigenvectors(result):

@@ -98,6 +98,8 @@ def test_resume_continues_and_matches_an_uninterrupted_run(spark, images300, ref
     assert counts["resumed"] >= done_before * BATCH
     assert counts["processed_this_run"] <= IMAGES - done_before * BATCH
     assert counts["featurized"] == IMAGES and counts["failed"] == 0
+    # The tasks of this run saw only part of the rows: PCA sums the staged ones instead.
+    assert manifest["pca"]["covariance_summed"] == "staged rows"
 
     resumed, uninterrupted = table(output), table(reference)
     assert resumed["path"].is_unique and len(resumed) == IMAGES

@@ -1,6 +1,8 @@
+import pickle
+
 import numpy as np
 
-from featurizer.reduce import canonical_signs, choose_k
+from featurizer.reduce import Moments, canonical_signs, choose_k
 
 
 def test_choose_k_is_the_smallest_k_reaching_the_target():
@@ -17,3 +19,22 @@ def test_canonical_signs_make_the_largest_loading_positive():
     assert flipped[1, 0] == 0.8 and flipped[0, 1] == 0.9
     assert np.allclose(np.abs(flipped), np.abs(components))
     assert np.allclose(canonical_signs(-components), flipped)
+
+
+def test_moments_added_from_parts_and_pickled_give_numpys_covariance():
+    rows = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32) * 3 + 1
+    total = Moments(6)
+    for part in (rows[:7], rows[7:30], rows[30:]):
+        partial = Moments(6)
+        partial.add_rows(part)
+        total += pickle.loads(pickle.dumps(partial))  # as a task's accumulator update travels
+    assert total.count == 50
+    assert np.allclose(total.covariance(), np.cov(rows.astype(np.float64), rowvar=False))
+
+
+def test_empty_moments_travel_without_a_matrix():
+    # The accumulator's zero is pickled into the featurizing UDF's closure for every task.
+    assert len(pickle.dumps(Moments(1280))) < 500
+    empty = pickle.loads(pickle.dumps(Moments(1280)))
+    empty += Moments(1280)
+    assert empty.count == 0 and empty.gram is None

@@ -384,10 +384,11 @@ class StreamStats:
 
 def _gathered(stream: StreamStats, counts: dict[str, int]) -> reduce.Moments | None:
     """The featurizing tasks' own sums when they cover exactly the staged rows (a fresh
-    run); else None, and PCA reads the staged rows once more to sum them."""
+    run); else None, and PCA reads the staged rows once more to sum them. Counting is enough:
+    the tasks of a resumed run saw fewer rows than are staged, and a task's sums arrive only
+    if it succeeded, i.e. its rows were staged."""
     moments = stream.moments
-    whole = moments is not None and not stream.resumed and moments.count == counts["featurized"]
-    return moments if whole else None
+    return moments if moments is not None and moments.count == counts["featurized"] else None
 
 
 def featurize(

@@ -22,13 +22,14 @@ def test_canonical_signs_make_the_largest_loading_positive():
 
 
 def test_moments_added_from_parts_and_pickled_give_numpys_covariance():
-    rows = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32) * 3 + 1
+    rows = np.random.default_rng(0).normal(size=(1500, 6)).astype(np.float32) * 3 + 1
     total = Moments(6)
-    for part in (rows[:7], rows[7:30], rows[30:]):
+    for part in (rows[:7], rows[7:1300], rows[1300:]):  # across the blocks of 512 rows
         partial = Moments(6)
-        partial.add_rows(part)
+        for row in part:  # the engine hands over one image at a time
+            partial.add_rows(row[None])
         total += pickle.loads(pickle.dumps(partial))  # as a task's accumulator update travels
-    assert total.count == 50
+    assert total.count == 1500
     assert np.allclose(total.covariance(), np.cov(rows.astype(np.float64), rowvar=False))
 
 

@@ -49,6 +49,7 @@ MIN_ROWS_PER_OUTPUT_FILE = 1_000  # ~5 MB: smaller files are not worth a core
 SECRET_WORDS = ("secret", "password", "token", "access.key", "credential", "session")
 DISAPPEARED = "file disappeared during the run"
 CALIBRATION_IMAGES = 128
+GATHER_ROWS_PER_TASK = 1024  # below this, PCA sums the staged rows instead (_big_tasks)
 # Float vectors are written PLAIN: Parquet's default dictionary encoding hashed every one of
 # the 1,280 floats of each row into a map that never fits, then fell back to PLAIN anyway (the
 # same file size); it was the hottest Java code of a run (~28% of executor samples; off: the
@@ -213,7 +214,7 @@ def _featurize_and_commit(
             payload,
             _expected(readable, config),
             sorted(listing.aliases),
-            gather=not work and run.reused_pca is None,  # a fresh run fits PCA on its own rows
+            gather=not work and run.reused_pca is None and _big_tasks(spark, config),
         )
         if source.accounts_unread and config.limit is None and config.sample_fraction is None:
             known = _paths_in(spark, store, layout) if work else None
@@ -380,6 +381,13 @@ class StreamStats:
     processed: int  # files this run decoded and featurized (or failed)
     worker_rss_mb: float  # peak RSS of any Python worker
     moments: reduce.Moments | None = None  # sums of the rows this run featurized (gather)
+
+
+def _big_tasks(spark: Any, config: RunConfig) -> bool:
+    """Whether a micro-batch's tasks featurize enough rows each that sending their PCA sums
+    (6.5 MB per task) costs less than reading their rows back (5 KB each): about one task
+    per core per micro-batch (session.job_defaults), so files per batch per core."""
+    return config.files_per_batch >= GATHER_ROWS_PER_TASK * spark.sparkContext.defaultParallelism
 
 
 def _gathered(stream: StreamStats, counts: dict[str, int]) -> reduce.Moments | None:

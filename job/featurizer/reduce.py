@@ -101,22 +101,32 @@ def fit_pca(
     )
 
 
+_UPPER: dict[int, np.ndarray] = {}
+
+
+def _upper(dim: int) -> np.ndarray:
+    """Flat indices of a dim x dim matrix's upper triangle (diagonal included)."""
+    if dim not in _UPPER:
+        _UPPER[dim] = np.flatnonzero(np.triu(np.ones((dim, dim), dtype=bool)))
+    return _UPPER[dim]
+
+
 class Moments:
     """Sums over rows of x and of x^T x (float64): what the covariance needs, and addable,
     so partial sums from many tasks (or from the featurizing UDF itself) combine exactly.
-    Rows are added in blocks of BLOCK_ROWS (one matrix product per block: the engine hands
-    over one image at a time, and a rank-1 update of the 1280 x 1280 matrix per image cost
-    more than the inference). Pickled with the Gramian's upper triangle only (6.5 MB at
-    1280-d); an empty one carries no matrix at all (it travels inside a UDF's closure as an
-    accumulator's zero)."""
+    The Gramian is kept as its upper triangle (6.5 MB at 1280-d), so adding two is one
+    vector addition (the driver adds one per task). Rows are added in blocks of BLOCK_ROWS
+    (one matrix product per block: the engine hands over one image at a time, and a rank-1
+    update per image cost more than the inference). An empty one carries no matrix at all
+    (it travels inside a UDF's closure as an accumulator's zero)."""
 
     BLOCK_ROWS = 512
 
     def __init__(self, dim: int) -> None:
         self.dim, self.count = dim, 0
         self.sums: np.ndarray | None = None
-        self.gram: np.ndarray | None = None
-        self._block: np.ndarray | None = None  # rows not yet in gram and sums
+        self.upper: np.ndarray | None = None  # x^T x, upper triangle, row-major
+        self._block: np.ndarray | None = None  # rows not yet in `upper` and `sums`
         self._pending = 0
 
     def add_rows(self, x: np.ndarray) -> None:
@@ -137,43 +147,43 @@ class Moments:
             return
         assert self._block is not None
         rows = self._block[: self._pending]
-        if self.gram is None or self.sums is None:
-            self.sums, self.gram = np.zeros(self.dim), np.zeros((self.dim, self.dim))
-        self.sums += rows.sum(axis=0)
-        self.gram += rows.T @ rows
+        self._add(rows.sum(axis=0), (rows.T @ rows).ravel()[_upper(self.dim)])
         self._pending = 0
+
+    def _add(self, sums: np.ndarray, upper: np.ndarray) -> None:
+        if self.sums is None or self.upper is None:
+            self.sums, self.upper = np.zeros(self.dim), np.zeros(len(upper))
+        self.sums += sums
+        self.upper += upper
 
     def __iadd__(self, other: Moments) -> Moments:
         other._flush()
-        if other.gram is not None and other.sums is not None:
+        if other.sums is not None and other.upper is not None:
             self._flush()
-            if self.gram is None or self.sums is None:
-                self.sums, self.gram = np.zeros(self.dim), np.zeros((self.dim, self.dim))
-            self.sums += other.sums
-            self.gram += other.gram
+            self._add(other.sums, other.upper)
         self.count += other.count
         return self
 
     def covariance(self) -> np.ndarray:
         """The sample covariance, as Spark's RowMatrix computes it: (G - n m m^T) / (n - 1)."""
         self._flush()
-        if self.gram is None or self.sums is None:
+        if self.sums is None or self.upper is None:
             return np.zeros((self.dim, self.dim))
+        flat = np.zeros(self.dim * self.dim)
+        flat[_upper(self.dim)] = self.upper
+        gram = flat.reshape(self.dim, self.dim)
+        gram += np.triu(gram, 1).T
         mean = self.sums / self.count
-        return (self.gram - self.count * np.outer(mean, mean)) / max(self.count - 1, 1)
+        return (gram - self.count * np.outer(mean, mean)) / max(self.count - 1, 1)
 
     def __getstate__(self) -> dict:
         self._flush()
-        upper = None if self.gram is None else self.gram[np.triu_indices(self.dim)]
-        return {"dim": self.dim, "count": self.count, "sums": self.sums, "upper": upper}
+        return {"dim": self.dim, "count": self.count, "sums": self.sums, "upper": self.upper}
 
     def __setstate__(self, state: dict) -> None:
-        self.dim, self.count, self.sums = state["dim"], state["count"], state["sums"]
-        self.gram, self._block, self._pending = None, None, 0
-        if state["upper"] is not None:
-            gram = np.zeros((self.dim, self.dim))
-            gram[np.triu_indices(self.dim)] = state["upper"]
-            self.gram = gram + np.triu(gram, 1).T
+        self.dim, self.count = state["dim"], state["count"]
+        self.sums, self.upper = state["sums"], state["upper"]
+        self._block, self._pending = None, 0
 
 
 def moments(df: Any, column: str, dim: int) -> Moments:

@@ -44,9 +44,12 @@ def job_defaults(config: RunConfig) -> dict[str, str]:
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(
             max(ARROW_BATCH, config.inference_batch)
         ),
-        # Images are small files: count 1 MB per file when packing read tasks, so a task
-        # holds ~100 files (Spark's 4 MB default gives ~30 and more per-task overhead).
-        "spark.sql.files.openCostInBytes": str(1 << 20),
+        # Images are small files. Spark packs read tasks by size + this cost per file, capped
+        # at 128 MB a task: at its 4 MB default a 4,096-file micro-batch became ~128 tasks
+        # (1 MB: 32), each paying scheduling, task deserialization and a Python worker round
+        # trip. At 8 KB the split is the batch's bytes per core: about one task per core per
+        # micro-batch (14,410 images here: JVM CPU 2.95 -> ~2.0 ms/image, BENCHMARKS.md).
+        "spark.sql.files.openCostInBytes": str(8 << 10),
         "spark.python.worker.reuse": "true",
         # Files deleted between the listing and the read (lifecycle rules, other writers) are
         # skipped by the scan instead of failing the task; the run records each as an error.

@@ -38,4 +38,4 @@ def test_empty_moments_travel_without_a_matrix():
     assert len(pickle.dumps(Moments(1280))) < 500
     empty = pickle.loads(pickle.dumps(Moments(1280)))
     empty += Moments(1280)
-    assert empty.count == 0 and empty.gram is None
+    assert empty.count == 0 and empty.upper is None

@@ -79,6 +79,8 @@ def bare_engine(
         offset = done % (len(pool) - batch)
         predictor.predict(pool[offset : offset + batch])
         done += batch
+    if barrier:
+        print(f"done {done}", flush=True)
     return done / (time.perf_counter() - start)
 
 
@@ -112,10 +114,10 @@ def child(kind: str, *args: str) -> float:
 def parallel_bare(
     engine: str, processes: int, batch: int, count: int, precision: str = "float32"
 ) -> float:
-    """`processes` single-threaded engines at once, like Spark's Python workers. They start
-    timing together, once all are loaded: started one after the other, their timed windows
-    barely overlapped and the sum counted each alone on the machine (500 img/s on 2 cores
-    whose one process does 250)."""
+    """`processes` single-threaded engines at once, like Spark's Python workers: all the
+    images they did over the time from a common start (once all are loaded) to the last one's
+    end. A sum of each process's own rate counted the time one ran alone on the machine
+    (500-560 img/s on 2 cores whose one process does 241)."""
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import run; "
         f"print(run.bare_engine({engine!r}, 1, {batch}, {count}, {precision!r}, barrier=True))"
@@ -135,11 +137,19 @@ def parallel_bare(
         while proc.stdout.readline().strip() != "ready":
             if proc.poll() is not None:
                 raise RuntimeError(f"bare {engine} exited before it was ready")
+    start = time.monotonic()
     for proc in procs:  # then all at once
         assert proc.stdin is not None
         proc.stdin.write("go\n")
         proc.stdin.flush()
-    return sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
+    images = 0
+    for proc in procs:
+        assert proc.stdout is not None
+        images += int(proc.stdout.readline().split()[1])  # "done N"
+    elapsed = time.monotonic() - start  # the last one is done
+    for proc in procs:
+        proc.communicate()
+    return images / elapsed
 
 
 # ---- data and whole-job runs -----------------------------------------------------------------

@@ -41,6 +41,7 @@ SUCCESS = "_SUCCESS"
 WORK = "_work"
 STATE = "_state"
 LEASE = "_lease.json"
+WORK_AREA_KEYS = ("staged_vectors",)  # fingerprint keys about _work/ only (_settings)
 LEASE_TTL_S = 45.0  # a lease not renewed for this long belongs to a dead run
 HEARTBEAT_S = 10.0
 SETTLE_S = 1.0  # two runs that create a lease at once both see the winner
@@ -306,10 +307,11 @@ def _start_incremental(
             f"{layout.output} keeps no record of the files it holds (it was written with "
             f"--limit or --sample-fraction, or by an older featurizer): redo it with --overwrite"
         )
-    if kept != fingerprint:
+    kept, settings = _settings(kept), _settings(fingerprint)
+    if kept != settings:
         raise ConfigError(
             f"{layout.output} was featurized with other settings "
-            f"({', '.join(_differing(kept, fingerprint))} differ); --incremental needs the "
+            f"({', '.join(_differing(kept, settings))} differ); --incremental needs the "
             f"same --input, --weights, --engine and --precision (or --overwrite to redo it)"
         )
     # The base manifest is kept with the work: a resumed run adds to the same totals even if
@@ -325,6 +327,12 @@ def _start_incremental(
     except Exception as exc:
         raise ConfigError(f"output {layout.output} is not writable: {errors.cause(exc)}") from None
     return work
+
+
+def _settings(fingerprint: dict) -> dict:
+    """A fingerprint without what describes only a work area (how it stages vectors): an
+    output an older featurizer wrote still takes --incremental runs."""
+    return {key: value for key, value in fingerprint.items() if key not in WORK_AREA_KEYS}
 
 
 def _read_json(store: storage.Storage, uri: str) -> Any:

@@ -36,6 +36,7 @@ from featurizer import (
     sources,
     storage,
     udf,
+    vectors,
     weights,
 )
 from featurizer.config import RunConfig
@@ -49,18 +50,26 @@ MIN_ROWS_PER_OUTPUT_FILE = 1_000  # ~5 MB: smaller files are not worth a core
 SECRET_WORDS = ("secret", "password", "token", "access.key", "credential", "session")
 DISAPPEARED = "file disappeared during the run"
 CALIBRATION_IMAGES = 128
+# Rows per Arrow batch over staged vectors (_vector_batches): the projection of 14,410 rows
+# and its write took 3.3-3.8 s at 64 rows a batch, 2.8 s at 1,024, 3.6 s at 8,192.
+VECTOR_BATCH = 1024
 GATHER_ROWS_PER_TASK = 1024  # below this, PCA sums the staged rows instead (_big_tasks)
 # Float vectors are written PLAIN: Parquet's default dictionary encoding hashed every one of
 # the 1,280 floats of each row into a map that never fits, then fell back to PLAIN anyway (the
 # same file size); it was the hottest Java code of a run (~28% of executor samples; off: the
 # executor threads' CPU of a 5,240-image run 19.4 -> 14.1 s, BENCHMARKS.md).
+# Staged vectors are bytes, as unlikely to repeat: no dictionary for them either.
 PLAIN_VECTORS = {
-    f"parquet.enable.dictionary#{column}.list.element": "false" for column in ("features", "pca")
+    "parquet.enable.dictionary#features": "false",
+    **{
+        f"parquet.enable.dictionary#{column}.list.element": "false"
+        for column in ("features", "pca")
+    },
 }
 STAGED_SCHEMA = (
     "path string, label string, length long, modificationTime timestamp, "
-    "features array<float>, error string"
-)  # what an int8 engine is calibrated on
+    f"features {vectors.STAGED_TYPE}, error string"
+)
 
 
 @dataclass
@@ -225,7 +234,7 @@ def _featurize_and_commit(
         run.log(f"nothing new under {run.input_uri}: {layout.output} is unchanged")
         return base
 
-    with timer.stage("reduce"):
+    with timer.stage("reduce"), _vector_batches(spark):
         staged = (
             spark.createDataFrame([], STAGED_SCHEMA)
             if nothing_new
@@ -245,7 +254,7 @@ def _featurize_and_commit(
             if counts["selected"]:
                 _commit_failed_run(store, run, counts, staged)
             raise FeaturizerError(failure)
-        vectors = _vectors(staged)
+        featurized = _vectors(staged)
         if work and not config.refit_pca:
             run.reused_pca = reduce.load_pca(
                 spark, layout.final("pca_model"), FEATURE_DIM, "vector", "pca_vector"
@@ -259,10 +268,10 @@ def _featurize_and_commit(
             counts = _added_to(base["counts"], counts)
             counts["classes"] = _classes(spark, layout, staged)
         if work and config.refit_pca:  # every row, old and new, gets the new model's pca
-            vectors = vectors.unionByName(_vectors(_output_rows(spark, layout)))
+            featurized = featurized.unionByName(_vectors(_output_rows(spark, layout)))
             staged = staged.unionByName(_output_rows(spark, layout, errors=True))
         pca = run.reused_pca or reduce.fit_pca(
-            vectors,
+            featurized,
             "vector",
             "pca_vector",
             FEATURE_DIM,
@@ -282,9 +291,13 @@ def _featurize_and_commit(
         + (f" (the model of {pca.source})" if pca.source else "")
     )
 
-    with timer.stage("write"), _failing("writing results to", layout.result):
+    with (
+        timer.stage("write"),
+        _vector_batches(spark),
+        _failing("writing results to", layout.result),
+    ):
         rows = counts["added"] if work and not config.refit_pca else counts["featurized"]
-        write_results(spark, layout, vectors, staged, pca, rows)
+        write_results(spark, layout, featurized, staged, pca, rows)
     manifest = _manifest(run, spark, counts, pca, stream, status="succeeded")
     if work:
         manifest["counts"].update(added=counts["added"], added_failed=counts["added_failed"])
@@ -309,6 +322,23 @@ def _featurize_and_commit(
     return manifest
 
 
+@contextlib.contextmanager
+def _vector_batches(spark: Any) -> Iterator[None]:
+    """Arrow batches of VECTOR_BATCH rows for the Python steps over staged vectors (PCA's
+    sums, the projection) instead of the featurizing UDF's small ones (session.job_defaults):
+    5 MB of vectors a batch, and per-batch overhead paid 16x less often."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, str(VECTOR_BATCH))
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
+
+
 def _complete_record(config: RunConfig) -> bool:
     """Only a run over every file leaves a checkpoint that says which files the output
     holds (--limit and --sample-fraction mark files seen that were not featurized)."""
@@ -326,14 +356,15 @@ def _paths_in(spark: Any, store: storage.Storage, layout: Layout) -> Any:
 
 
 def _output_rows(spark: Any, layout: Layout, errors: bool = False) -> Any:
-    """The output's rows in the staged shape (path, label, features, error)."""
+    """The output's rows in the staged shape (path, label, features as bytes, error)."""
     from pyspark.sql import functions as F
 
     if errors:
         return _error_rows(spark.read.parquet(layout.final("errors")))
-    return spark.read.parquet(layout.final("features")).select(
+    rows = spark.read.parquet(layout.final("features")).select(
         "path", "label", "features", F.lit(None).cast("string").alias("error")
     )
+    return vectors.packed(rows, "features", FEATURE_DIM)
 
 
 def _classes(spark: Any, layout: Layout, staged: Any) -> int:
@@ -593,7 +624,7 @@ def _error_rows(frame: Any) -> Any:
         sources.label_of("path").alias("label"),
         F.lit(None).cast("long").alias("length"),
         F.lit(None).cast("timestamp").alias("modificationTime"),
-        F.lit(None).cast("array<float>").alias("features"),
+        F.lit(None).cast(vectors.STAGED_TYPE).alias("features"),
         "error",
     )
 
@@ -708,14 +739,14 @@ def _write_errors(staged: Any, uri: str) -> None:
 def write_results(
     spark: Any,
     layout: Layout,
-    vectors: Any,
+    featurized: Any,
     staged: Any,
     pca: reduce.PcaResult,
     rows: int,
 ) -> None:
     files = output_files(rows, spark.sparkContext.defaultParallelism)
     (
-        reduce.project(vectors, pca.components, "features", "pca")
+        reduce.project(featurized, pca.components, "features", "pca")
         .coalesce(files)
         .write.options(**PLAIN_VECTORS)
         .mode("overwrite")
@@ -810,6 +841,7 @@ def _fingerprint(config: RunConfig, input_uri: str, weights_file: weights.Weight
         "precision": config.precision,
         "limit": config.limit,
         "sample_fraction": config.sample_fraction,
+        "staged_vectors": vectors.FORMAT,
     }
 
 

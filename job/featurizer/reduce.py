@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from featurizer import vectors
 from featurizer.errors import ConfigError, FeaturizerError
 
 
@@ -187,7 +188,8 @@ class Moments:
 
 
 def moments(df: Any, column: str, dim: int) -> Moments:
-    """The Moments of an array<float> column, in one pass over the rows."""
+    """The Moments of a column of vectors (staged bytes or float arrays), in one pass over
+    the rows."""
     sc = df.sparkSession.sparkContext
     partials = max(1, min(sc.defaultParallelism, GRAM_PARTIALS))
 
@@ -198,9 +200,8 @@ def moments(df: Any, column: str, dim: int) -> Moments:
 
         part = Moments(dim)
         for batch in batches:
-            arrays = batch.column(0)
-            if len(arrays):
-                part.add_rows(arrays.flatten().to_numpy())
+            if batch.num_rows:
+                part.add_rows(vectors.unpack(batch.column(0), dim))
         yield pa.RecordBatch.from_pydict({"part": [pickle.dumps(part)]})
 
     import pickle
@@ -213,26 +214,33 @@ def moments(df: Any, column: str, dim: int) -> Moments:
 
 
 def project(df: Any, components: np.ndarray, features_col: str, output_col: str) -> Any:
-    """`df` plus `output_col`: each row's `features_col` (float arrays) times `components`,
-    uncentered, in float64, kept as float32 arrays: what a PCAModel's transform then
-    vector_to_array(float32) gives, computed on whole Arrow batches in the Python workers
-    instead of one vector conversion and BLAS call per row in the JVM."""
+    """`df` plus `output_col`: each row's `features_col` (staged bytes or float arrays, given
+    back as float arrays) times `components`, uncentered, in float64, kept as float32
+    arrays: what a PCAModel's transform then vector_to_array(float32) gives, computed on
+    whole Arrow batches in the Python workers instead of one vector conversion and BLAS call
+    per row in the JVM."""
     from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
 
-    dim, k = components.shape
+    dim = components.shape[0]
     index = df.columns.index(features_col)
-    schema = StructType([*df.schema.fields, StructField(output_col, ArrayType(FloatType()))])
+    floats = ArrayType(FloatType())
+    fields = [
+        StructField(field.name, floats) if i == index else field
+        for i, field in enumerate(df.schema.fields)
+    ]
+    schema = StructType([*fields, StructField(output_col, floats)])
 
     def projected(batches: Any) -> Any:  # in a Python worker
         import pyarrow as pa
 
         for batch in batches:
-            arrays = batch.column(index)
-            x = arrays.flatten().to_numpy().reshape(len(arrays), dim)
-            values = (x.astype(np.float64) @ components).astype(np.float32).ravel()
-            offsets = pa.array(np.arange(0, len(values) + 1, k, dtype=np.int32))
+            x = vectors.unpack(batch.column(index), dim)
+            columns = list(batch.columns)
+            if not pa.types.is_list(columns[index].type):
+                columns[index] = vectors.as_lists(x)
+            values = (x.astype(np.float64) @ components).astype(np.float32)
             yield pa.RecordBatch.from_arrays(
-                [*batch.columns, pa.ListArray.from_arrays(offsets, pa.array(values))],
+                [*columns, vectors.as_lists(values)],
                 names=[*batch.schema.names, output_col],
             )
 

@@ -12,13 +12,12 @@ import resource
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from featurizer import engines, images, reduce
+from featurizer import engines, images, reduce, vectors
 from featurizer.weights import FEATURE_DIM
 
-RESULT_DDL = "struct<features: array<float>, error: string>"
+RESULT_DDL = f"struct<features: {vectors.STAGED_TYPE}, error: string>"
 
 
 class MaxParam:
@@ -60,19 +59,20 @@ def featurize_contents(
     moments: reduce.Moments | None = None,
 ) -> pd.DataFrame:
     """Decode + featurize one Arrow batch of file contents, `batch_size` images at a time,
-    adding the features to `moments` if given. Undecodable files get an error message
-    instead of features; engine failures raise (Spark then retries the task)."""
-    features: list[np.ndarray | None] = [None] * len(contents)
+    adding the features to `moments` if given. Features are staged bytes (vectors.pack);
+    undecodable files get an error message instead; engine failures raise (Spark then
+    retries the task)."""
+    features: list[bytes | None] = [None] * len(contents)
     errors: list[str | None] = [None] * len(contents)
     for start in range(0, len(contents), batch_size):
         decoded, chunk_errors = images.decode_many(contents[start : start + batch_size])
         good = [start + i for i, error in enumerate(chunk_errors) if error is None]
         if good:
-            vectors = predictor.predict(images.preprocess(decoded))
+            features_of_good = predictor.predict(images.preprocess(decoded))
             if moments is not None:
-                moments.add_rows(vectors)
-            for row, vector in zip(good, vectors):
-                features[row] = vector
+                moments.add_rows(features_of_good)
+            for row, vector in zip(good, features_of_good):
+                features[row] = vectors.pack(vector)
         errors[start : start + len(chunk_errors)] = chunk_errors
     return pd.DataFrame({"features": features, "error": errors})
 
@@ -108,7 +108,7 @@ def make_featurize_udf(
     worker_rss_mb: Any,
     moments: Any = None,
 ) -> Any:
-    """A scalar-iterator pandas UDF: content (binary) -> struct<features, error>.
+    """A scalar-iterator pandas UDF: content (binary) -> struct<features (staged bytes), error>.
 
     `payload` is a Broadcast of the engine bytes; `images_done` a counting accumulator
     (progress); `worker_rss_mb` a max accumulator (peak worker memory); `moments`, if

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -140,6 +141,15 @@ def test_what_an_incremental_run_refuses(spark, tmp_path):
         pipeline.run(RunConfig(incremental=True, **run), spark=spark)
 
     pipeline.run(RunConfig(pca_k=2, overwrite=True, **run), spark=spark)
+    # How a run stages its vectors is not a setting of the output: one kept by an older
+    # featurizer (no "staged_vectors" in its record) still takes the same settings' runs.
+    kept = out / "_state" / "run.json"
+    record = json.loads(kept.read_text())
+    assert record.pop("staged_vectors") == "float32 bytes"
+    kept.write_text(json.dumps(record))
+    assert (
+        pipeline.run(RunConfig(incremental=True, **run), spark=spark)["counts"]["featurized"] == 100
+    )
     with pytest.raises(
         ConfigError,
         match=r"other settings \(engine differ\); --incremental "

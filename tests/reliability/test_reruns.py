@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,6 +162,22 @@ def test_resume_refuses_different_settings(
         )
     assert snapshot(interrupted / "_work") == work  # still resumable as it was
     assert not (interrupted / "_SUCCESS").exists()
+
+
+def test_resume_refuses_a_work_area_staged_by_an_older_featurizer(
+    spark, images300, interrupted, tmp_path
+):
+    # An older featurizer staged array<float> vectors and did not name its staging in
+    # run.json: resuming onto bytes-staged batches would mix two schemas.
+    output = tmp_path / "run"
+    shutil.copytree(interrupted, output)
+    run_file = output / "_work" / "run.json"
+    record = json.loads(run_file.read_text())
+    assert record.pop("staged_vectors") == "float32 bytes"
+    run_file.write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match=r"other settings \(staged_vectors differ\); "):
+        pipeline.run(RunConfig(input=str(images300), output=str(output), resume=True), spark=spark)
+    assert (output / "_work" / "run.json").read_text() == json.dumps(record)
 
 
 def test_two_runs_give_identical_results(spark, images300, reference, tmp_path):

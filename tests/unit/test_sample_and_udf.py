@@ -1,8 +1,9 @@
 import hashlib
 
 import numpy as np
+import pyarrow as pa
 
-from featurizer import sample_data, udf
+from featurizer import images, sample_data, udf, vectors
 from featurizer.progress import Progress
 
 
@@ -40,7 +41,10 @@ def test_featurize_contents_batches_and_records_errors(tmp_path):
     assert frame["error"].isna().tolist() == [True, True, False, True, True, True]
     assert "UnidentifiedImageError" in frame["error"][2]
     assert frame["features"][2] is None
-    assert all(len(v) == 1280 for v in frame["features"].drop(index=2))
+    # Staged as float32 bytes: they read back as the predictor's vectors, row for row.
+    staged = vectors.unpack(pa.array(frame["features"].drop(index=2).tolist(), pa.binary()), 1280)
+    decoded, _ = images.decode_many(files)
+    np.testing.assert_array_equal(staged, MeanColour().predict(images.preprocess(decoded)))
 
 
 def test_predictor_cache_builds_once_per_key():

@@ -1,0 +1,82 @@
+"""How feature vectors travel between the stages: staged as raw float32 bytes.
+
+The featurizing tasks stage each image's 1280 floats as one `binary` value (little-endian
+float32, 5,120 bytes) rather than an `array<float>`: Spark copies an array element by
+element from Arrow, Parquet writes and reads one value with its repetition and definition
+levels per element, and the projection's Arrow conversion walks them once more; a binary
+value is one copy each way. Only the output keeps `array<float>` (what users read).
+`unpack` reads either form, so the output's own rows (`--refit-pca`) and the staged ones
+meet the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+FLOAT32 = np.dtype("<f4")
+STAGED_TYPE = "binary"  # the staged `features` column
+FORMAT = "float32 bytes"  # named in a work area's fingerprint: --resume refuses another
+
+
+def pack(vector: np.ndarray) -> bytes:
+    """One vector as the bytes staged for it."""
+    return np.ascontiguousarray(vector, dtype=FLOAT32).tobytes()
+
+
+def unpack(column: Any, dim: int) -> np.ndarray:
+    """An Arrow column of staged bytes or of float lists (no nulls) as an (n, dim) float32
+    matrix; staged bytes are viewed, not copied."""
+    import pyarrow as pa
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if len(column) == 0:
+        return np.zeros((0, dim), dtype=FLOAT32)
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        width = np.int64 if pa.types.is_large_binary(column.type) else np.int32
+        offsets = np.frombuffer(
+            column.buffers()[1], width, len(column) + 1, column.offset * np.dtype(width).itemsize
+        )
+        start, end = int(offsets[0]), int(offsets[-1])
+        if end - start != len(column) * dim * FLOAT32.itemsize:
+            raise ValueError(f"staged vectors are not {dim} float32 values each")
+        data = np.frombuffer(column.buffers()[2], FLOAT32, (end - start) // 4, start)
+        return data.reshape(len(column), dim)
+    return column.flatten().to_numpy(zero_copy_only=False).astype(FLOAT32).reshape(-1, dim)
+
+
+def as_lists(matrix: np.ndarray) -> Any:
+    """An (n, d) matrix as an Arrow list<float> column (the output's `array<float>`)."""
+    import pyarrow as pa
+
+    n, d = matrix.shape
+    offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix).ravel()))
+
+
+def packed(df: Any, column: str, dim: int) -> Any:
+    """`df` with its `array<float>` `column` as staged bytes (the output's rows meeting
+    staged ones, --refit-pca)."""
+    from pyspark.sql.types import BinaryType, StructField, StructType
+
+    index = df.columns.index(column)
+    schema = StructType(
+        [
+            StructField(field.name, BinaryType()) if i == index else field
+            for i, field in enumerate(df.schema.fields)
+        ]
+    )
+
+    def to_bytes(batches: Any) -> Any:  # in a Python worker
+        import pyarrow as pa
+
+        for batch in batches:
+            matrix = unpack(batch.column(index), dim)
+            values = pa.array([row.tobytes() for row in matrix], pa.binary())
+            columns = list(batch.columns)
+            columns[index] = values
+            yield pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+    return df.mapInArrow(to_bytes, schema)

@@ -46,8 +46,13 @@ WORKER_DAEMONS = (b"pyspark.daemon", b"featurizer.worker_daemon")
 
 
 def is_python_worker(cmdline: bytes) -> bool:
-    """A Python worker (or its daemon) of a run, by its command line."""
-    return any(daemon in cmdline for daemon in WORKER_DAEMONS)
+    """A Python worker (or its daemon) of a run, by its command line: the daemon's module
+    as an argument of its own (`python -m featurizer.worker_daemon`). Not a substring: the
+    JVM's own arguments name the module too (spark.python.daemon.module=...), and so does
+    a process the JVM is spawning (Hadoop's `chmod` under umask 077) until it execs: a test
+    killed one of those for a busy Python worker and failed the run."""
+    arguments = cmdline.split(b"\0")
+    return any(daemon in arguments for daemon in WORKER_DAEMONS)
 
 
 # SIGINT back to its default disposition, then exec the real command. A suite started with

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from featurizer import (
+    arrow_files,
     engines,
     errors,
     images,
@@ -745,15 +746,29 @@ def write_results(
     rows: int,
 ) -> None:
     files = output_files(rows, spark.sparkContext.defaultParallelism)
-    (
-        reduce.project(featurized, pca.components, "features", "pca")
-        .coalesce(files)
-        .write.options(**PLAIN_VECTORS)
-        .mode("overwrite")
-        .parquet(layout.staged("features"))
-    )
+    write_features(featurized.coalesce(files), pca.components, layout.staged("features"))
     _write_errors(staged, layout.staged("errors"))
     pca.model.write().overwrite().save(layout.staged("pca_model"))
+
+
+def write_features(featurized: Any, components: Any, uri: str) -> None:
+    """The output's rows: `featurized` with its vectors as float arrays and their PCA
+    projection. Written by the Python workers with pyarrow when it reaches `uri` (the
+    batches go from the projection to Parquet without a copy into Spark's rows:
+    arrow_files), else by Spark."""
+    spark = featurized.sparkSession
+    if arrow_files.reachable(uri, spark):
+        index = featurized.columns.index("features")
+        arrow_files.write_parts(
+            featurized,
+            uri,
+            reduce.projection(components, index, "pca"),
+            reduce.projected_schema(featurized.schema, "features", "pca"),
+            plain=("features", "pca"),
+        )
+        return
+    projected = reduce.project(featurized, components, "features", "pca")
+    projected.write.options(**PLAIN_VECTORS).mode("overwrite").parquet(uri)
 
 
 def output_files(rows: int, cores: int) -> int:

@@ -215,36 +215,47 @@ def moments(df: Any, column: str, dim: int) -> Moments:
 
 def project(df: Any, components: np.ndarray, features_col: str, output_col: str) -> Any:
     """`df` plus `output_col`: each row's `features_col` (staged bytes or float arrays, given
-    back as float arrays) times `components`, uncentered, in float64, kept as float32
-    arrays: what a PCAModel's transform then vector_to_array(float32) gives, computed on
-    whole Arrow batches in the Python workers instead of one vector conversion and BLAS call
-    per row in the JVM."""
+    back as float arrays) times `components` (see `projection`), computed on whole Arrow
+    batches in the Python workers instead of one vector conversion and BLAS call per row in
+    the JVM."""
+    schema = projected_schema(df.schema, features_col, output_col)
+    transform = projection(components, df.columns.index(features_col), output_col)
+    return df.mapInArrow(lambda batches: map(transform, batches), schema)
+
+
+def projected_schema(schema: Any, features_col: str, output_col: str) -> Any:
+    """The Spark schema of `projection`'s batches: `features_col` as float arrays, plus
+    `output_col`."""
     from pyspark.sql.types import ArrayType, FloatType, StructField, StructType
 
-    dim = components.shape[0]
-    index = df.columns.index(features_col)
     floats = ArrayType(FloatType())
     fields = [
-        StructField(field.name, floats) if i == index else field
-        for i, field in enumerate(df.schema.fields)
+        StructField(field.name, floats) if field.name == features_col else field
+        for field in schema.fields
     ]
-    schema = StructType([*fields, StructField(output_col, floats)])
+    return StructType([*fields, StructField(output_col, floats)])
 
-    def projected(batches: Any) -> Any:  # in a Python worker
+
+def projection(components: np.ndarray, index: int, output_col: str) -> Any:
+    """One Arrow batch -> the batch with its column `index` (staged bytes or float lists)
+    as float lists and `output_col` appended: the vectors times `components`, uncentered,
+    in float64, kept as float32 (what a PCAModel's transform then vector_to_array(float32)
+    gives)."""
+    dim = components.shape[0]
+
+    def transform(batch: Any) -> Any:  # in a Python worker
         import pyarrow as pa
 
-        for batch in batches:
-            x = vectors.unpack(batch.column(index), dim)
-            columns = list(batch.columns)
-            if not pa.types.is_list(columns[index].type):
-                columns[index] = vectors.as_lists(x)
-            values = (x.astype(np.float64) @ components).astype(np.float32)
-            yield pa.RecordBatch.from_arrays(
-                [*columns, vectors.as_lists(values)],
-                names=[*batch.schema.names, output_col],
-            )
+        x = vectors.unpack(batch.column(index), dim)
+        columns = list(batch.columns)
+        if not pa.types.is_list(columns[index].type):
+            columns[index] = vectors.as_lists(x)
+        values = (x.astype(np.float64) @ components).astype(np.float32)
+        return pa.RecordBatch.from_arrays(
+            [*columns, vectors.as_lists(values)], names=[*batch.schema.names, output_col]
+        )
 
-    return df.mapInArrow(projected, schema)
+    return transform
 
 
 def principal_components(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -25,25 +25,32 @@ def pack(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=FLOAT32).tobytes()
 
 
-def unpack(column: Any, dim: int) -> np.ndarray:
+def unpack(column: Any, dim: int | None = None) -> np.ndarray:
     """An Arrow column of staged bytes or of float lists (no nulls) as an (n, dim) float32
-    matrix; staged bytes are viewed, not copied."""
+    matrix; staged bytes are viewed, not copied. Without `dim`, the width is the first
+    row's; a column whose vectors are not all that wide is refused (ValueError)."""
     import pyarrow as pa
 
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if len(column) == 0:
-        return np.zeros((0, dim), dtype=FLOAT32)
+        return np.zeros((0, dim or 0), dtype=FLOAT32)
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
         width = np.int64 if pa.types.is_large_binary(column.type) else np.int32
         offsets = np.frombuffer(
             column.buffers()[1], width, len(column) + 1, column.offset * np.dtype(width).itemsize
         )
         start, end = int(offsets[0]), int(offsets[-1])
-        if end - start != len(column) * dim * FLOAT32.itemsize:
+        size = FLOAT32.itemsize
+        dim = dim or (int(offsets[1]) - start) // size
+        if np.any(np.diff(offsets) != dim * size):
             raise ValueError(f"staged vectors are not {dim} float32 values each")
-        data = np.frombuffer(column.buffers()[2], FLOAT32, (end - start) // 4, start)
+        data = np.frombuffer(column.buffers()[2], FLOAT32, (end - start) // size, start)
         return data.reshape(len(column), dim)
+    lengths = column.value_lengths().to_numpy(zero_copy_only=False)
+    dim = dim or int(lengths[0])
+    if np.any(lengths != dim):
+        raise ValueError(f"the vectors are not {dim} values each")
     return column.flatten().to_numpy(zero_copy_only=False).astype(FLOAT32).reshape(-1, dim)
 
 

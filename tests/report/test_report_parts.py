@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featurizer import reporting
+from featurizer import arrow_files, reporting
 from featurizer.reporting import page, plots, probe, source
 
 
@@ -149,11 +149,11 @@ def test_class_summary_counts_each_class_per_training_test_split():
     ],
 )
 def test_s3_options_follow_the_job_settings(env, expected):
-    assert source.s3_options(env) == expected
+    assert arrow_files.s3_options(env) == expected
 
 
 def test_s3_options_prefer_the_runs_spark_settings():
-    options = source.s3_options(
+    options = arrow_files.s3_options(
         {"AWS_ENDPOINT_URL": "http://127.0.0.1:1"},
         {"endpoint": "http://127.0.0.1:2", "access_key": "a", "secret_key": "s"},
     )
@@ -166,8 +166,8 @@ def test_not_an_output_is_one_clear_error(tmp_path):
 
     with pytest.raises(ConfigError, match="no manifest.json: is it a featurizer output"):
         source.load(str(tmp_path))
-    with pytest.raises(ConfigError, match="local paths and s3:// or s3a://"):
-        source.locate("hdfs://namenode/out")
+    with pytest.raises(ConfigError, match="pyarrow reaches local paths and s3:// or s3a://"):
+        arrow_files.locate("hdfs://namenode/out")
 
 
 def test_charts_are_pngs_for_many_classes():

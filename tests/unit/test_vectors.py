@@ -31,3 +31,15 @@ def test_bytes_of_another_width_are_refused():
     column = pa.array([vectors.pack(matrix(1, 5)[0])], pa.binary())
     with pytest.raises(ValueError, match="not 6 float32 values"):
         vectors.unpack(column, 6)
+
+
+def test_the_width_is_inferred_and_uneven_widths_are_refused():
+    x = matrix(3, 7)
+    assert vectors.unpack(vectors.as_lists(x)).shape == (3, 7)
+    assert vectors.unpack(pa.array([vectors.pack(row) for row in x], pa.binary())).shape == (3, 7)
+    uneven = pa.array([[1.0, 2.0], [3.0, 4.0, 5.0], [6.0]], pa.list_(pa.float32()))
+    with pytest.raises(ValueError, match="not 2 values each"):
+        vectors.unpack(uneven)
+    ragged = pa.array([vectors.pack(x[0]), vectors.pack(x[1][:6]), vectors.pack(x[2])])
+    with pytest.raises(ValueError, match="not 7 float32 values"):
+        vectors.unpack(ragged)

@@ -73,7 +73,7 @@ def after_run(spark: Any, output_uri: str, log: Callable[[str], None] = print) -
 
 @dataclass(frozen=True)
 class _Target:
-    """Where one report file goes: its file system (a source.Location), path and URI."""
+    """Where one report file goes: its file system (an arrow_files.Location), path and URI."""
 
     location: Any
     path: str
@@ -84,11 +84,11 @@ class _Target:
 
 
 def _target(location: Any, override: str | None, default: str, spark: Any) -> _Target:
-    from featurizer.reporting import source
+    from featurizer import arrow_files
 
     if override is None:
         return _Target(location, location.child(default), f"{location.uri}/{default}")
-    where = source.locate(override, spark)
+    where = arrow_files.locate(override, spark)
     return _Target(where, where.path, where.uri)
 
 

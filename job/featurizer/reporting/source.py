@@ -1,110 +1,21 @@
 """A run's output folder, read with pyarrow (local path, file://, s3://, s3a://): no Spark.
 
-S3 settings follow the job's: the endpoint from AWS_ENDPOINT_URL (and friends, see
-storage.s3_endpoint) with path-style addressing, credentials from the AWS default chain.
-When the run's SparkSession is at hand, its S3A settings (endpoint, keys given with
---conf spark.hadoop.fs.s3a.*) take precedence so the report reads what the run wrote.
+The file systems and their S3 settings are arrow_files' (the same the job's workers write
+with): when the run's SparkSession is at hand, the report reads what the run wrote.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from featurizer import storage
+from featurizer import vectors
+from featurizer.arrow_files import Location, locate
 from featurizer.errors import ConfigError
-
-SPARK_S3A_KEYS = {
-    "endpoint": "fs.s3a.endpoint",
-    "access_key": "fs.s3a.access.key",
-    "secret_key": "fs.s3a.secret.key",
-    "session_token": "fs.s3a.session.token",
-    "region": "fs.s3a.endpoint.region",
-}
-
-
-@dataclass(frozen=True)
-class Location:
-    """A pyarrow FileSystem and the path of the output folder inside it."""
-
-    fs: Any
-    path: str
-    uri: str
-
-    def child(self, name: str) -> str:
-        return f"{self.path.rstrip('/')}/{name}"
-
-    def exists(self, name: str) -> bool:
-        from pyarrow import fs
-
-        return self.fs.get_file_info(self.child(name)).type != fs.FileType.NotFound
-
-    def read_bytes(self, name: str) -> bytes:
-        with self.fs.open_input_stream(self.child(name)) as stream:
-            return stream.read()
-
-    def write_bytes(self, name_or_path: str, data: bytes, absolute: bool = False) -> None:
-        path = name_or_path if absolute else self.child(name_or_path)
-        parent = path.rsplit("/", 1)[0]
-        if parent:
-            self.fs.create_dir(parent, recursive=True)
-        with self.fs.open_output_stream(path) as stream:
-            stream.write(data)
-
-
-def locate(uri: str, spark: Any = None) -> Location:
-    """The pyarrow file system for an output URI."""
-    normalized = storage.normalize(uri)
-    local = storage.local_path(normalized)
-    if local is not None:
-        from pyarrow import fs
-
-        return Location(fs.LocalFileSystem(), local, normalized)
-    scheme = storage.scheme_of(normalized)
-    if scheme not in storage.S3_SCHEMES:
-        raise ConfigError(f"{uri}: the report reads local paths and s3:// or s3a:// URIs only")
-    return Location(s3_filesystem(spark), normalized.split("://", 1)[1], normalized)
-
-
-def s3_options(
-    env: dict[str, str] | os._Environ = os.environ, spark_conf: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """pyarrow.fs.S3FileSystem arguments from the job's S3 settings."""
-    spark_conf = spark_conf or {}
-    endpoint = spark_conf.get("endpoint") or storage.s3_endpoint(env)
-    options: dict[str, Any] = {}
-    region = spark_conf.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    if region:
-        options["region"] = region
-    if endpoint:
-        scheme, _, host = endpoint.rpartition("://")
-        options["endpoint_override"] = host or endpoint
-        options["scheme"] = scheme or "https"
-        options.setdefault("region", "us-east-1")
-    if spark_conf.get("access_key") and spark_conf.get("secret_key"):
-        options["access_key"] = spark_conf["access_key"]
-        options["secret_key"] = spark_conf["secret_key"]
-        if spark_conf.get("session_token"):
-            options["session_token"] = spark_conf["session_token"]
-    return options
-
-
-def _spark_s3a(spark: Any) -> dict[str, str]:
-    if spark is None:
-        return {}
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    return {name: value for name, key in SPARK_S3A_KEYS.items() if (value := conf.get(key))}
-
-
-def s3_filesystem(spark: Any = None) -> Any:
-    from pyarrow import fs
-
-    return fs.S3FileSystem(**s3_options(spark_conf=_spark_s3a(spark)))
 
 
 @dataclass
@@ -214,11 +125,7 @@ def _matrix(table: Any, column: str) -> np.ndarray | None:
     """A list<float> column as an (n, d) float32 matrix, without a Python loop."""
     if column not in table.column_names or table.num_rows == 0:
         return None
-    values = table.column(column)
-    if hasattr(values, "combine_chunks"):  # a Table's ChunkedArray
-        values = values.combine_chunks()
-    width = len(values[0].as_py())
-    flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    if flat.size != width * table.num_rows:
-        raise ConfigError(f"features/ column {column} has vectors of different lengths")
-    return flat.reshape(table.num_rows, width)
+    try:
+        return vectors.unpack(table.column(column))
+    except ValueError as exc:
+        raise ConfigError(f"features/ column {column}: {exc}") from None

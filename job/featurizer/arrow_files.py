@@ -1,0 +1,237 @@
+"""Files through pyarrow (local paths, file://, s3://, s3a://): the report's reads and the
+workers' Parquet writes, without the JVM.
+
+S3 settings follow the job's: the endpoint from AWS_ENDPOINT_URL (and friends, see
+storage.s3_endpoint) with path-style addressing, credentials from the AWS default chain
+(env, profile, IRSA web identity, container credentials). When the run's SparkSession is at
+hand, its S3A settings (endpoint, keys given with --conf spark.hadoop.fs.s3a.*) take
+precedence so that pyarrow reads and writes what Spark does.
+
+Why workers write the output's Parquet themselves (`write_parts`): Spark's writer copies
+every float of every `array<float>` out of Arrow into its rows and then encodes each one
+with its repetition and definition levels, ~0.5 ms per 1,330-float row on one core (7,000
+rows: 3.5-4.3 s of JVM time); pyarrow writes the same rows from the Arrow batch in 0.20 s.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from featurizer import storage
+from featurizer.errors import ConfigError
+
+SPARK_S3A_KEYS = {
+    "endpoint": "fs.s3a.endpoint",
+    "access_key": "fs.s3a.access.key",
+    "secret_key": "fs.s3a.secret.key",
+    "session_token": "fs.s3a.session.token",
+    "region": "fs.s3a.endpoint.region",
+}
+# S3A credential providers whose credentials pyarrow finds too (the AWS SDK's default chain,
+# or the keys _spark_s3a passes on): with any other one (or an assumed role), Spark writes.
+SAME_CREDENTIALS = frozenset(
+    {
+        "DefaultCredentialsProvider",
+        "TemporaryAWSCredentialsProvider",
+        "SimpleAWSCredentialsProvider",
+        "EnvironmentVariableCredentialsProvider",
+        "SystemPropertyCredentialsProvider",
+        "ProfileCredentialsProvider",
+        "WebIdentityTokenFileCredentialsProvider",
+        "ContainerCredentialsProvider",
+        "InstanceProfileCredentialsProvider",
+        "IAMInstanceCredentialsProvider",
+    }
+)
+TEMPORARY = "_temporary"  # the attempts' files, under the folder written; removed at the end
+ROW_GROUP_ROWS = 8192  # ~45 MB of 1,330 floats a row: few row groups, bounded worker memory
+
+
+@dataclass(frozen=True)
+class Location:
+    """A pyarrow FileSystem and the path of a folder inside it."""
+
+    fs: Any
+    path: str
+    uri: str
+
+    def child(self, name: str) -> str:
+        return f"{self.path.rstrip('/')}/{name}"
+
+    def exists(self, name: str) -> bool:
+        from pyarrow import fs
+
+        return self.fs.get_file_info(self.child(name)).type != fs.FileType.NotFound
+
+    def read_bytes(self, name: str) -> bytes:
+        with self.fs.open_input_stream(self.child(name)) as stream:
+            return stream.read()
+
+    def write_bytes(self, name_or_path: str, data: bytes, absolute: bool = False) -> None:
+        path = name_or_path if absolute else self.child(name_or_path)
+        self.make_parent(path)
+        with self.fs.open_output_stream(path) as stream:
+            stream.write(data)
+
+    def make_parent(self, path: str) -> None:
+        parent = path.rsplit("/", 1)[0]
+        if parent:
+            self.fs.create_dir(parent, recursive=True)
+
+
+def locate(uri: str, spark: Any = None) -> Location:
+    """The pyarrow file system for a URI."""
+    normalized = storage.normalize(uri)
+    local = storage.local_path(normalized)
+    if local is not None:
+        from pyarrow import fs
+
+        return Location(fs.LocalFileSystem(), local, normalized)
+    scheme = storage.scheme_of(normalized)
+    if scheme not in storage.S3_SCHEMES:
+        raise ConfigError(f"{uri}: pyarrow reaches local paths and s3:// or s3a:// URIs only")
+    return Location(s3_filesystem(spark), normalized.split("://", 1)[1], normalized)
+
+
+def reachable(uri: str, spark: Any = None) -> bool:
+    """True when pyarrow can write `uri` with the credentials Spark would use: a local path,
+    or S3 without a credentials provider only S3A knows (else Spark's writer is used)."""
+    scheme = storage.scheme_of(storage.normalize(uri))
+    if scheme == "file":
+        return True
+    if scheme not in storage.S3_SCHEMES:
+        return False
+    if spark is None:
+        return True
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    providers = (conf.get("fs.s3a.aws.credentials.provider") or "").replace(",", " ").split()
+    known = all(provider.rsplit(".", 1)[-1] in SAME_CREDENTIALS for provider in providers)
+    return known and not conf.get("fs.s3a.assumed.role.arn")
+
+
+def s3_options(
+    env: Mapping[str, str] = os.environ, spark_conf: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """pyarrow.fs.S3FileSystem arguments from the job's S3 settings."""
+    spark_conf = spark_conf or {}
+    endpoint = spark_conf.get("endpoint") or storage.s3_endpoint(env)
+    options: dict[str, Any] = {}
+    region = spark_conf.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        options["region"] = region
+    if endpoint:
+        scheme, _, host = endpoint.rpartition("://")
+        options["endpoint_override"] = host or endpoint
+        options["scheme"] = scheme or "https"
+        options.setdefault("region", "us-east-1")
+    if spark_conf.get("access_key") and spark_conf.get("secret_key"):
+        options["access_key"] = spark_conf["access_key"]
+        options["secret_key"] = spark_conf["secret_key"]
+        if spark_conf.get("session_token"):
+            options["session_token"] = spark_conf["session_token"]
+    return options
+
+
+def _spark_s3a(spark: Any) -> dict[str, str]:
+    if spark is None:
+        return {}
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    return {name: value for name, key in SPARK_S3A_KEYS.items() if (value := conf.get(key))}
+
+
+def s3_filesystem(spark: Any = None) -> Any:
+    from pyarrow import fs
+
+    return fs.S3FileSystem(**s3_options(spark_conf=_spark_s3a(spark)))
+
+
+Transform = Callable[[Any], Any]  # one pyarrow RecordBatch -> the RecordBatch written
+
+
+def write_parts(
+    df: Any, uri: str, transform: Transform, schema: Any, plain: Iterable[str] = ()
+) -> int:
+    """Write `df` as Parquet under `uri` (replacing it) from the Python workers, each Arrow
+    batch passed through `transform`; `schema` is the Spark schema of what `transform`
+    gives. One file per partition, part-NNNNN.parquet: each task attempt writes its file
+    under _temporary/ and then moves it to its final name, so a failed attempt leaves no
+    part file and a retried one replaces its predecessor's (same rows: the same file).
+    `plain` columns are written without dictionary encoding (float vectors never repeat).
+    Returns the number of rows written."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    spark = df.sparkSession
+    location = locate(uri, spark)
+    fs, folder = location.fs, location.path
+    _remove(location, folder)
+    fs.create_dir(folder, recursive=True)
+    empty = to_arrow_schema(schema)
+    plain = frozenset(plain)
+
+    def write_partition(batches: Iterator[Any]) -> Iterator[Any]:  # in a Python worker
+        import uuid
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        assert context is not None  # a task's
+        name = f"part-{context.partitionId():05d}.parquet"
+        attempt = f"{folder}/{TEMPORARY}/{context.attemptNumber()}-{uuid.uuid4().hex}"
+        rows, writer = 0, None
+        pending: list[Any] = []
+        fs.create_dir(attempt, recursive=True)
+
+        def flush() -> None:
+            nonlocal writer
+            table = pa.Table.from_batches(pending)
+            if writer is None:
+                dictionary = [n for n in table.schema.names if n not in plain]
+                writer = pq.ParquetWriter(
+                    f"{attempt}/{name}",
+                    table.schema,
+                    filesystem=fs,
+                    compression="snappy",
+                    use_dictionary=dictionary,
+                )
+            writer.write_table(table)
+            pending.clear()
+
+        try:
+            for batch in batches:
+                if batch.num_rows:
+                    pending.append(transform(batch))
+                    rows += batch.num_rows
+                    if sum(b.num_rows for b in pending) >= ROW_GROUP_ROWS:
+                        flush()
+            if pending:
+                flush()
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is not None:
+            fs.move(f"{attempt}/{name}", f"{folder}/{name}")
+        fs.delete_dir(attempt)
+        yield pa.RecordBatch.from_pydict({"rows": [rows]})
+
+    try:
+        written = df.mapInArrow(write_partition, "rows long").groupBy().sum("rows").first()[0]
+    finally:
+        _remove(location, f"{folder}/{TEMPORARY}")
+    if not written:  # no task wrote a file: one without rows keeps the columns for readers
+        import pyarrow.parquet as pq
+
+        pq.ParquetWriter(location.child("part-00000.parquet"), empty, filesystem=fs).close()
+    location.write_bytes("_SUCCESS", b"")  # what Spark's committer leaves: readers may look
+    return int(written or 0)
+
+
+def _remove(location: Location, path: str) -> None:
+    from pyarrow import fs
+
+    if location.fs.get_file_info(path).type != fs.FileType.NotFound:
+        location.fs.delete_dir(path)

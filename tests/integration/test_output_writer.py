@@ -1,0 +1,125 @@
+"""The output's rows written by the Python workers (arrow_files.write_parts) against Spark's
+own writer: the same rows and columns, and no part file from a failed task."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from featurizer import arrow_files, pipeline, reduce, vectors
+
+DIM, K = 24, 5
+
+
+def staged(spark, rows: int, partitions: int = 3):
+    """Rows as the featurizing tasks stage them: path, label, float32 bytes."""
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, DIM)).astype(np.float32)
+    data = [(f"/in/c{i % 4}/{i}.jpg", f"c{i % 4}", vectors.pack(x[i])) for i in range(rows)]
+    return spark.createDataFrame(data, "path string, label string, features binary").repartition(
+        partitions
+    ), x
+
+
+def components() -> np.ndarray:
+    return np.random.default_rng(7).standard_normal((DIM, K))
+
+
+def sorted_rows(spark, uri: str) -> list:
+    return sorted(spark.read.parquet(uri).collect(), key=lambda row: row["path"])
+
+
+def part_files(folder) -> list[str]:
+    return sorted(name for name in os.listdir(folder) if not name.startswith((".", "_")))
+
+
+def test_both_writers_give_the_same_rows_and_columns(spark, tmp_path):
+    df, x = staged(spark, 300)
+    pipeline.write_features(df, components(), str(tmp_path / "arrow"))
+    reduce.project(df, components(), "features", "pca").write.parquet(str(tmp_path / "spark"))
+
+    arrow, spark_rows = (
+        sorted_rows(spark, str(tmp_path / "arrow")),
+        sorted_rows(spark, str(tmp_path / "spark")),
+    )
+    assert arrow == spark_rows and len(arrow) == 300
+    read = spark.read.parquet(str(tmp_path / "arrow")).schema
+    assert [(f.name, f.dataType.simpleString()) for f in read.fields] == [
+        ("path", "string"),
+        ("label", "string"),
+        ("features", "array<float>"),
+        ("pca", "array<float>"),
+    ]
+    by_path = {row["path"]: row for row in arrow}
+    i = 17
+    row = by_path[f"/in/c{i % 4}/{i}.jpg"]
+    np.testing.assert_array_equal(np.array(row["features"], np.float32), x[i])
+    expected = (x[i].astype(np.float64) @ components()).astype(np.float32)
+    np.testing.assert_array_equal(np.array(row["pca"], np.float32), expected)
+    assert part_files(tmp_path / "arrow") == [f"part-{p:05d}.parquet" for p in range(3)]
+    assert (tmp_path / "arrow" / "_SUCCESS").exists()
+    assert not (tmp_path / "arrow" / arrow_files.TEMPORARY).exists()
+
+
+def test_vectors_are_not_dictionary_encoded_and_labels_are(spark, tmp_path):
+    import pyarrow.parquet as pq
+
+    df, _ = staged(spark, 200, partitions=1)
+    pipeline.write_features(df, components(), str(tmp_path / "out"))
+    meta = pq.ParquetFile(tmp_path / "out" / "part-00000.parquet").metadata.row_group(0)
+    encodings = {meta.column(c).path_in_schema: meta.column(c).encodings for c in range(4)}
+    assert "RLE_DICTIONARY" in encodings["label"]
+    vector_columns = [path for path in encodings if path.startswith(("features", "pca"))]
+    assert len(vector_columns) == 2
+    for path in vector_columns:
+        assert "RLE_DICTIONARY" not in encodings[path] and "PLAIN_DICTIONARY" not in encodings[path]
+
+
+def test_a_failing_task_leaves_no_part_file_and_a_rewrite_replaces_all(spark, tmp_path):
+    df, _ = staged(spark, 300)
+    target = tmp_path / "out"
+    transform = reduce.projection(components(), 2, "pca")
+    schema = reduce.projected_schema(df.schema, "features", "pca")
+
+    def failing(batch):  # the task of partition 1 fails after its first batch was written
+        from pyspark import TaskContext
+
+        if TaskContext.get().partitionId() == 1:
+            raise RuntimeError("disk gone")
+        return transform(batch)
+
+    with pytest.raises(Exception, match="disk gone"):
+        arrow_files.write_parts(df, str(target), failing, schema)
+    assert "part-00001.parquet" not in part_files(target)
+    assert not (target / arrow_files.TEMPORARY).exists()
+    assert not (target / "_SUCCESS").exists()
+
+    assert arrow_files.write_parts(df, str(target), transform, schema) == 300
+    assert len(sorted_rows(spark, str(target))) == 300
+    assert part_files(target) == [f"part-{p:05d}.parquet" for p in range(3)]
+
+
+def test_no_rows_still_give_a_readable_folder_with_the_columns(spark, tmp_path):
+    df, _ = staged(spark, 10)
+    pipeline.write_features(df.where("false"), components(), str(tmp_path / "out"))
+    read = spark.read.parquet(str(tmp_path / "out"))
+    assert read.count() == 0
+    assert read.columns == ["path", "label", "features", "pca"]
+
+
+def test_only_uris_pyarrow_reaches_with_sparks_credentials_are_written_by_workers(spark):
+    assert arrow_files.reachable("/tmp/out") and arrow_files.reachable("file:///tmp/out")
+    assert arrow_files.reachable("s3a://bucket/out", spark)
+    assert not arrow_files.reachable("hdfs://namenode/out", spark)
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    key = "fs.s3a.aws.credentials.provider"
+    default = conf.get(key)
+    try:
+        conf.set(key, "software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider")
+        assert arrow_files.reachable("s3://bucket/out", spark)
+        conf.set(key, f"{default},com.example.CustomProvider")
+        assert not arrow_files.reachable("s3://bucket/out", spark)
+    finally:
+        conf.set(key, default)

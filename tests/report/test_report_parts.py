@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -85,8 +87,15 @@ def test_fit_softmax_matches_the_optimum_on_a_tiny_problem():
     x, labels = blobs(classes=3, per_class=30, dim=4, spread=2.0)
     y = np.array([int(label.split()[1]) for label in labels])
     (xs,) = probe.standardize(x)
-    weights, bias = probe.fit_softmax(xs, y, 3, l2=0.1, iterations=2000)
-    p = probe._softmax(xs @ weights + bias)
+    weights, bias, iterations, loss = probe.fit_softmax(
+        xs, y, 3, l2=0.1, max_iterations=2000, tolerance=1e-12
+    )
+    logits = xs @ weights + bias
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    cross_entropy = -np.mean(np.log(p[np.arange(len(y)), y]))
+    assert loss == pytest.approx(cross_entropy + 0.05 * np.sum(weights**2), rel=1e-5)
+    assert 1 < iterations < 2000
     p[np.arange(len(y)), y] -= 1
     grad = xs.T @ p / len(y) + 0.1 * weights
     assert np.abs(grad).max() < 1e-3 and np.abs(p.sum(axis=0) / len(y)).max() < 1e-3
@@ -170,15 +179,42 @@ def test_not_an_output_is_one_clear_error(tmp_path):
         arrow_files.locate("hdfs://namenode/out")
 
 
-def test_charts_are_pngs_for_many_classes():
+def test_the_scatter_is_a_png_for_many_classes():
     rng = np.random.default_rng(0)
     labels = np.array([f"class {i % 131}" for i in range(3000)], dtype=object)
     scatter = plots.pca_scatter_png(rng.standard_normal((3000, 5)), labels, [0.3, 0.2])
-    bars = plots.class_counts_png(
-        {f"class {i}": {"Training": 40 - i % 7, "Test": 15} for i in range(131)}
+    assert scatter[:8] == b"\x89PNG\r\n\x1a\n" and len(scatter) > 10_000
+
+
+def test_class_bars_are_rows_largest_first_stacked_by_split():
+    per_class = {f"class {i}": {"Training": 40 - i % 7, "Test": 15} for i in range(131)}
+    per_class["<b>odd</b>"] = {"Training": 100}
+    html = page.class_bars(per_class)
+    rows = re.findall(
+        r"<tr><td>(.*?)</td><td class=n>(\d+)</td><td class=n>(\d+)</td>"
+        r"<td class=n>(\d+)</td>",
+        html,
     )
-    for png in (scatter, bars):
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert len(rows) == 132
+    assert rows[0] == ("&lt;b&gt;odd&lt;/b&gt;", "100", "0", "100")  # escaped, largest first
+    assert rows[1] == ("class 0", "40", "15", "55")
+    assert all(int(t) + int(s) == int(n) for _, t, s, n in rows)
+    assert [int(n) for *_, n in rows] == sorted((int(n) for *_, n in rows), reverse=True)
+    assert 'style="width:100.00%' in html and "<th>Training</th><th>Test</th>" in html
+
+
+def test_class_bars_of_many_classes_keep_both_ends():
+    per_class = {f"c{i:04d}": {"all": 1000 - i} for i in range(1000)}
+    html = page.class_bars(per_class, limit=10)
+    names = re.findall(r"<tr><td>(c\d+)</td>", html)
+    assert names == ["c0000", "c0001", "c0002", "c0003", "c0004"] + [
+        "c0995",
+        "c0996",
+        "c0997",
+        "c0998",
+        "c0999",
+    ]
+    assert "990 classes" in html and "<th>all</th>" not in html  # one split: no split columns
 
 
 def test_page_escapes_names():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
@@ -24,7 +25,10 @@ th{background:#eef0f4;font-weight:600}td.n{text-align:right;font-variant-numeric
 img{max-width:100%;height:auto;background:#fff;border:1px solid #dfe2e8;border-radius:6px}
 .ok{color:#1a7f37}.bad{color:#c62828}code{font-size:12px;word-break:break-all}
 .note{color:#5b6475;font-size:12px}
+td.bar{width:45%;padding:4px 6px}td.bar span{display:inline-block;height:10px}
 """
+CLASS_ROWS = 150  # more classes than this: the largest and the smallest halves, then a gap
+SPLIT_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
 
 
 def render(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
@@ -35,7 +39,7 @@ def render(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
         _run_section(report),
         _pca_section(report, images),
         _quality_section(report),
-        _classes_section(report, images),
+        _classes_section(report),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -217,7 +221,7 @@ def _quality_section(report: Mapping[str, Any]) -> str:
         "<h2>Quality: linear probe</h2>",
         f"<p>Multinomial logistic regression of the label, fitted on the train rows and "
         f"measured on the test rows ({escape(probe['split'])}; L2 {probe['l2']:g}, "
-        f"{probe['iterations']} full-batch iterations, standardized inputs).</p>",
+        f"L-BFGS to a relative loss change of {probe['tolerance']:g}, standardized inputs).</p>",
         '<div class="cards">'
         + "".join(
             _card(_pct(r["test_accuracy"]), f"test accuracy from {name}")
@@ -261,13 +265,49 @@ def _quality_section(report: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _classes_section(report: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
+def _classes_section(report: Mapping[str, Any]) -> str:
     classes = report["classes"]
     if not classes["count"]:
         return ""
     return (
         f"<h2>Classes</h2><p>{classes['count']:,} classes; images per class: min "
         f"{classes['min']:,}, median {classes['median']:,}, max {classes['max']:,} "
-        f"(largest / smallest = {classes['imbalance']:.1f}).</p>"
-        f"{_img(images.get('class_counts'), 'images per class')}"
+        f"(largest / smallest = {classes['imbalance']:.1f}).</p>" + class_bars(classes["per_class"])
     )
+
+
+def class_bars(per_class: Mapping[str, Mapping[str, int]], limit: int = CLASS_ROWS) -> str:
+    """Images per class, largest first, as table rows with a bar stacked by split (e.g.
+    Training / Test): names stay text (searchable, copyable), and no chart to draw."""
+    totals = {label: sum(parts.values()) for label, parts in per_class.items()}
+    ranked = sorted(totals, key=lambda label: (-totals[label], label))
+    hidden = len(ranked) - limit
+    order: list[str | None] = list(ranked)
+    if hidden > 0:  # None: the row that says how many are left out
+        order = [*ranked[: limit // 2], None, *ranked[len(ranked) - limit // 2 :]]
+    sizes: Counter[str] = Counter()
+    for parts in per_class.values():
+        sizes.update(parts)
+    splits = [split for split, _ in sizes.most_common()]
+    colours = dict(zip(splits, SPLIT_COLOURS * len(splits)))
+    largest = max(totals.values())
+    head = ["class", *splits, "images", ""] if len(splits) > 1 else ["class", "images", ""]
+    rows = []
+    for label in order:
+        if label is None:
+            rows.append(f'<tr><td colspan="{len(head)}" class=note>{hidden:,} classes</td></tr>')
+            continue
+        parts = per_class[label]
+        counts = [parts.get(split, 0) for split in splits] if len(splits) > 1 else []
+        bar = "".join(
+            f'<span style="width:{100 * parts.get(split, 0) / largest:.2f}%;'
+            f'background:{colours[split]}" title="{escape(split)}"></span>'
+            for split in splits
+        )
+        rows.append(
+            f"<tr><td>{escape(label)}</td>"
+            + "".join(f"<td class=n>{count:,}</td>" for count in (*counts, totals[label]))
+            + f"<td class=bar>{bar}</td></tr>"
+        )
+    header = "".join(f"<th>{escape(name)}</th>" for name in head)
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

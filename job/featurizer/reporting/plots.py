@@ -10,7 +10,6 @@ import numpy as np
 
 SCATTER_POINTS = 6000  # enough to see the structure, small enough to draw fast
 LEGEND_CLASSES = 12  # named in the scatter's legend; the rest are "other"
-LABELED_BARS = 150  # above this many classes the bars carry no names
 
 
 def _pyplot():
@@ -104,44 +103,5 @@ def pca_scatter_png(pca: np.ndarray, labels: np.ndarray, explained: Sequence[flo
         markerscale=2,
         title=f"{len(named)} of {classes} classes (images)",
     )
-    figure.tight_layout()
-    return _png(figure)
-
-
-def class_counts_png(counts: dict[str, dict[str, int]]) -> bytes:
-    """Images per class, largest first, stacked by split (e.g. Training / Test).
-    Horizontal bars so that up to LABELED_BARS class names stay readable."""
-    plt = _pyplot()
-    totals = {label: sum(parts.values()) for label, parts in counts.items()}
-    order = sorted(totals, key=lambda label: (-totals[label], label))
-    split_sizes: Counter[str] = Counter()
-    for parts in counts.values():
-        split_sizes.update(parts)
-    splits = [split for split, _ in split_sizes.most_common()]
-    labeled = len(order) <= LABELED_BARS
-    height = 0.13 * len(order) + 1.2 if labeled else 4.0
-    figure, axes = plt.subplots(figsize=(10, height), dpi=100)
-    positions = np.arange(len(order))
-    left = np.zeros(len(order))
-    for split, colour in zip(splits, ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")):
-        widths = np.array([counts[label].get(split, 0) for label in order], dtype=float)
-        axes.barh(positions, widths, left=left, height=0.8, color=colour, label=split)
-        left += widths
-    if labeled:
-        axes.set_yticks(positions, order, fontsize=7)
-    else:
-        axes.set_yticks([])
-        axes.set_ylabel(f"{len(order):,} classes, largest first")
-    axes.set_ylim(len(order) - 0.4, -0.6)  # largest at the top
-    axes.set_xlim(0, max(totals.values()) * 1.2)  # room for the legend beside the bars
-    axes.set_xlabel("images")
-    values = list(totals.values())
-    axes.set_title(
-        f"Images per class: min {min(values):,}, median {int(np.median(values)):,}, "
-        f"max {max(values):,}"
-    )
-    if len(splits) > 1:
-        axes.legend(fontsize=8, loc="lower right")
-    axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     return _png(figure)

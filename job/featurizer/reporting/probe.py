@@ -1,16 +1,19 @@
 """Linear probe: how well a logistic regression recovers the label from the features.
 
-Pure numpy, deterministic: multinomial logistic (softmax) regression, full batch, L2,
-standardized inputs, Nesterov-accelerated gradient descent with the step size from the
-loss' Lipschitz bound. A probe is a measurement, not a model to ship: a fixed schedule
-with no randomness makes two reports of the same output identical.
+Multinomial logistic (softmax) regression, full batch, L2, standardized inputs, solved
+with scipy's L-BFGS-B to a fixed relative tolerance from a zero start. A probe is a
+measurement, not a model to ship: no randomness, so two reports of the same output are
+identical, and converged, so the accuracy is the features' and not the optimizer's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,6 +37,7 @@ class ProbeResult:
     train_accuracy: float
     test_accuracy: float
     seconds: float
+    iterations: int = 0  # L-BFGS iterations the fit took
     per_class: list[dict] = field(default_factory=list)  # every class, worst first
     confused_pairs: list[dict] = field(default_factory=list)  # most frequent mistakes
     unseen_test_rows: int = 0  # test rows whose class has no training row
@@ -48,6 +52,7 @@ class ProbeResult:
             "train_accuracy": self.train_accuracy,
             "test_accuracy": self.test_accuracy,
             "seconds": round(self.seconds, 2),
+            "iterations": self.iterations,
             "unseen_test_rows": self.unseen_test_rows,
             "classes_perfect": perfect,
             "classes_evaluated": len(self.per_class),
@@ -126,52 +131,72 @@ def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(x.astype(np.float32, copy=False) - mean) / std for x in (train, *others)]
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits - logits.max(axis=1, keepdims=True)
-    np.exp(logits, out=logits)
-    logits /= logits.sum(axis=1, keepdims=True)
-    return logits
-
-
-def _largest_eigenvalue(x: np.ndarray, iterations: int = 30) -> float:
-    """Largest eigenvalue of x.T @ x / n by power iteration from a fixed start."""
-    v = np.ones(x.shape[1], dtype=np.float32) / np.sqrt(x.shape[1])
-    value = 1.0
-    for _ in range(iterations):
-        w = x.T @ (x @ v) / len(x)
-        value = float(np.linalg.norm(w))
-        v = w / max(value, 1e-12)
-    return value
+class Softmax(NamedTuple):
+    weights: np.ndarray  # (d, c)
+    bias: np.ndarray  # (c,)
+    iterations: int
+    loss: float
 
 
 def fit_softmax(
-    x: np.ndarray, y: np.ndarray, classes: int, l2: float = 1e-3, iterations: int = 200
-) -> tuple[np.ndarray, np.ndarray]:
-    """Weights (d, c) and bias (c,) minimizing mean cross-entropy + l2/2 |W|^2.
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: int,
+    l2: float = 1e-3,
+    max_iterations: int = 200,
+    tolerance: float = 1e-5,
+) -> Softmax:
+    """Weights and bias minimizing mean cross-entropy + l2/2 |W|^2 (the bias is not
+    penalized), by L-BFGS-B until the loss changes by less than `tolerance` (relative)
+    in an iteration. The products with x run in float32; L-BFGS keeps its own float64."""
+    from scipy.optimize import minimize
 
-    The cross-entropy's Hessian is bounded by 1/2 * X'X/n, so 1/L with
-    L = lambda_max/2 + l2 is a step that never diverges; Nesterov momentum makes a few
-    hundred full-batch steps enough on standardized features."""
     n, d = x.shape
-    onehot = np.zeros((n, classes), dtype=np.float32)
-    onehot[np.arange(n), y] = 1.0
-    step = 1.0 / (0.5 * (_largest_eigenvalue(x) + 1.0) + l2)  # +1: the bias column
-    weights = np.zeros((d, classes), dtype=np.float32)
-    bias = np.zeros(classes, dtype=np.float32)
-    previous_w, previous_b = weights, bias
-    for t in range(1, iterations + 1):
-        momentum = (t - 1) / (t + 2)
-        look_w = weights + momentum * (weights - previous_w)
-        look_b = bias + momentum * (bias - previous_b)
-        residual = _softmax(x @ look_w + look_b)
-        residual -= onehot
-        residual /= n
-        grad_w = x.T @ residual + l2 * look_w
-        grad_b = residual.sum(axis=0)
-        previous_w, previous_b = weights, bias
-        weights = (look_w - step * grad_w).astype(np.float32)
-        bias = (look_b - step * grad_b).astype(np.float32)
-    return weights, bias
+    rows, size = np.arange(n), d * classes
+
+    def loss_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        weights = theta[:size].reshape(d, classes).astype(np.float32)
+        logits = x @ weights + theta[size:].astype(np.float32)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        total = exp.sum(axis=1)
+        loss = np.mean(np.log(total) - logits[rows, y], dtype=np.float64)
+        exp /= total[:, None]  # the probabilities; minus the one-hot: d loss / d logits
+        exp[rows, y] -= 1.0
+        exp /= n
+        gradient = np.concatenate([(x.T @ exp + l2 * weights).ravel(), exp.sum(axis=0)])
+        return float(loss + 0.5 * l2 * (theta[:size] @ theta[:size])), gradient.astype(np.float64)
+
+    with _one_blas_pool():
+        found = minimize(
+            loss_and_gradient,
+            np.zeros(size + classes),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": max_iterations, "ftol": tolerance},
+        )
+    weights = found.x[:size].reshape(d, classes).astype(np.float32)
+    return Softmax(weights, found.x[size:].astype(np.float32), int(found.nit), float(found.fun))
+
+
+@contextlib.contextmanager
+def _one_blas_pool() -> Iterator[None]:
+    """scipy's wheel brings an OpenBLAS of its own beside numpy's. L-BFGS-B's vector steps
+    run on scipy's and the products with x on numpy's; both pools' threads spinning for
+    the same cores made the fit ~2x slower (BENCHMARKS.md). scipy's gets one thread."""
+    import threadpoolctl
+
+    controller = threadpoolctl.ThreadpoolController()
+    scipy_own = [
+        lib.filepath
+        for lib in controller.lib_controllers
+        if f"{os.sep}scipy.libs{os.sep}" in lib.filepath
+    ]
+    if not scipy_own:  # one shared BLAS (e.g. distribution packages): nothing spins twice
+        yield
+        return
+    with controller.select(filepath=scipy_own).limit(limits=1):
+        yield
 
 
 def predict(x: np.ndarray, weights: np.ndarray, bias: np.ndarray, chunk: int = 8192) -> np.ndarray:
@@ -191,7 +216,8 @@ def run_probe(
     split: Split,
     max_train_rows: int = 10_000,
     l2: float = 1e-3,
-    iterations: int = 200,
+    max_iterations: int = 200,
+    tolerance: float = 1e-5,
 ) -> ProbeResult:
     """Fit on split.train (capped), measure on split.test."""
     import time
@@ -202,7 +228,8 @@ def run_probe(
     index = {label: i for i, label in enumerate(classes)}
     y_train = np.array([index[label] for label in labels[train_rows]])
     x_train, x_test = standardize(x[train_rows], x[split.test])
-    weights, bias = fit_softmax(x_train, y_train, len(classes), l2=l2, iterations=iterations)
+    fit = fit_softmax(x_train, y_train, len(classes), l2, max_iterations, tolerance)
+    weights, bias = fit.weights, fit.bias
     train_pred = predict(x_train, weights, bias)
     test_pred = (
         np.array(classes, dtype=object)[predict(x_test, weights, bias)]
@@ -218,6 +245,7 @@ def run_probe(
         train_accuracy=float(np.mean(train_pred == y_train)),
         test_accuracy=float(np.mean(test_pred == truth)) if len(truth) else float("nan"),
         seconds=time.monotonic() - start,
+        iterations=fit.iterations,
         per_class=per_class_accuracy(truth, test_pred),
         confused_pairs=confused_pairs(truth, test_pred),
         unseen_test_rows=int(sum(1 for label in truth if label not in index)),

@@ -275,3 +275,23 @@ def test_sample_fraction_featurizes_the_same_part_of_the_input_every_time(
         assert paths <= found
         picked.append(paths)
     assert picked[0] == picked[1]  # pseudo-random, but the same files on a rerun
+
+
+def test_a_local_listing_of_many_folders_runs_no_spark_job(spark, fruits360):
+    """131 class folders: above Spark's threshold of 32 it would list them with a job of one
+    task per folder; a local session lists in place (session.local_defaults)."""
+    from featurizer import local_input, sources, storage
+
+    training = fruits360 / "Training"
+    uri = storage.normalize(str(training))
+    config = RunConfig(input=uri, output="unused")
+    source = sources.open_source(config, uri, storage.Storage(spark), local_input.scan(training))
+    tracker, group = spark.sparkContext.statusTracker(), "listing-under-test"
+    spark.sparkContext.setJobGroup(group, "the listing")
+    try:
+        listing = source.listing(spark)
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    assert listing.found == len(list(training.rglob("*.jpg"))) > 5000
+    assert sum(1 for folder in training.iterdir() if folder.is_dir()) > 32
+    assert list(tracker.getJobIdsForGroup(group)) == []

@@ -1,10 +1,12 @@
 """Production operations on the real cluster: several executors, an executor lost in the middle
 of featurization (gracefully, so it decommissions, then forcibly), event logs read back by the
 Spark History Server, Prometheus metrics during the run, and a submit that refuses to replace
-a running application unless told to.
+a running application unless told to; then the throughput of an undisturbed run per executor
+core, against the same job local[2] on the host.
 
 The input is the Test split of ../shared/datasets/fruits360-subset (1,965 real images, 131
-classes) in the S3 server; the run uses 2 executors x 1 core, micro-batches of 150 files.
+classes) in the S3 server; the run uses 2 executors x 1 core, micro-batches of 150 files. The
+throughput run reads the Training split (5,240 images).
 """
 
 from __future__ import annotations
@@ -72,22 +74,28 @@ def rbac(helm: str, kubectl: str, tmp_path_factory):
     run(kubectl, "delete", "-f", path, "--wait=false", check=False)
 
 
-@pytest.fixture(scope="module")
-def fruits(s3, sample) -> tuple[str, int]:
-    """The Test split in S3 (`sample` made the bucket and the credentials Secret)."""
-    files = sorted(path for path in (SHARED / "Test").rglob("*.jpg"))
-    assert len(files) >= 1000, f"{SHARED} holds {len(files)} Test images"
+def upload_split(s3, split: str, minimum: int) -> tuple[str, int]:
+    """One split of the Fruits-360 subset in the S3 server, as `fruits/<split>/<class>/...`."""
+    files = sorted((SHARED / split).rglob("*.jpg"))
+    assert len(files) >= minimum, f"{SHARED / split} holds {len(files)} images"
     with ThreadPoolExecutor(8) as pool:
         list(
             pool.map(
                 lambda path: s3.upload_file(
-                    str(path), BUCKET, f"fruits/Test/{path.relative_to(SHARED / 'Test')}"
+                    str(path), BUCKET, f"fruits/{split}/{path.relative_to(SHARED / split)}"
                 ),
                 files,
             )
         )
+    return f"s3a://{BUCKET}/fruits/{split}", len(files)
+
+
+@pytest.fixture(scope="module")
+def fruits(s3, sample) -> tuple[str, int]:
+    """The Test split in S3 (`sample` made the bucket and the credentials Secret)."""
+    uploaded = upload_split(s3, "Test", 1000)
     s3.put_object(Bucket=BUCKET, Key=f"{EVENTS}/", Body=b"")  # Spark needs the folder
-    return f"s3a://{BUCKET}/fruits/Test", len(files)
+    return uploaded
 
 
 @pytest.fixture(scope="module")
@@ -379,3 +387,63 @@ def test_replace_stops_a_running_application_and_starts_over(
     table, _ = read_output(s3, "output/replace")
     assert table.num_rows == 100 and len(set(table.column("path").to_pylist())) == 100
     featurizer("delete", name, timeout=120)
+
+
+def test_throughput_per_executor_core_against_the_same_job_on_the_host(
+    s3, sample, custom, tmp_path: Path
+) -> None:
+    """The 5,240 Training images, undisturbed, on 2 executor pods x 1 core, then the same job
+    local[2] on the host from the local copy: featurize img/s per core of each, printed for
+    BENCHMARKS.md (the cluster path is what users pay for). Asserts only that both complete
+    with every image once."""
+    source, images = upload_split(s3, "Training", 5000)
+    name, output = "featurizer-throughput", "output/throughput"
+    options = ["--pca-k", "50", "--no-report"]
+    two_executors = tmp_path / "executors.yaml"
+    two_executors.write_text(
+        yaml.safe_dump(
+            {"executor": {"instances": 2, "cores": 1}, "dynamicAllocation": {"enabled": False}}
+        )
+    )
+    started = time.monotonic()
+    proc = featurizer(
+        "submit",
+        "k8s",
+        *values_args(two_executors),
+        "--name",
+        name,
+        "--input",
+        source,
+        "--output",
+        f"s3a://{BUCKET}/{output}",
+        *options,
+        "--wait-timeout",
+        str(RUN_TIMEOUT),
+    )
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0, f"{proc.stderr[-3000:]}\n{proc.stdout[-3000:]}"
+    table, cluster = read_output(s3, output)
+    assert table.num_rows == images and len(set(table.column("path").to_pylist())) == images
+    featurizer("delete", name, timeout=120)
+
+    local_output = tmp_path / "local"
+    local = featurizer("run", "--input", SHARED / "Training", "--output", local_output, *options)
+    assert local.returncode == 0, local.stderr[-3000:]
+    host = json.loads((local_output / "manifest.json").read_text())
+    assert host["counts"]["featurized"] == images
+
+    cores = 2  # executor.instances x executor.cores above; local[2]
+    per_core = {
+        where: manifest["throughput"]["featurize_images_per_s"] / cores
+        for where, manifest in (("cluster", cluster), ("host", host))
+    }
+    print(
+        f"\nthroughput: {images} images, 2 executor pods x 1 core: featurize "
+        f"{cluster['throughput']['featurize_images_per_s']} img/s = {per_core['cluster']:.1f} "
+        f"img/s per executor core (job end to end "
+        f"{cluster['throughput']['end_to_end_images_per_s']} img/s, {seconds:.0f} s submit to "
+        f"COMPLETED, stages {cluster['timings_s']}); the same job local[2] on the host: "
+        f"{host['throughput']['featurize_images_per_s']} img/s = {per_core['host']:.1f} per "
+        f"core (end to end {host['throughput']['end_to_end_images_per_s']} img/s); cluster / "
+        f"host per core {per_core['cluster'] / per_core['host']:.2f}"
+    )

@@ -27,6 +27,6 @@ cluster-e2e: venv  ## make image, cluster-up, tests/cluster inside the cluster, 
 
 # Not in CI_TARGETS: on a fresh machine the Kubernetes, etcd and operator builds alone take
 # ~26 min on the 2 shared cores (measured: kube 1256 s, etcd 85 s, spark-operator 239 s),
-# plus ~2 min to import the image into containerd and ~6-8 min of e2e: ~35 min, too much of
-# the ~45 min a cold .ci/run may take beside make test, image-test, k8s-validate, emr-test.
-# Cached (binaries and imported image kept), cluster-up takes ~15 s and cluster-e2e ~8 min.
+# plus ~2 min to import the image into containerd and ~17 min of e2e (8 of them the
+# throughput run): ~45 min, too much beside make test, image-test, k8s-validate, emr-test.
+# Cached (binaries and imported image kept), cluster-up takes ~15 s and cluster-e2e ~17 min.

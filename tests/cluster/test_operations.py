@@ -389,15 +389,28 @@ def test_replace_stops_a_running_application_and_starts_over(
     featurizer("delete", name, timeout=120)
 
 
+def packed_split(s3, split: str, folder: Path) -> tuple[str, Path]:
+    """`featurizer pack` of one split into `folder`, uploaded as `fruits-packed/<split>/`."""
+    proc = featurizer("pack", SHARED / split, folder, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        s3.upload_file(str(path), BUCKET, f"fruits-packed/{split}/{path.relative_to(folder)}")
+    return f"s3a://{BUCKET}/fruits-packed/{split}", folder
+
+
+@pytest.mark.parametrize("layout", ["loose", "packed"])
 def test_throughput_per_executor_core_against_the_same_job_on_the_host(
-    s3, sample, custom, tmp_path: Path
+    layout: str, s3, sample, custom, tmp_path: Path
 ) -> None:
     """The 5,240 Training images, undisturbed, on 2 executor pods x 1 core, then the same job
     local[2] on the host from the local copy: featurize img/s per core of each, printed for
-    BENCHMARKS.md (the cluster path is what users pay for). Asserts only that both complete
-    with every image once."""
+    BENCHMARKS.md (the cluster path is what users pay for), as loose objects and as packed
+    shards. Asserts only that both complete with every image once."""
     source, images = upload_split(s3, "Training", 5000)
-    name, output = "featurizer-throughput", "output/throughput"
+    local_input = SHARED / "Training"
+    if layout == "packed":
+        source, local_input = packed_split(s3, "Training", tmp_path / "packed")
+    name, output = f"featurizer-throughput-{layout}", f"output/throughput-{layout}"
     options = ["--pca-k", "50", "--no-report"]
     two_executors = tmp_path / "executors.yaml"
     two_executors.write_text(
@@ -427,7 +440,7 @@ def test_throughput_per_executor_core_against_the_same_job_on_the_host(
     featurizer("delete", name, timeout=120)
 
     local_output = tmp_path / "local"
-    local = featurizer("run", "--input", SHARED / "Training", "--output", local_output, *options)
+    local = featurizer("run", "--input", local_input, "--output", local_output, *options)
     assert local.returncode == 0, local.stderr[-3000:]
     host = json.loads((local_output / "manifest.json").read_text())
     assert host["counts"]["featurized"] == images
@@ -438,7 +451,7 @@ def test_throughput_per_executor_core_against_the_same_job_on_the_host(
         for where, manifest in (("cluster", cluster), ("host", host))
     }
     print(
-        f"\nthroughput: {images} images, 2 executor pods x 1 core: featurize "
+        f"\nthroughput: {images} images ({layout}), 2 executor pods x 1 core: featurize "
         f"{cluster['throughput']['featurize_images_per_s']} img/s = {per_core['cluster']:.1f} "
         f"img/s per executor core (job end to end "
         f"{cluster['throughput']['end_to_end_images_per_s']} img/s, {seconds:.0f} s submit to "

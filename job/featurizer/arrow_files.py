@@ -15,7 +15,10 @@ rows: 3.5-4.3 s of JVM time); pyarrow writes the same rows from the Arrow batch 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +50,11 @@ SAME_CREDENTIALS = frozenset(
     }
 )
 TEMPORARY = "_temporary"  # the attempts' files, under the folder written; removed at the end
+# How long a failed write waits for its job's other tasks, killed asynchronously, to end (and
+# then for their Python workers, which outlive a killed task by up to Spark's
+# spark.python.task.killTimeout) before it removes _temporary/ for good.
+SETTLE_SECONDS = 60.0
+STRAGGLER_SECONDS = 2.0
 ROW_GROUP_ROWS = 8192  # ~45 MB of 1,330 floats a row: few row groups, bounded worker memory
 
 
@@ -166,14 +174,13 @@ def write_parts(
     spark = df.sparkSession
     location = locate(uri, spark)
     fs, folder = location.fs, location.path
+    temporary = f"{folder}/{TEMPORARY}"
     _remove(location, folder)
-    fs.create_dir(folder, recursive=True)
+    fs.create_dir(temporary, recursive=True)
     empty = to_arrow_schema(schema)
     plain = frozenset(plain)
 
     def write_partition(batches: Iterator[Any]) -> Iterator[Any]:  # in a Python worker
-        import uuid
-
         import pyarrow as pa
         import pyarrow.parquet as pq
         from pyspark import TaskContext
@@ -181,10 +188,12 @@ def write_parts(
         context = TaskContext.get()
         assert context is not None  # a task's
         name = f"part-{context.partitionId():05d}.parquet"
-        attempt = f"{folder}/{TEMPORARY}/{context.attemptNumber()}-{uuid.uuid4().hex}"
+        attempt = f"{temporary}/{context.attemptNumber()}-{uuid.uuid4().hex}"
         rows, writer = 0, None
         pending: list[Any] = []
-        fs.create_dir(attempt, recursive=True)
+        # Not recursive: a task of a job that failed meanwhile finds _temporary/ removed and
+        # stops here instead of creating it again.
+        fs.create_dir(attempt, recursive=False)
 
         def flush() -> None:
             nonlocal writer
@@ -210,24 +219,60 @@ def write_parts(
                         flush()
             if pending:
                 flush()
-        finally:
-            if writer is not None:
-                writer.close()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the task's own error is the one to report
+                if writer is not None:
+                    writer.close()
+            with contextlib.suppress(Exception):
+                fs.delete_dir(attempt)  # the failed attempt's half file
+            raise
         if writer is not None:
+            writer.close()
             fs.move(f"{attempt}/{name}", f"{folder}/{name}")
         fs.delete_dir(attempt)
         yield pa.RecordBatch.from_pydict({"rows": [rows]})
 
+    context = spark.sparkContext
+    tag = f"featurizer-write-{uuid.uuid4().hex}"
+    context.addJobTag(tag)
     try:
         written = df.mapInArrow(write_partition, "rows long").groupBy().sum("rows").first()[0]
+    except BaseException:
+        with contextlib.suppress(Exception):  # e.g. a stopped SparkContext: the error stays
+            _settle(context, tag, location, temporary)
+        raise
     finally:
-        _remove(location, f"{folder}/{TEMPORARY}")
+        context.removeJobTag(tag)
+    _remove(location, temporary)
     if not written:  # no task wrote a file: one without rows keeps the columns for readers
         import pyarrow.parquet as pq
 
         pq.ParquetWriter(location.child("part-00000.parquet"), empty, filesystem=fs).close()
     location.write_bytes("_SUCCESS", b"")  # what Spark's committer leaves: readers may look
     return int(written or 0)
+
+
+def _settle(context: Any, tag: str, location: Location, temporary: str) -> None:
+    """After a failed write: wait (bounded) until no task of the jobs tagged `tag` runs any
+    more, then remove `temporary`, and once more after the stragglers' Python workers had
+    their time. A failed job's other tasks are killed asynchronously: removed at once,
+    _temporary/ would get their files again."""
+    tracker = context.statusTracker()
+    stages = [
+        stage
+        for job in context._jsc.sc().statusTracker().getJobIdsForTag(tag)
+        if (info := tracker.getJobInfo(job)) is not None
+        for stage in info.stageIds
+    ]
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline and any(
+        (info := tracker.getStageInfo(stage)) is not None and info.numActiveTasks > 0
+        for stage in stages
+    ):
+        time.sleep(0.1)
+    _remove(location, temporary)
+    time.sleep(STRAGGLER_SECONDS)
+    _remove(location, temporary)
 
 
 def _remove(location: Location, path: str) -> None:

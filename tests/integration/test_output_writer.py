@@ -101,6 +101,31 @@ def test_a_failing_task_leaves_no_part_file_and_a_rewrite_replaces_all(spark, tm
     assert part_files(target) == [f"part-{p:05d}.parquet" for p in range(3)]
 
 
+def test_a_failed_write_returns_only_when_no_task_of_it_can_write_any_more(spark, tmp_path):
+    """The job's other tasks are killed asynchronously; returning before they end would let
+    them write (on S3: upload into _temporary/) after the clean-up."""
+    df, _ = staged(spark, 300, partitions=2)
+    transform = reduce.projection(components(), 2, "pca")
+    schema = reduce.projected_schema(df.schema, "features", "pca")
+    ended = tmp_path / "ended"
+
+    def failing(batch):  # partition 0 fails at once; partition 1 is still busy for a second
+        import time
+
+        from pyspark import TaskContext
+
+        if TaskContext.get().partitionId() == 0:
+            raise RuntimeError("disk gone")
+        time.sleep(1.0)
+        ended.write_text("done")
+        return transform(batch)
+
+    with pytest.raises(Exception, match="disk gone"):
+        arrow_files.write_parts(df, str(tmp_path / "out"), failing, schema)
+    assert ended.exists()
+    assert not (tmp_path / "out" / arrow_files.TEMPORARY).exists()
+
+
 def test_no_rows_still_give_a_readable_folder_with_the_columns(spark, tmp_path):
     df, _ = staged(spark, 10)
     pipeline.write_features(df.where("false"), components(), str(tmp_path / "out"))

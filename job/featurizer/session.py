@@ -52,6 +52,12 @@ def job_defaults(config: RunConfig) -> dict[str, str]:
         # micro-batch (14,410 images here: JVM CPU 2.95 -> ~2.0 ms/image, BENCHMARKS.md).
         "spark.sql.files.openCostInBytes": str(8 << 10),
         "spark.python.worker.reuse": "true",
+        # The staged vectors are read back (PCA, the output's write) by the vectorized
+        # Parquet reader, whose binary column of 4,096 rows x 5 KB is one ~21 MB array per
+        # file: on the heap, a G1 humongous allocation and a young GC each, and G1 grew the
+        # local driver's heap for them (90,380 images: ~20 such GCs in the last 4 s, JVM peak
+        # RSS 2.65-2.74 GB; off the heap: 1 and 2.26 GB, BENCHMARKS.md).
+        "spark.sql.columnVector.offheap.enabled": "true",
         # Files deleted between the listing and the read (lifecycle rules, other writers) are
         # skipped by the scan instead of failing the task; the run records each as an error.
         "spark.sql.files.ignoreMissingFiles": "true",

@@ -39,10 +39,9 @@ def manifest_json(manifest: Mapping[str, Any]) -> bytes:
 
 def explained_variance_png(cumulative: Sequence[float], k: int, target: float | None) -> bytes:
     """Cumulative explained variance with the chosen k marked."""
-    import matplotlib
+    from featurizer.reporting.plots import pyplot
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
     shown = max(k * 2, min(len(cumulative), 200))

@@ -27,8 +27,9 @@ def pack(vector: np.ndarray) -> bytes:
 
 def unpack(column: Any, dim: int | None = None) -> np.ndarray:
     """An Arrow column of staged bytes or of float lists (no nulls) as an (n, dim) float32
-    matrix; staged bytes are viewed, not copied. Without `dim`, the width is the first
-    row's; a column whose vectors are not all that wide is refused (ValueError)."""
+    matrix; staged bytes and float32 lists are viewed, not copied (the view is read-only).
+    Without `dim`, the width is the first row's; a column whose vectors are not all that
+    wide is refused (ValueError)."""
     import pyarrow as pa
 
     if isinstance(column, pa.ChunkedArray):
@@ -51,7 +52,8 @@ def unpack(column: Any, dim: int | None = None) -> np.ndarray:
     dim = dim or int(lengths[0])
     if np.any(lengths != dim):
         raise ValueError(f"the vectors are not {dim} values each")
-    return column.flatten().to_numpy(zero_copy_only=False).astype(FLOAT32).reshape(-1, dim)
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.astype(FLOAT32, copy=False).reshape(-1, dim)
 
 
 def as_lists(matrix: np.ndarray) -> Any:

@@ -82,6 +82,19 @@ def test_probe_is_at_chance_on_noise():
     assert result.test_accuracy < 0.4  # chance = 0.25: no leak from test
 
 
+def test_standardize_uses_the_training_rows_statistics_and_keeps_constant_columns_at_zero():
+    rng = np.random.default_rng(3)
+    train = (rng.standard_normal((500, 6)) * [1, 10, 0.1, 3, 7, 1] + 50).astype(np.float32)
+    train[:, 5] = 4.0  # constant
+    test = rng.standard_normal((20, 6)).astype(np.float32)
+    xs, ts = probe.standardize(train, test)
+    mean, std = train.mean(axis=0, dtype=np.float64), train.std(axis=0, dtype=np.float64)
+    np.testing.assert_allclose(xs[:, :5], (train[:, :5] - mean[:5]) / std[:5], atol=1e-4)
+    np.testing.assert_allclose(ts[:, :5], (test[:, :5] - mean[:5]) / std[:5], atol=1e-4)
+    assert xs.dtype == ts.dtype == np.float32 and not xs[:, 5].any()
+    np.testing.assert_allclose(ts[:, 5], test[:, 5] - 4.0)  # centred, not divided by 0
+
+
 def test_fit_softmax_matches_the_optimum_on_a_tiny_problem():
     """Gradient of the objective is ~0 at the returned weights (converged, right loss)."""
     x, labels = blobs(classes=3, per_class=30, dim=4, spread=2.0)
@@ -259,13 +272,20 @@ def test_load_reads_vectors_of_a_bounded_deterministic_sample(tmp_path):
             row_group_size=7,
         )
     (tmp_path / "manifest.json").write_text(json.dumps({"status": "succeeded"}))
+
+    def assert_own_rows(output):  # vectors belong to their own rows
+        for row, path in enumerate(output.paths[output.vector_rows]):
+            part, index = path.rsplit("/", 1)[1][:-4].split("_")
+            assert output.pca[row, 0] == int(part) * 100 + int(index)
+            assert output.features[row, 0] == int(index)
+
     output = source.load(str(tmp_path), max_vector_rows=10)
     assert len(output.paths) == rows and output.features.shape == (10, 1280)
     assert output.pca.shape == (10, 3)
+    assert_own_rows(output)
     chosen = output.paths[output.vector_rows]
-    for row, path in enumerate(chosen):  # vectors belong to their own rows
-        part, index = path.rsplit("/", 1)[1][:-4].split("_")
-        assert output.pca[row, 0] == int(part) * 100 + int(index)
     again = source.load(str(tmp_path), max_vector_rows=10)
     assert list(again.paths[again.vector_rows]) == list(chosen)
-    assert len(source.load(str(tmp_path)).vector_rows) == rows
+    whole = source.load(str(tmp_path))  # every row: read in one pass
+    assert len(whole.vector_rows) == rows and whole.features.shape == (rows, 1280)
+    assert_own_rows(whole)

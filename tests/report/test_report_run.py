@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -86,6 +87,8 @@ def test_html_is_one_self_contained_file(written, fruits360_run):
     html = (fruits360_run[0] / "report.html").read_text()
     sources = re.findall(r'<img src="([^"]{0,30})', html)
     assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+    run_chart = base64.b64encode((fruits360_run[0] / "explained_variance.png").read_bytes())
+    assert run_chart.decode() in html  # the run's own chart, not drawn a second time
     assert not re.search(r'(src|href)="(https?:|//|file:)', html)
     for text in ("7,205", "Training/Test folders", "Worst 10 classes", "Apple Braeburn"):
         assert text in html

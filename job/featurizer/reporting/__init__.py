@@ -135,8 +135,11 @@ def build_report(
     report["run"].setdefault("output", output.location.uri)
     if pca_info.get("explained_variance") and pca_info.get("k"):
         cumulative = _cumulative(pca_info["explained_variance"])
-        images["explained_variance"] = run_report.explained_variance_png(
-            cumulative, pca_info["k"], pca_info.get("variance_target")
+        images["explained_variance"] = (
+            output.explained_variance_png  # the run drew it from the same figures
+            or run_report.explained_variance_png(
+                cumulative, pca_info["k"], pca_info.get("variance_target")
+            )
         )
     if output.pca is not None and len(output.labels):
         images["pca_scatter"] = plots.pca_scatter_png(

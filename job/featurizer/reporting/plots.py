@@ -12,7 +12,8 @@ SCATTER_POINTS = 6000  # enough to see the structure, small enough to draw fast
 LEGEND_CLASSES = 12  # named in the scatter's legend; the rest are "other"
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display), without per-glyph warnings."""
     import warnings
 
     import matplotlib
@@ -30,7 +31,7 @@ def _pyplot():
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    _pyplot().close(figure)
+    pyplot().close(figure)
     return buffer.getvalue()
 
 
@@ -56,7 +57,7 @@ def legend_classes(labels: np.ndarray, limit: int = LEGEND_CLASSES) -> list[str]
 
 def pca_scatter_png(pca: np.ndarray, labels: np.ndarray, explained: Sequence[float]) -> bytes:
     """PC1 vs PC2 coloured by label: a dozen classes named, the rest grey 'other'."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = sample_rows(len(labels), SCATTER_POINTS)
     second = pca[rows, 1] if pca.shape[1] > 1 else np.zeros(len(rows))
     xy, sample_labels = np.column_stack([pca[rows, 0], second]), labels[rows]

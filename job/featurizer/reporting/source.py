@@ -31,11 +31,13 @@ class RunOutput:
     features: np.ndarray | None  # (m, 1280) float32
     errors: list[str]  # one reason per failed file
     complete: bool  # _SUCCESS present
+    explained_variance_png: bytes | None = None  # the run's own chart, when it wrote one
 
 
 # Vectors of at most this many rows are read (a deterministic sample by path): the report's
 # memory stays ~0.2 GB however big the output (all paths and labels are still read).
 MAX_VECTOR_ROWS = 20_000
+EXPLAINED_VARIANCE_PNG = "explained_variance.png"  # what `featurizer run` draws at its commit
 
 
 def load(uri: str, spark: Any = None, max_vector_rows: int = MAX_VECTOR_ROWS) -> RunOutput:
@@ -53,12 +55,9 @@ def load(uri: str, spark: Any = None, max_vector_rows: int = MAX_VECTOR_ROWS) ->
     paths = labels = pca = features = None
     rows = np.array([], dtype=np.int64)
     if location.exists("features"):
-        dataset = _dataset(location, "features")
-        names = dataset.to_table(columns=["path", "label"], use_threads=False)
-        paths = np.array(names.column("path").to_pylist(), dtype=object)
-        labels = np.array(names.column("label").to_pylist(), dtype=object)
-        rows = sample_rows(paths, max_vector_rows)
-        pca, features = _vectors(dataset, rows, ["pca", "features"])
+        paths, labels, rows, pca, features = _features(
+            _dataset(location, "features"), max_vector_rows
+        )
     errors = []
     if location.exists("errors"):
         errors = _read_table(location, "errors", ["error"]).column("error").to_pylist()
@@ -73,7 +72,15 @@ def load(uri: str, spark: Any = None, max_vector_rows: int = MAX_VECTOR_ROWS) ->
         features,
         [e or "unknown" for e in errors],
         location.exists("_SUCCESS"),
+        _optional_bytes(location, EXPLAINED_VARIANCE_PNG),
     )
+
+
+def _optional_bytes(location: Location, name: str) -> bytes | None:
+    try:
+        return location.read_bytes(name)
+    except FileNotFoundError:
+        return None
 
 
 def _dataset(location: Location, name: str) -> Any:
@@ -103,12 +110,36 @@ def sample_rows(paths: np.ndarray, limit: int) -> np.ndarray:
     return np.sort(np.argsort(keys, kind="stable")[:limit])
 
 
+Matrix = np.ndarray | None  # (rows, width) float32, or None when the output lacks the column
+
+
+def _features(
+    dataset: Any, limit: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Matrix, Matrix]:
+    """Paths and labels of every row; `pca` and `features` of at most `limit` rows."""
+    if dataset.count_rows() <= limit:  # the usual case: one threaded pass over everything
+        present = [c for c in ("pca", "features") if c in dataset.schema.names]
+        table = dataset.to_table(columns=["path", "label", *present])
+        paths, labels = _strings(table, "path"), _strings(table, "label")
+        rows = np.arange(len(paths))
+        return paths, labels, rows, _matrix(table, "pca"), _matrix(table, "features")
+    names = dataset.to_table(columns=["path", "label"])
+    paths, labels = _strings(names, "path"), _strings(names, "label")
+    rows = sample_rows(paths, limit)
+    pca, features = _vectors(dataset, rows, ["pca", "features"])
+    return paths, labels, rows, pca, features
+
+
+def _strings(table: Any, column: str) -> np.ndarray:
+    return np.array(table.column(column).to_pylist(), dtype=object)
+
+
 def _vectors(dataset: Any, rows: np.ndarray, columns: list[str]) -> list[np.ndarray | None]:
     """The vector columns of rows `rows`, read batch by batch (never the whole column)."""
     present = [c for c in columns if c in dataset.schema.names]
     parts: dict[str, list[np.ndarray]] = {c: [] for c in present}
     start = 0
-    for batch in dataset.to_batches(columns=present, use_threads=False):
+    for batch in dataset.to_batches(columns=present):
         end = start + batch.num_rows
         wanted = rows[(rows >= start) & (rows < end)] - start
         if len(wanted):

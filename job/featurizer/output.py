@@ -28,12 +28,14 @@ from typing import Any
 from featurizer import errors, storage
 from featurizer.errors import ConfigError
 
+MANIFEST = "manifest.json"
+EXPLAINED_VARIANCE_PNG = "explained_variance.png"  # the run's chart of the PCA's variance
 ARTIFACTS = (
     "features",
     "errors",
     "pca_model",
-    "manifest.json",
-    "explained_variance.png",
+    MANIFEST,
+    EXPLAINED_VARIANCE_PNG,
     "report.json",
     "report.html",
 )
@@ -318,7 +320,7 @@ def _start_incremental(
     # a commit cut short had already replaced the output's manifest.
     work = {
         "work_id": uuid.uuid4().hex[:12],
-        "base": _read_json(store, layout.final("manifest.json")),
+        "base": _read_json(store, layout.final(MANIFEST)),
     }
     try:
         store.copy(layout.kept_checkpoint, layout.checkpoint)
@@ -378,7 +380,7 @@ def commit_added(store: storage.Storage, layout: Layout, work_id: str) -> None:
                 storage.join(staged, name),
                 storage.join(final, f"part-{work_id}-{index:05d}.parquet"),
             )
-    for name in ("manifest.json", "explained_variance.png"):
+    for name in (MANIFEST, EXPLAINED_VARIANCE_PNG):
         if store.exists(layout.staged(name)):
             if store.exists(layout.final(name)):
                 store.delete(layout.final(name))
@@ -395,7 +397,7 @@ def commit_failed(store: storage.Storage, layout: Layout, manifest: bytes) -> No
     _clear(store, layout)
     if store.exists(layout.staged("errors")):
         store.rename(layout.staged("errors"), layout.final("errors"))
-    store.write_bytes(layout.final("manifest.json"), manifest)
+    store.write_bytes(layout.final(MANIFEST), manifest)
     store.delete(layout.work)
 
 

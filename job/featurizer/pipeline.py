@@ -304,9 +304,9 @@ def _featurize_and_commit(
         manifest["counts"].update(added=counts["added"], added_failed=counts["added_failed"])
     manifest["runs"] = [*base.get("runs", [_run_entry(base)] if base else []), _run_entry(manifest)]
     with _failing("writing results to", layout.result):
-        store.write_bytes(layout.staged("manifest.json"), report.manifest_json(manifest))
+        store.write_bytes(layout.staged(output.MANIFEST), report.manifest_json(manifest))
         store.write_bytes(
-            layout.staged("explained_variance.png"),
+            layout.staged(output.EXPLAINED_VARIANCE_PNG),
             report.explained_variance_png(
                 pca.cumulative, pca.k, None if config.pca_k or pca.source else config.pca_variance
             ),

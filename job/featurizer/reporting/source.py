@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from featurizer import vectors
+from featurizer import output, vectors
 from featurizer.arrow_files import Location, locate
 from featurizer.errors import ConfigError
 
@@ -37,14 +37,13 @@ class RunOutput:
 # Vectors of at most this many rows are read (a deterministic sample by path): the report's
 # memory stays ~0.2 GB however big the output (all paths and labels are still read).
 MAX_VECTOR_ROWS = 20_000
-EXPLAINED_VARIANCE_PNG = "explained_variance.png"  # what `featurizer run` draws at its commit
 
 
 def load(uri: str, spark: Any = None, max_vector_rows: int = MAX_VECTOR_ROWS) -> RunOutput:
     """Read manifest.json, features/ and errors/ (one clear error when it is not an output)."""
     location = locate(uri, spark)
     try:
-        manifest = json.loads(location.read_bytes("manifest.json"))
+        manifest = json.loads(location.read_bytes(output.MANIFEST))
     except FileNotFoundError:
         raise ConfigError(
             f"{location.uri} has no manifest.json: is it a featurizer output "
@@ -72,7 +71,7 @@ def load(uri: str, spark: Any = None, max_vector_rows: int = MAX_VECTOR_ROWS) ->
         features,
         [e or "unknown" for e in errors],
         location.exists("_SUCCESS"),
-        _optional_bytes(location, EXPLAINED_VARIANCE_PNG),
+        _optional_bytes(location, output.EXPLAINED_VARIANCE_PNG),
     )
 
 

@@ -49,7 +49,7 @@ def sample_images(count: int) -> np.ndarray:
         os.environ.get("FEATURIZER_FRUITS360", ROOT.parent / "shared/datasets/fruits360-subset")
     )
     files = sorted(folder.rglob("*.jpg"))[:count] or sorted(synthetic(count).rglob("*.jpg"))[:count]
-    decoded, _ = images.decode_many(path.read_bytes() for path in files)
+    decoded, _ = images.decode_many([path.read_bytes() for path in files])
     return images.preprocess(decoded)
 
 

@@ -156,28 +156,33 @@ def s3_filesystem(spark: Any = None) -> Any:
     return fs.S3FileSystem(**s3_options(spark_conf=_spark_s3a(spark)))
 
 
-Transform = Callable[[Any], Any]  # one pyarrow RecordBatch -> the RecordBatch written
+# A partition's pyarrow RecordBatches -> the RecordBatches written (a mapInArrow function).
+Partition = Callable[[Iterator[Any]], Iterator[Any]]
 
 
 def write_parts(
-    df: Any, uri: str, transform: Transform, schema: Any, plain: Iterable[str] = ()
+    df: Any,
+    uri: str,
+    partition: Partition,
+    schema: Any,
+    plain: Iterable[str] = (),
+    row_group_rows: int = ROW_GROUP_ROWS,
 ) -> int:
-    """Write `df` as Parquet under `uri` (replacing it) from the Python workers, each Arrow
-    batch passed through `transform`; `schema` is the Spark schema of what `transform`
-    gives. One file per partition, part-NNNNN.parquet: each task attempt writes its file
+    """Write `df` as Parquet under `uri` (replacing it) from the Python workers, each
+    partition's Arrow batches passed through `partition`; `schema` is the Spark schema of
+    what it gives. One file per partition, part-NNNNN.parquet: each task attempt writes its file
     under _temporary/ and then moves it to its final name, so a failed attempt leaves no
     part file and a retried one replaces its predecessor's (same rows: the same file).
-    `plain` columns are written without dictionary encoding (float vectors never repeat).
-    Returns the number of rows written."""
-    from pyspark.sql.pandas.types import to_arrow_schema
-
+    `plain` columns are written without dictionary encoding (float vectors never repeat);
+    a worker holds up to `row_group_rows` rows before it writes them. Returns the number of
+    rows written."""
     spark = df.sparkSession
     location = locate(uri, spark)
     fs, folder = location.fs, location.path
     temporary = f"{folder}/{TEMPORARY}"
     _remove(location, folder)
     fs.create_dir(temporary, recursive=True)
-    empty = to_arrow_schema(schema)
+    empty = _arrow_schema(schema, spark)
     plain = frozenset(plain)
 
     def write_partition(batches: Iterator[Any]) -> Iterator[Any]:  # in a Python worker
@@ -211,11 +216,11 @@ def write_parts(
             pending.clear()
 
         try:
-            for batch in batches:
+            for batch in partition(batches):
                 if batch.num_rows:
-                    pending.append(transform(batch))
+                    pending.append(batch)
                     rows += batch.num_rows
-                    if sum(b.num_rows for b in pending) >= ROW_GROUP_ROWS:
+                    if sum(b.num_rows for b in pending) >= row_group_rows:
                         flush()
             if pending:
                 flush()
@@ -245,11 +250,36 @@ def write_parts(
         context.removeJobTag(tag)
     _remove(location, temporary)
     if not written:  # no task wrote a file: one without rows keeps the columns for readers
-        import pyarrow.parquet as pq
-
-        pq.ParquetWriter(location.child("part-00000.parquet"), empty, filesystem=fs).close()
+        _write_empty(location, empty)
     location.write_bytes("_SUCCESS", b"")  # what Spark's committer leaves: readers may look
     return int(written or 0)
+
+
+def write_empty(uri: str, schema: Any, spark: Any) -> None:
+    """A Parquet folder of no rows with the columns of `schema` (a Spark schema), as Spark
+    writes an empty DataFrame, without a Spark job."""
+    location = locate(uri, spark)
+    _remove(location, location.path)
+    _write_empty(location, _arrow_schema(schema, spark))
+    location.write_bytes("_SUCCESS", b"")
+
+
+def _write_empty(location: Location, schema: Any) -> None:
+    import pyarrow.parquet as pq
+
+    location.make_parent(location.child("part-00000.parquet"))
+    pq.ParquetWriter(location.child("part-00000.parquet"), schema, filesystem=location.fs).close()
+
+
+def _arrow_schema(schema: Any, spark: Any) -> Any:
+    """The Arrow schema Spark gives a mapInArrow function for `schema` (timestamps in the
+    session's time zone; Spark 3.5, the EMR image's, always uses UTC and takes no zone)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    try:
+        return to_arrow_schema(schema, timezone=spark.conf.get("spark.sql.session.timeZone"))
+    except TypeError:
+        return to_arrow_schema(schema)
 
 
 def _settle(context: Any, tag: str, location: Location, temporary: str) -> None:

@@ -116,7 +116,7 @@ class RunConfig:
         type=int,
     )
     files_per_batch: int = _opt(
-        4096, "Files per streaming micro-batch (the unit of progress and of --resume).", type=int
+        8192, "Files per streaming micro-batch (the unit of --resume).", type=int
     )
     master: str | None = _opt(
         None,

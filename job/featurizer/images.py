@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -64,6 +64,8 @@ def decode(data: bytes | None) -> np.ndarray:
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode -> RGB; 16-bit and float images are scaled, not clipped."""
+    if image.mode == "RGB":
+        return image  # convert() would copy it
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
         top = float(array.max()) or 1.0
@@ -76,21 +78,26 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def preprocess(batch: np.ndarray) -> np.ndarray:
-    """uint8 (n, 224, 224, 3) -> float32 in [-1, 1] (keras mobilenet_v2.preprocess_input)."""
-    return batch.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+def preprocess(batch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 (n, 224, 224, 3) -> float32 in [-1, 1] (keras mobilenet_v2.preprocess_input:
+    x / 127.5 - 1 in float32), into `out` if given: two passes over one buffer instead of
+    three over fresh ones."""
+    out = np.empty(batch.shape, np.float32) if out is None else out[: len(batch)]
+    np.divide(batch, np.float32(127.5), out=out, dtype=np.float32)
+    return np.subtract(out, np.float32(1.0), out=out)
 
 
-def decode_many(contents: Iterable[bytes | None]) -> tuple[np.ndarray, list[str | None]]:
-    """Decode a batch. Returns the stacked uint8 images of the good files (in order)
+def decode_many(contents: Sequence[bytes | None]) -> tuple[np.ndarray, list[str | None]]:
+    """Decode a batch. Returns the uint8 images of the good files (in order, one array)
     and one error message (or None) per input."""
-    images: list[np.ndarray] = []
+    stacked = np.empty((len(contents), SIZE, SIZE, 3), np.uint8)
     errors: list[str | None] = []
+    good = 0
     for data in contents:
         try:
-            images.append(decode(data))
+            stacked[good] = decode(data)
+            good += 1
             errors.append(None)
         except ImageError as exc:
             errors.append(str(exc))
-    stacked = np.stack(images) if images else np.zeros((0, SIZE, SIZE, 3), np.uint8)
-    return stacked, errors
+    return stacked[:good], errors

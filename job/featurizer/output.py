@@ -23,10 +23,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from featurizer import errors, storage
-from featurizer.errors import ConfigError
+from featurizer.errors import ConfigError, FeaturizerError
 
 MANIFEST = "manifest.json"
 EXPLAINED_VARIANCE_PNG = "explained_variance.png"  # the run's chart of the PCA's variance
@@ -46,6 +46,7 @@ LEASE = "_lease.json"
 WORK_AREA_KEYS = ("staged_vectors",)  # fingerprint keys about _work/ only (_settings)
 LEASE_TTL_S = 45.0  # a lease not renewed for this long belongs to a dead run
 HEARTBEAT_S = 10.0
+T = TypeVar("T")
 SETTLE_S = 1.0  # two runs that create a lease at once both see the winner
 
 
@@ -188,27 +189,52 @@ class Lease:
         except Exception:  # no lease (or unreadable: the output checks say why)
             return None
 
-    def acquire(self, wait_for_stale: bool, sleep: Callable[[float], None] = time.sleep) -> None:
+    def acquire(
+        self,
+        wait_for_stale: bool,
+        meanwhile: Callable[[], T],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> T:
         """Take the lease or raise ConfigError naming the live run that holds it. With
         `wait_for_stale` (--resume: a retry of a run that just died, e.g. on another pod),
-        wait up to one TTL for the holder's heartbeat to stop."""
-        holder = self.current()
-        deadline = time.time() + LEASE_TTL_S + HEARTBEAT_S
-        while holder is not None and holder.alive(time.time()):
-            if not wait_for_stale or time.time() > deadline:
-                raise self._busy(holder)
-            sleep(min(HEARTBEAT_S / 2, max(0.1, deadline - time.time())))
-            renewed = self.current()
-            if renewed is not None and renewed.heartbeat > holder.heartbeat:
-                raise self._busy(renewed)  # renewed meanwhile: that run is alive
-            holder = renewed
-        self._write()
-        sleep(SETTLE_S)
+        wait up to one TTL for the holder's heartbeat to stop. `meanwhile` (read-only work:
+        listing the input) runs while the lease settles, instead of after it; its result
+        is returned, and its error gives the lease up."""
+        try:
+            holder = self.current()
+            deadline = time.time() + LEASE_TTL_S + HEARTBEAT_S
+            while holder is not None and holder.alive(time.time()):
+                if not wait_for_stale or time.time() > deadline:
+                    raise self._busy(holder)
+                sleep(min(HEARTBEAT_S / 2, max(0.1, deadline - time.time())))
+                renewed = self.current()
+                if renewed is not None and renewed.heartbeat > holder.heartbeat:
+                    raise self._busy(renewed)  # renewed meanwhile: that run is alive
+                holder = renewed
+            created = not self.store.exists(self.layout.output)
+            self._write()
+        except FeaturizerError:
+            raise
+        except Exception as exc:  # e.g. a missing bucket, a 403
+            raise ConfigError(
+                f"output {self.layout.output} is not writable: {errors.cause(exc)}"
+            ) from None
+        written = time.monotonic()
+        try:
+            result = meanwhile()
+        except BaseException:  # e.g. a bad input: a refused run leaves nothing behind
+            self.release()
+            with contextlib.suppress(Exception):
+                if created and not self.store.list_names(self.layout.output):
+                    self.store.delete(self.layout.output)
+            raise
+        sleep(max(0.0, SETTLE_S - (time.monotonic() - written)))
         winner = self.current()
         if winner is None or winner.run_id != self.holder.run_id:
             raise self._busy(winner or self.holder)
         self._thread = threading.Thread(target=self._renew, daemon=True, name="lease")
         self._thread.start()
+        return result
 
     def release(self) -> None:
         self._stop.set()

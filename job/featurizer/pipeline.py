@@ -12,6 +12,7 @@ and both commit paths belong to `output.py`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import math
@@ -49,12 +50,17 @@ FEATURE_DIM = weights.FEATURE_DIM
 ROWS_PER_OUTPUT_FILE = 20_000  # ~100 MB of 1280-d float features per file
 MIN_ROWS_PER_OUTPUT_FILE = 1_000  # ~5 MB: smaller files are not worth a core
 SECRET_WORDS = ("secret", "password", "token", "access.key", "credential", "session")
-DISAPPEARED = "file disappeared during the run"
 CALIBRATION_IMAGES = 128
 # Rows per Arrow batch over staged vectors (_vector_batches): the projection of 14,410 rows
 # and its write took 3.3-3.8 s at 64 rows a batch, 2.8 s at 1,024, 3.6 s at 8,192.
 VECTOR_BATCH = 1024
+STAGED_ROW_GROUP_ROWS = 2048  # 10 MB of staged vectors a worker holds before writing them
 GATHER_ROWS_PER_TASK = 1024  # below this, PCA sums the staged rows instead (_big_tasks)
+# Featurizing tasks per core per micro-batch, of equal file counts (session.job_defaults):
+# two per core keep the progress line's step (a task's end) at twice fewer micro-batches, each
+# a pause of both cores (BENCHMARKS.md, eighth round).
+TASKS_PER_CORE = 2
+MIN_PARTITIONS = "spark.sql.files.minPartitionNum"
 # Float vectors are written PLAIN: Parquet's default dictionary encoding hashed every one of
 # the 1,280 floats of each row into a map that never fits, then fell back to PLAIN anyway (the
 # same file size); it was the hottest Java code of a run (~28% of executor samples; off: the
@@ -67,10 +73,6 @@ PLAIN_VECTORS = {
         for column in ("features", "pca")
     },
 }
-STAGED_SCHEMA = (
-    "path string, label string, length long, modificationTime timestamp, "
-    f"features {vectors.STAGED_TYPE}, error string"
-)
 
 
 @dataclass
@@ -162,8 +164,9 @@ def _run(run: Run, spark: Any) -> dict:
     config, layout, timer = run.config, run.layout, run.timer
     store = storage.Storage(spark)
     source = sources.open_source(config, run.input_uri, store, run.local_scan)
-    with timer.stage("discover"):
-        listing = discover(source, spark)
+    lease = output.Lease(store, layout, run.run_id)
+    with timer.stage("discover"):  # listed while the lease settles
+        listing = lease.acquire(config.resume, meanwhile=lambda: discover(source, spark))
     packed = " (packed)" if isinstance(source, sources.PackedSource) else ""
     run.log(
         f"found {listing.found:,} images under {run.input_uri}{packed}"
@@ -173,13 +176,6 @@ def _run(run: Run, spark: Any) -> dict:
             else ""
         )
     )
-    lease = output.Lease(store, layout, run.run_id)
-    try:
-        lease.acquire(wait_for_stale=config.resume)
-    except FeaturizerError:
-        raise
-    except Exception as exc:  # e.g. a missing bucket, a 403
-        raise ConfigError(f"output {layout.output} is not writable: {errors.cause(exc)}") from None
     try:
         return _featurize_and_commit(run, spark, store, source, listing)
     except Stopped as stopped:
@@ -216,16 +212,17 @@ def _featurize_and_commit(
         )
     with timer.stage("featurize"):
         readable = new - len(listing.unreadable)  # what the stream will see
-        stream = featurize(
-            spark,
-            store,
-            run,
-            source,
-            payload,
-            _expected(readable, config),
-            sorted(listing.aliases),
-            gather=not work and run.reused_pca is None and _big_tasks(spark, config),
-        )
+        with _read_tasks(spark):
+            stream = featurize(
+                spark,
+                store,
+                run,
+                source,
+                payload,
+                _expected(readable, config),
+                sorted(listing.aliases),
+                gather=not work and run.reused_pca is None and _big_tasks(spark, config),
+            )
         if source.accounts_unread and config.limit is None and config.sample_fraction is None:
             known = _paths_in(spark, store, layout) if work else None
             record_unread(spark, store, layout, listing.paths, listing.unreadable, known)
@@ -237,7 +234,7 @@ def _featurize_and_commit(
 
     with timer.stage("reduce"), _vector_batches(spark):
         staged = (
-            spark.createDataFrame([], STAGED_SCHEMA)
+            spark.createDataFrame([], udf.STAGED_SCHEMA)
             if nothing_new
             else spark.read.parquet(layout.featurized)
         )
@@ -292,25 +289,30 @@ def _featurize_and_commit(
         + (f" (the model of {pca.source})" if pca.source else "")
     )
 
+    # Drawn (matplotlib: ~0.4 s, its import most of it) while Spark writes the results.
+    drawing = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chart")
+    chart = drawing.submit(
+        report.explained_variance_png,
+        pca.cumulative,
+        pca.k,
+        None if config.pca_k or pca.source else config.pca_variance,
+    )
+    drawing.shutdown(wait=False)
     with (
         timer.stage("write"),
         _vector_batches(spark),
         _failing("writing results to", layout.result),
     ):
         rows = counts["added"] if work and not config.refit_pca else counts["featurized"]
-        write_results(spark, layout, featurized, staged, pca, rows)
+        failed = counts["added_failed"] if work and not config.refit_pca else counts["failed"]
+        write_results(spark, layout, featurized, staged, pca, rows, failed)
     manifest = _manifest(run, spark, counts, pca, stream, status="succeeded")
     if work:
         manifest["counts"].update(added=counts["added"], added_failed=counts["added_failed"])
     manifest["runs"] = [*base.get("runs", [_run_entry(base)] if base else []), _run_entry(manifest)]
     with _failing("writing results to", layout.result):
         store.write_bytes(layout.staged(output.MANIFEST), report.manifest_json(manifest))
-        store.write_bytes(
-            layout.staged(output.EXPLAINED_VARIANCE_PNG),
-            report.explained_variance_png(
-                pca.cumulative, pca.k, None if config.pca_k or pca.source else config.pca_variance
-            ),
-        )
+        store.write_bytes(layout.staged(output.EXPLAINED_VARIANCE_PNG), chart.result())
     with _failing("committing", layout.output):
         if work and not config.refit_pca:
             output.commit_added(store, layout, work["work_id"])
@@ -415,11 +417,26 @@ class StreamStats:
     moments: reduce.Moments | None = None  # sums of the rows this run featurized (gather)
 
 
+@contextlib.contextmanager
+def _read_tasks(spark: Any) -> Iterator[None]:
+    """While featurizing, a micro-batch is split into TASKS_PER_CORE tasks per core of equal
+    file counts (session.job_defaults), unless the user set spark.sql.files.minPartitionNum."""
+    if spark.conf.get(MIN_PARTITIONS, None) is not None:
+        yield
+        return
+    spark.conf.set(MIN_PARTITIONS, str(TASKS_PER_CORE * spark.sparkContext.defaultParallelism))
+    try:
+        yield
+    finally:
+        spark.conf.unset(MIN_PARTITIONS)
+
+
 def _big_tasks(spark: Any, config: RunConfig) -> bool:
     """Whether a micro-batch's tasks featurize enough rows each that sending their PCA sums
-    (6.5 MB per task) costs less than reading their rows back (5 KB each): about one task
-    per core per micro-batch (session.job_defaults), so files per batch per core."""
-    return config.files_per_batch >= GATHER_ROWS_PER_TASK * spark.sparkContext.defaultParallelism
+    (6.5 MB per task) costs less than reading their rows back (5 KB each): TASKS_PER_CORE
+    tasks per core per micro-batch (_read_tasks)."""
+    tasks = TASKS_PER_CORE * spark.sparkContext.defaultParallelism
+    return config.files_per_batch >= GATHER_ROWS_PER_TASK * tasks
 
 
 def _gathered(stream: StreamStats, counts: dict[str, int]) -> reduce.Moments | None:
@@ -452,7 +469,7 @@ def featurize(
     # (and on failure prints its own traceback: kept out of the console).
     with _failing("featurizing into", layout.featurized), contextlib.redirect_stderr(io.StringIO()):
         engine = sc.broadcast(payload.data)
-    featurize_udf = udf.make_featurize_udf(
+    featurize_task = udf.make_featurize(
         engine,
         payload.key,
         payload.engine,
@@ -465,7 +482,7 @@ def featurize(
     stream = source.stream(spark, per_trigger)
     skipped = spark.createDataFrame([(path,) for path in skip], "path string") if skip else None
     resumed = _staged_rows(spark, layout)
-    writer = BatchWriter(config, layout, store, featurize_udf, resumed, skipped)
+    writer = BatchWriter(config, layout, store, featurize_task, resumed, skipped)
     query = (
         stream.writeStream.foreachBatch(writer)
         .option("checkpointLocation", layout.checkpoint)
@@ -509,12 +526,12 @@ class BatchWriter:
         config: RunConfig,
         layout: Layout,
         store: storage.Storage,
-        featurize_udf: Any,
+        featurize_task: udf.Partition,
         already_selected: int,
         skipped: Any = None,
     ) -> None:
         self.config, self.layout, self.store = config, layout, store
-        self.featurize_udf, self.skipped = featurize_udf, skipped
+        self.featurize_task, self.skipped = featurize_task, skipped
         self.selected = already_selected
         self.limit_reached = config.limit is not None and already_selected >= config.limit
 
@@ -543,14 +560,7 @@ class BatchWriter:
         limit, taken = self.config.limit, None
         if limit is not None:
             files, taken = self._limited(files, limit)
-        rows = files.select(
-            "path",
-            "label",
-            "length",
-            "modificationTime",
-            self.featurize_udf("content").alias("result"),
-        ).select("path", "label", "length", "modificationTime", "result.features", "result.error")
-        rows.write.options(**PLAIN_VECTORS).mode("overwrite").parquet(target)
+        stage_rows(files, self.featurize_task, target)
         if limit is not None and taken is not None:  # only now: the driver stops on this flag
             self.selected += taken
             self.limit_reached = self.selected >= limit
@@ -635,7 +645,7 @@ def _unread_reason(store: storage.Storage, path: str) -> str:
         return "empty file (0 bytes)" if store.size(path) == 0 else "file was not read"
     except Exception as exc:
         if "FileNotFoundException" in str(exc) or "No such file" in str(exc):
-            return DISAPPEARED
+            return udf.DISAPPEARED
         return f"file could not be read: {errors.cause(exc)}"
 
 
@@ -731,10 +741,39 @@ def _commit_failed_run(
     output.commit_failed(store, layout, report.manifest_json(manifest))
 
 
-def _write_errors(staged: Any, uri: str) -> None:
-    staged.where("error IS NOT NULL").select("path", "error").coalesce(1).write.mode(
-        "overwrite"
-    ).parquet(uri)
+def _write_errors(staged: Any, uri: str, failed: int | None = None) -> None:
+    """errors/: the staged rows with an error. Known to be none (`failed` == 0, the common
+    case), the empty folder is written without a Spark job."""
+    errors = staged.where("error IS NOT NULL").select("path", "error")
+    if failed == 0 and arrow_files.reachable(uri, staged.sparkSession):
+        arrow_files.write_empty(uri, errors.schema, staged.sparkSession)
+        return
+    errors.coalesce(1).write.mode("overwrite").parquet(uri)
+
+
+def stage_rows(files: Any, featurize_task: udf.Partition, target: str) -> None:
+    """Featurize a micro-batch of files (`content` included, or left for the workers to
+    read) into the staged rows at `target`: written by the Python workers with pyarrow when
+    it reaches `target` (the vectors never enter Spark's rows), else by Spark."""
+    files = files.select(*(name for name in sources.FILE_COLUMNS if name in files.columns))
+    if arrow_files.reachable(target, files.sparkSession):
+        arrow_files.write_parts(
+            files,
+            target,
+            featurize_task,
+            _schema(udf.STAGED_SCHEMA),
+            plain=("features",),
+            row_group_rows=STAGED_ROW_GROUP_ROWS,
+        )
+        return
+    rows = files.mapInArrow(featurize_task, udf.STAGED_SCHEMA)
+    rows.write.options(**PLAIN_VECTORS).mode("overwrite").parquet(target)
+
+
+def _schema(ddl: str) -> Any:
+    from pyspark.sql.types import _parse_datatype_string
+
+    return _parse_datatype_string(ddl)
 
 
 def write_results(
@@ -744,10 +783,13 @@ def write_results(
     staged: Any,
     pca: reduce.PcaResult,
     rows: int,
+    failed: int | None = None,
 ) -> None:
+    """features/ (vectors and their projection), errors/ (`failed` rows, if known) and the
+    PCA model, under the work area's result."""
     files = output_files(rows, spark.sparkContext.defaultParallelism)
     write_features(featurized.coalesce(files), pca.components, layout.staged("features"))
-    _write_errors(staged, layout.staged("errors"))
+    _write_errors(staged, layout.staged("errors"), failed)
     pca.model.write().overwrite().save(layout.staged("pca_model"))
 
 
@@ -759,10 +801,11 @@ def write_features(featurized: Any, components: Any, uri: str) -> None:
     spark = featurized.sparkSession
     if arrow_files.reachable(uri, spark):
         index = featurized.columns.index("features")
+        project = reduce.projection(components, index, "pca")
         arrow_files.write_parts(
             featurized,
             uri,
-            reduce.projection(components, index, "pca"),
+            lambda batches: map(project, batches),
             reduce.projected_schema(featurized.schema, "features", "pca"),
             plain=("features", "pca"),
         )

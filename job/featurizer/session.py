@@ -45,12 +45,15 @@ def job_defaults(config: RunConfig) -> dict[str, str]:
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(
             max(ARROW_BATCH, config.inference_batch)
         ),
-        # Images are small files. Spark packs read tasks by size + this cost per file, capped
-        # at 128 MB a task: at its 4 MB default a 4,096-file micro-batch became ~128 tasks
-        # (1 MB: 32), each paying scheduling, task deserialization and a Python worker round
-        # trip. At 8 KB the split is the batch's bytes per core: about one task per core per
-        # micro-batch (14,410 images here: JVM CPU 2.95 -> ~2.0 ms/image, BENCHMARKS.md).
-        "spark.sql.files.openCostInBytes": str(8 << 10),
+        # Read tasks hold equal numbers of files: an image costs the same whatever its bytes.
+        # Spark packs a task by bytes + openCostInBytes per file, largest files first, up to
+        # the input's bytes per spark.sql.files.minPartitionNum (pipeline: a few tasks per
+        # core) or maxPartitionBytes. Counted at 8 KB a file, ~5 KB images made tasks of
+        # 1,949 and 2,147 files, one core idle ~1.5 s a micro-batch; at Spark's own 4 MB (and
+        # no 128 MB cap, which made 32 small tasks) the bytes no longer decide
+        # (BENCHMARKS.md, eighth round).
+        "spark.sql.files.openCostInBytes": str(4 << 20),
+        "spark.sql.files.maxPartitionBytes": str(1 << 40),
         "spark.python.worker.reuse": "true",
         # The staged vectors are read back (PCA, the output's write) by the vectorized
         # Parquet reader, whose binary column of 4,096 rows x 5 KB is one ~21 MB array per

@@ -28,6 +28,9 @@ IMAGE_GLOB = (
     + "}"
 )
 BINARY_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
+# A stream's rows: an image's name and bytes. `content` may be left out: the Python workers
+# then read the files themselves (FileSource.workers_read).
+FILE_COLUMNS = ("path", "label", "length", "modificationTime", "content")
 PACK_MARKER = "_pack.json"  # written by `featurizer pack` (Spark skips _ names)
 IMAGES_PER_SHARD = 1000
 
@@ -80,6 +83,13 @@ class FileSource:
     def __init__(self, uri: str, scan: Any) -> None:
         self.uri, self.scan = uri, scan
 
+    @property
+    def workers_read(self) -> bool:
+        """Local files are read by the Python workers, not the JVM: binaryFile's `content`
+        costs the JVM a copy of every image into its rows, into Arrow and over the worker's
+        socket (BENCHMARKS.md, eighth round), where the worker's own read is one syscall."""
+        return storage.scheme_of(self.uri) == "file"
+
     def listing(self, spark: Any) -> Listing:
         """Spark's own listing (the file index). Its paths go from the JVM's array straight
         into a DataFrame: passing them to Python cost ~390 B and ~66 us per file (BENCHMARKS.md,
@@ -130,8 +140,11 @@ class FileSource:
             .option("maxFileAge", "36500d")  # never skip old files
             .load(self.uri)
         )
+        # Without `content` selected, binaryFile only stats each file (ignoreMissingFiles
+        # still skips vanished ones) and never opens it.
+        content = () if self.workers_read else ("content",)
         return files.select(
-            "path", label_of("path").alias("label"), "length", "modificationTime", "content"
+            "path", label_of("path").alias("label"), "length", "modificationTime", *content
         )
 
     def samples(
@@ -145,6 +158,11 @@ class FileSource:
             row.path
             for row in listing.paths.orderBy(F.xxhash64("path"), "path").limit(count).collect()
         ]
+        if self.workers_read:  # local files: read here, not one Py4J round trip each
+            from featurizer import udf
+
+            contents, _ = udf.read_files(chosen)
+            return [(path, data) for path, data in zip(chosen, contents) if data is not None]
         found = []
         for path in chosen:
             try:

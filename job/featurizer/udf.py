@@ -1,9 +1,15 @@
-"""The featurization pandas UDF and the per-Python-worker engine cache.
+"""What a Python worker does with a partition of images, and its per-worker engine cache.
 
-Like `pyspark.ml.functions.predict_batch_udf`: the engine is built once per Python
-worker process (Spark reuses workers across tasks and micro-batches) and kept in a
-module-level cache keyed by the payload's hash, so the broadcast is only read, and the
-model only built, on a cache miss.
+The featurizing function is a `mapInArrow` function: Arrow batches of `path, label, length,
+modificationTime` (and `content`, when the JVM read the files) in, batches of the staged rows
+(`STAGED_COLUMNS`: the vector as float32 bytes, or an error) out. Where a batch has no
+`content`, the worker reads the files itself (a local input): the JVM then never copies an
+image into its rows, into Arrow and over the worker's socket.
+
+Like `pyspark.ml.functions.predict_batch_udf`: the engine is built once per Python worker
+process (Spark reuses workers across tasks and micro-batches) and kept in a module-level
+cache keyed by the payload's hash, so the broadcast is only read, and the model only built,
+on a cache miss.
 """
 
 from __future__ import annotations
@@ -12,12 +18,18 @@ import resource
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from featurizer import engines, images, reduce, vectors
 from featurizer.weights import FEATURE_DIM
 
-RESULT_DDL = f"struct<features: {vectors.STAGED_TYPE}, error: string>"
+# The staged rows: what the featurizing tasks write to _work/featurized/.
+STAGED_COLUMNS = ("path", "label", "length", "modificationTime", "features", "error")
+STAGED_SCHEMA = (
+    "path string, label string, length long, modificationTime timestamp, "
+    f"features {vectors.STAGED_TYPE}, error string"
+)
+DISAPPEARED = "file disappeared during the run"
 
 
 class MaxParam:
@@ -57,31 +69,75 @@ def featurize_contents(
     predictor: engines.Predictor,
     batch_size: int,
     moments: reduce.Moments | None = None,
-) -> pd.DataFrame:
-    """Decode + featurize one Arrow batch of file contents, `batch_size` images at a time,
-    adding the features to `moments` if given. Features are staged bytes (vectors.pack);
-    undecodable files get an error message instead; engine failures raise (Spark then
-    retries the task)."""
-    features: list[bytes | None] = [None] * len(contents)
-    errors: list[str | None] = [None] * len(contents)
-    for start in range(0, len(contents), batch_size):
-        decoded, chunk_errors = images.decode_many(contents[start : start + batch_size])
-        good = [start + i for i, error in enumerate(chunk_errors) if error is None]
-        if good:
-            features_of_good = predictor.predict(images.preprocess(decoded))
-            if moments is not None:
-                moments.add_rows(features_of_good)
-            for row, vector in zip(good, features_of_good):
-                features[row] = vectors.pack(vector)
-        errors[start : start + len(chunk_errors)] = chunk_errors
-    return pd.DataFrame({"features": features, "error": errors})
+) -> tuple[Any, list[str | None]]:
+    """Decode + featurize file contents, `batch_size` images at a time, adding the features
+    to `moments` if given. Returns the staged vectors (a binary Arrow array of float32 bytes,
+    vectors.pack's form, null for a file that failed) and one error message (or None) per
+    file; engine failures raise (Spark then retries the task)."""
+
+    matrix = np.empty((len(contents), FEATURE_DIM), vectors.FLOAT32)
+    decoded, errors = images.decode_many(contents)  # the good ones, in order
+    good = np.flatnonzero([error is None for error in errors])
+    inputs = np.empty((min(batch_size, len(decoded)), *decoded.shape[1:]), np.float32)
+    for start in range(0, len(decoded), batch_size):
+        chunk = images.preprocess(decoded[start : start + batch_size], out=inputs)
+        features = predictor.predict(chunk)
+        if moments is not None:
+            moments.add_rows(features)
+        matrix[good[start : start + batch_size]] = features
+    failed = np.array([error is not None for error in errors], dtype=bool)
+    return vectors.as_binary(matrix, failed), errors
 
 
-def _task_cpus() -> int:
-    from pyspark import TaskContext
+def read_files(paths: Sequence[str]) -> tuple[list[bytes | None], list[str | None]]:
+    """The bytes of local files named as Spark names them (`file:/x`), or why not: a file
+    deleted since the listing is an error row like any other unread file."""
+    contents: list[bytes | None] = []
+    errors: list[str | None] = []
+    for path in paths:
+        try:
+            with open(_local(path), "rb") as handle:
+                contents.append(handle.read())
+            errors.append(None)
+        except FileNotFoundError:
+            contents.append(None)
+            errors.append(DISAPPEARED)
+        except OSError as exc:
+            contents.append(None)
+            errors.append(f"file could not be read: {exc.strerror or exc}")
+    return contents, errors
 
-    context = TaskContext.get()
-    return max(1, int(context.cpus())) if context is not None else 1
+
+def _local(path: str) -> str:
+    """A local file's path from Spark's `file:/x` (or `file:///x`); nothing else changed:
+    names may start or end with spaces."""
+    if path.startswith("file://"):
+        return path[len("file://") :]
+    return path[len("file:") :] if path.startswith("file:") else path
+
+
+def featurize_batch(
+    batch: Any,
+    predictor: engines.Predictor,
+    batch_size: int,
+    moments: reduce.Moments | None = None,
+) -> Any:
+    """One Arrow batch of files -> its staged rows (STAGED_COLUMNS). The files' bytes are
+    the batch's `content` column, or read here when it has none."""
+    import pyarrow as pa
+
+    names = batch.schema.names
+    if "content" in names:
+        contents = batch.column(names.index("content")).to_pylist()
+        unread: list[str | None] = [None] * batch.num_rows
+    else:
+        contents, unread = read_files(batch.column(names.index("path")).to_pylist())
+    features, errors = featurize_contents(contents, predictor, batch_size, moments)
+    errors = [reason or error for reason, error in zip(unread, errors)]
+    kept = [batch.column(names.index(name)) for name in STAGED_COLUMNS[:4]]
+    return pa.RecordBatch.from_arrays(
+        [*kept, features, pa.array(errors, pa.string())], names=list(STAGED_COLUMNS)
+    )
 
 
 def peak_rss_mb(pid: int | str = "self") -> float | None:
@@ -99,7 +155,17 @@ def peak_rss_mb(pid: int | str = "self") -> float | None:
     return None
 
 
-def make_featurize_udf(
+def _task_cpus() -> int:
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return max(1, int(context.cpus())) if context is not None else 1
+
+
+Partition = Callable[[Iterator[Any]], Iterator[Any]]  # Arrow batches in, Arrow batches out
+
+
+def make_featurize(
     payload: Any,
     key: str,
     engine: str,
@@ -107,26 +173,24 @@ def make_featurize_udf(
     images_done: Any,
     worker_rss_mb: Any,
     moments: Any = None,
-) -> Any:
-    """A scalar-iterator pandas UDF: content (binary) -> struct<features (staged bytes), error>.
+) -> Partition:
+    """The featurizing `mapInArrow` function: a partition's batches of files -> their staged
+    rows (STAGED_SCHEMA).
 
     `payload` is a Broadcast of the engine bytes; `images_done` a counting accumulator
     (progress); `worker_rss_mb` a max accumulator (peak worker memory); `moments`, if
     given, a MomentsParam accumulator that each task adds its rows' sums to (once, at its
     end: Spark merges a task's updates only when the task succeeds).
     """
-    from pyspark.sql.functions import pandas_udf
 
-    # An iterator UDF declared by its DDL return type (pyspark's stubs know only other forms).
-    @pandas_udf(RESULT_DDL)  # type: ignore[call-overload]
-    def featurize(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+    def featurize(batches: Iterator[Any]) -> Iterator[Any]:
         predictor = cached_predictor(
             key, lambda: engines.load(engine, payload.value, threads=_task_cpus())
         )
         sums = reduce.Moments(FEATURE_DIM) if moments is not None else None
-        for contents in batches:
-            yield featurize_contents(contents.tolist(), predictor, batch_size, sums)
-            images_done.add(len(contents))
+        for batch in batches:
+            yield featurize_batch(batch, predictor, batch_size, sums)
+            images_done.add(batch.num_rows)
         if sums is not None and sums.count:
             moments.add(sums)
         worker_rss_mb.add(peak_rss_mb() or 0.0)

@@ -25,6 +25,23 @@ def pack(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=FLOAT32).tobytes()
 
 
+def as_binary(matrix: np.ndarray, missing: np.ndarray | None = None) -> Any:
+    """An (n, d) matrix as an Arrow binary column of staged vectors (each row `pack`ed), with
+    nulls where `missing` is True: one copy of the kept rows, no Python object per row."""
+    import pyarrow as pa
+
+    n, d = matrix.shape
+    present = np.ones(n, dtype=bool) if missing is None else ~np.asarray(missing, dtype=bool)
+    size = d * FLOAT32.itemsize
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(present * size, out=offsets[1:])
+    data = np.ascontiguousarray(matrix[present], dtype=FLOAT32)
+    validity = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
+    return pa.Array.from_buffers(
+        pa.binary(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
 def unpack(column: Any, dim: int | None = None) -> np.ndarray:
     """An Arrow column of staged bytes or of float lists (no nulls) as an (n, dim) float32
     matrix; staged bytes and float32 lists are viewed, not copied (the view is read-only).

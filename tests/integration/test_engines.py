@@ -29,7 +29,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def photos(fruits360: Path) -> np.ndarray:
     """64 real Fruits-360 photos from 64 classes, preprocessed."""
     files = [sorted(folder.glob("*.jpg"))[0] for folder in sorted((fruits360 / "Test").iterdir())]
-    decoded, errors = images.decode_many(path.read_bytes() for path in files[:64])
+    decoded, errors = images.decode_many([path.read_bytes() for path in files[:64]])
     assert not any(errors)
     return images.preprocess(decoded)
 

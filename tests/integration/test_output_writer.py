@@ -23,6 +23,11 @@ def staged(spark, rows: int, partitions: int = 3):
     ), x
 
 
+def each(transform):
+    """A write_parts partition function applying `transform` to every batch."""
+    return lambda batches: map(transform, batches)
+
+
 def components() -> np.ndarray:
     return np.random.default_rng(7).standard_normal((DIM, K))
 
@@ -91,12 +96,12 @@ def test_a_failing_task_leaves_no_part_file_and_a_rewrite_replaces_all(spark, tm
         return transform(batch)
 
     with pytest.raises(Exception, match="disk gone"):
-        arrow_files.write_parts(df, str(target), failing, schema)
+        arrow_files.write_parts(df, str(target), each(failing), schema)
     assert "part-00001.parquet" not in part_files(target)
     assert not (target / arrow_files.TEMPORARY).exists()
     assert not (target / "_SUCCESS").exists()
 
-    assert arrow_files.write_parts(df, str(target), transform, schema) == 300
+    assert arrow_files.write_parts(df, str(target), each(transform), schema) == 300
     assert len(sorted_rows(spark, str(target))) == 300
     assert part_files(target) == [f"part-{p:05d}.parquet" for p in range(3)]
 
@@ -121,7 +126,7 @@ def test_a_failed_write_returns_only_when_no_task_of_it_can_write_any_more(spark
         return transform(batch)
 
     with pytest.raises(Exception, match="disk gone"):
-        arrow_files.write_parts(df, str(tmp_path / "out"), failing, schema)
+        arrow_files.write_parts(df, str(tmp_path / "out"), each(failing), schema)
     assert ended.exists()
     assert not (tmp_path / "out" / arrow_files.TEMPORARY).exists()
 
@@ -148,3 +153,16 @@ def test_only_uris_pyarrow_reaches_with_sparks_credentials_are_written_by_worker
         assert not arrow_files.reachable("s3://bucket/out", spark)
     finally:
         conf.set(key, default)
+
+
+def test_an_errors_folder_known_empty_reads_as_sparks_own(spark, tmp_path):
+    staged = spark.createDataFrame(
+        [("/in/a/1.jpg", "a", b"\0" * 8, None)],
+        "path string, label string, features binary, error string",
+    )
+    pipeline._write_errors(staged, str(tmp_path / "known"), failed=0)
+    pipeline._write_errors(staged, str(tmp_path / "spark"))
+    known, by_spark = (spark.read.parquet(str(tmp_path / name)) for name in ("known", "spark"))
+    assert known.count() == by_spark.count() == 0
+    assert known.schema.simpleString() == by_spark.schema.simpleString()
+    assert (tmp_path / "known" / "_SUCCESS").exists()

@@ -295,3 +295,21 @@ def test_a_local_listing_of_many_folders_runs_no_spark_job(spark, fruits360):
     assert listing.found == len(list(training.rglob("*.jpg"))) > 5000
     assert sum(1 for folder in training.iterdir() if folder.is_dir()) > 32
     assert list(tracker.getJobIdsForGroup(group)) == []
+
+
+def test_read_tasks_hold_equal_counts_of_files_whatever_their_sizes(spark, tmp_path):
+    """Work is per image, not per byte: a micro-batch's files of very different sizes are
+    split into two tasks per core of equal counts (split by bytes, the big files' task had
+    fewer of them and its core sat idle at the end of every micro-batch)."""
+    from pyspark.sql import functions as F
+
+    folder = tmp_path / "in" / "Mixed"
+    folder.mkdir(parents=True)
+    for i in range(200):  # 100 files of 1 KB, 100 of 64 KB
+        (folder / f"{i:03d}.jpg").write_bytes(os.urandom(1 << 10 if i % 2 else 1 << 16))
+    with pipeline._read_tasks(spark):
+        files = spark.read.format("binaryFile").load(str(folder)).select("path", "length")
+        counts = files.groupBy(F.spark_partition_id()).count().collect()
+    tasks = sorted(row["count"] for row in counts)
+    assert len(tasks) == pipeline.TASKS_PER_CORE * spark.sparkContext.defaultParallelism
+    assert tasks[-1] - tasks[0] <= 2, tasks  # by bytes (8 KB a file): 28 against 16

@@ -36,15 +36,64 @@ def test_featurize_contents_batches_and_records_errors(tmp_path):
     sample_data.generate(tmp_path)
     files = [p.read_bytes() for p in sorted(tmp_path.rglob("*.jpg"))[:5]]
     predictor = MeanColour()
-    frame = udf.featurize_contents(files[:2] + [b"junk"] + files[2:], predictor, batch_size=2)
-    assert predictor.batches == [2, 1, 2]  # junk skipped inside its batch
-    assert frame["error"].isna().tolist() == [True, True, False, True, True, True]
-    assert "UnidentifiedImageError" in frame["error"][2]
-    assert frame["features"][2] is None
+    features, errors = udf.featurize_contents(
+        files[:2] + [b"junk"] + files[2:], predictor, batch_size=2
+    )
+    assert predictor.batches == [2, 2, 1]  # junk left out: batches of good images
+    assert [error is None for error in errors] == [True, True, False, True, True, True]
+    assert "UnidentifiedImageError" in errors[2]
+    assert features.null_count == 1 and not features[2].is_valid
     # Staged as float32 bytes: they read back as the predictor's vectors, row for row.
-    staged = vectors.unpack(pa.array(frame["features"].drop(index=2).tolist(), pa.binary()), 1280)
+    staged = vectors.unpack(features.filter(features.is_valid()), 1280)
     decoded, _ = images.decode_many(files)
     np.testing.assert_array_equal(staged, MeanColour().predict(images.preprocess(decoded)))
+    assert features[0].as_py() == vectors.pack(staged[0])
+
+
+def _files_batch(paths, contents=None):
+    columns = {
+        "path": [f"file:{path}" for path in paths],
+        "label": [path.parent.name for path in paths],
+        "length": [path.stat().st_size if path.exists() else 0 for path in paths],
+        "modificationTime": pa.array([0] * len(paths), pa.timestamp("us", "UTC")),
+    }
+    if contents is not None:
+        columns["content"] = pa.array(contents, pa.binary())
+    return pa.RecordBatch.from_pydict(columns)
+
+
+def test_a_batch_read_by_the_worker_stages_what_the_jvm_read_content_gives(tmp_path):
+    sample_data.generate(tmp_path)
+    paths = sorted(tmp_path.rglob("*.jpg"))[:4]
+    read_here = udf.featurize_batch(_files_batch(paths), MeanColour(), batch_size=64)
+    given = udf.featurize_batch(
+        _files_batch(paths, [p.read_bytes() for p in paths]), MeanColour(), batch_size=64
+    )
+    assert read_here.equals(given)
+    assert read_here.schema.names == list(udf.STAGED_COLUMNS)
+    assert read_here.column(5).null_count == 4  # no errors
+
+
+def test_files_gone_or_unreadable_become_error_rows_not_task_failures(tmp_path):
+    sample_data.generate(tmp_path)
+    good, gone, folder = sorted(tmp_path.rglob("*.jpg"))[0], tmp_path / "gone.jpg", tmp_path
+    rows = udf.featurize_batch(_files_batch([good, gone, folder]), MeanColour(), batch_size=64)
+    errors = rows.column("error").to_pylist()
+    assert errors[0] is None and rows.column("features")[0].is_valid
+    assert errors[1] == udf.DISAPPEARED
+    assert errors[2] == "file could not be read: Is a directory"
+    assert rows.column("features").null_count == 2
+
+
+def test_staged_binary_column_views_back_with_its_nulls_left_out():
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
+    column = vectors.as_binary(matrix, np.array([False, True, False, False]))
+    assert column.to_pylist()[1] is None
+    assert column.to_pylist()[2] == vectors.pack(matrix[2])
+    np.testing.assert_array_equal(
+        vectors.unpack(column.filter(column.is_valid()), 3), matrix[[0, 2, 3]]
+    )
+    np.testing.assert_array_equal(vectors.unpack(vectors.as_binary(matrix)), matrix)
 
 
 def test_predictor_cache_builds_once_per_key():

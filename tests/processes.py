@@ -3,7 +3,9 @@ waiting for a condition while a process runs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +41,25 @@ def session_processes(session: int) -> Iterator[Process]:
             )
         except (OSError, ProcessLookupError):
             continue
+
+
+def kill_session(process: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGKILL every process of `process`'s session (started with `start_new_session=True`)
+    until none is left, as when a machine or pod dies. Not just its process group: PySpark's
+    worker daemon puts itself and its workers in a group of their own, and a worker killed
+    only with the JVM's group lives on until the daemon notices (up to ~1 s), long enough to
+    finish writing a file it had begun."""
+    deadline = time.monotonic() + timeout
+    while alive := [p.pid for p in session_processes(process.pid) if p.stat[0] != "Z"]:
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.wait(timeout=timeout)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes {alive} of session {process.pid} outlived SIGKILL")
+        time.sleep(0.05)
+    process.wait(timeout=timeout)
 
 
 # PySpark's worker daemon, or featurizer's wrapper of it (local runs: featurizer.worker_daemon).

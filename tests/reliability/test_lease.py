@@ -4,8 +4,6 @@ dead run's lease is taken over by --resume (S3: tests/reliability/test_s3.py).""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +17,8 @@ import pytest
 from featurizer import output, pipeline, sample_data
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError
+
+from processes import kill_session
 
 BIN = Path(sys.executable).parent
 HOLDER = "20261201T100000Z-abcdef"
@@ -115,8 +115,7 @@ def test_a_killed_runs_lease_is_taken_over_by_resume(images, tmp_path):
     while not list((out / "_work" / "featurized").glob("batch=*/_SUCCESS")):
         assert run.poll() is None and time.monotonic() < deadline
         time.sleep(0.1)
-    os.killpg(run.pid, signal.SIGKILL)  # no chance to release its lease
-    run.wait(timeout=60)
+    kill_session(run)  # no chance to release its lease
     holder = json.loads((out / output.LEASE).read_text())
     assert holder["pid"] == run.pid
     plain = subprocess.run(command(images, out), capture_output=True, text=True, timeout=300)

@@ -20,7 +20,7 @@ from featurizer import pipeline, sample_data, weights
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError
 
-from processes import is_python_worker, session_processes, wait_for
+from processes import is_python_worker, kill_session, session_processes, wait_for
 
 BIN = Path(sys.executable).parent
 IMAGES = 300
@@ -61,11 +61,6 @@ def finished_batches(output: Path) -> int:
     return len(list((output / "_work" / "featurized").glob("batch=*/_SUCCESS")))
 
 
-def kill_group(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
-
-
 def table(output: Path):
     frame = pq.read_table(output / "features").to_pandas().sort_values("path")
     return frame.reset_index(drop=True)
@@ -85,7 +80,7 @@ def test_resume_continues_and_matches_an_uninterrupted_run(spark, images300, ref
     output = tmp_path / "run"
     process = start_run(images300, output, "--master", "local[2]")
     wait_for(lambda: finished_batches(output) >= 2, 600, "2 micro-batches staged", process=process)
-    kill_group(process)
+    kill_session(process)
     done_before = finished_batches(output)
     assert not (output / "_SUCCESS").exists()
 
@@ -115,7 +110,7 @@ def interrupted(images300, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("interrupted") / "run"
     process = start_run(images300, output, "--master", "local[2]")
     wait_for(lambda: finished_batches(output) >= 1, 600, "a micro-batch staged", process=process)
-    kill_group(process)
+    kill_session(process)
     return output
 
 
@@ -206,7 +201,7 @@ def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(
     old_rows = len(table(output))
     process = start_run(images300, output, "--overwrite", "--master", "local[2]")
     wait_for(lambda: finished_batches(output) >= 1, 600, "a micro-batch staged", process=process)
-    kill_group(process)
+    kill_session(process)
     assert (output / "_SUCCESS").exists() and len(table(output)) == old_rows
 
     pipeline.run(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 
 from featurizer import sample_data
 
-from processes import wait_for
+from processes import kill_session, wait_for
 from servers import MotoServer, read_s3_output, s3_keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -597,8 +596,7 @@ def test_resume_on_s3_finishes_a_killed_run_with_every_image_once(s3, jars):
             process=first,
         )
     finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.communicate(timeout=60)
+        kill_session(first)
     assert not s3_keys(s3.client, "results", "killed/_SUCCESS")
 
     code, _, err = finish(featurizer(s3, jars, *args, "--pca-k", "2", "--files-per-batch", "20"))

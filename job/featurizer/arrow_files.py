@@ -153,7 +153,32 @@ def _spark_s3a(spark: Any) -> dict[str, str]:
 def s3_filesystem(spark: Any = None) -> Any:
     from pyarrow import fs
 
-    return fs.S3FileSystem(**s3_options(spark_conf=_spark_s3a(spark)))
+    return fs.S3FileSystem(**s3_options(spark_conf=_spark_s3a(spark)), **_s3a_patience(spark))
+
+
+def _s3a_patience(spark: Any) -> dict[str, Any]:
+    """S3A's timeouts and retries (its settings, or Hadoop's defaults) for pyarrow's
+    requests: a stalled request waits and is retried as long as S3A's would. S3A retries an
+    operation (fs.s3a.retry.limit) whose SDK client retried each request
+    (fs.s3a.attempts.maximum): pyarrow's one client gets the product of the attempts."""
+    if spark is None:
+        return {}
+    from pyarrow import fs
+
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    millis = spark.sparkContext._jvm.java.util.concurrent.TimeUnit.MILLISECONDS
+    attempts = (conf.getInt("fs.s3a.attempts.maximum", 5) + 1) * (
+        conf.getInt("fs.s3a.retry.limit", 7) + 1
+    )
+    return {
+        "connect_timeout": conf.getTimeDuration(
+            "fs.s3a.connection.establish.timeout", 30_000, millis
+        )
+        / 1000,
+        "request_timeout": conf.getTimeDuration("fs.s3a.connection.timeout", 200_000, millis)
+        / 1000,
+        "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=attempts),
+    }
 
 
 # A partition's pyarrow RecordBatches -> the RecordBatches written (a mapInArrow function).

@@ -477,6 +477,7 @@ def featurize(
         images_done,
         worker_rss,
         moments,
+        source.reader(spark),
     )
     per_trigger = min(config.files_per_batch, config.limit or config.files_per_batch)
     stream = source.stream(spark, per_trigger)

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from featurizer import errors, images, storage
+from featurizer import arrow_files, errors, images, reading, storage
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError
 
@@ -29,7 +29,7 @@ IMAGE_GLOB = (
 )
 BINARY_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
 # A stream's rows: an image's name and bytes. `content` may be left out: the Python workers
-# then read the files themselves (FileSource.workers_read).
+# then read the files themselves (FileSource.reader).
 FILE_COLUMNS = ("path", "label", "length", "modificationTime", "content")
 PACK_MARKER = "_pack.json"  # written by `featurizer pack` (Spark skips _ names)
 IMAGES_PER_SHARD = 1000
@@ -83,12 +83,17 @@ class FileSource:
     def __init__(self, uri: str, scan: Any) -> None:
         self.uri, self.scan = uri, scan
 
-    @property
-    def workers_read(self) -> bool:
-        """Local files are read by the Python workers, not the JVM: binaryFile's `content`
-        costs the JVM a copy of every image into its rows, into Arrow and over the worker's
-        socket (BENCHMARKS.md, eighth round), where the worker's own read is one syscall."""
-        return storage.scheme_of(self.uri) == "file"
+    def reader(self, spark: Any) -> reading.FileReader | None:
+        """How the Python workers read the files themselves, or None when the JVM must
+        (binaryFile's `content`): that costs the JVM a copy of every image into its rows,
+        into Arrow and over the worker's socket (BENCHMARKS.md, eighth round), and S3A
+        reads a task's objects one after another. Local files, and S3 with credentials
+        pyarrow finds as S3A does (arrow_files.reachable), are read by the workers."""
+        if storage.scheme_of(self.uri) == "file":
+            return reading.FileReader()
+        if arrow_files.reachable(self.uri, spark):
+            return reading.FileReader(arrow_files.s3_filesystem(spark))
+        return None
 
     def listing(self, spark: Any) -> Listing:
         """Spark's own listing (the file index). Its paths go from the JVM's array straight
@@ -142,7 +147,7 @@ class FileSource:
         )
         # Without `content` selected, binaryFile only stats each file (ignoreMissingFiles
         # still skips vanished ones) and never opens it.
-        content = () if self.workers_read else ("content",)
+        content = () if self.reader(spark) is not None else ("content",)
         return files.select(
             "path", label_of("path").alias("label"), "length", "modificationTime", *content
         )
@@ -158,10 +163,9 @@ class FileSource:
             row.path
             for row in listing.paths.orderBy(F.xxhash64("path"), "path").limit(count).collect()
         ]
-        if self.workers_read:  # local files: read here, not one Py4J round trip each
-            from featurizer import udf
-
-            contents, _ = udf.read_files(chosen)
+        reader = self.reader(spark)
+        if reader is not None:  # read here (S3: many at once), not one Py4J round trip each
+            contents, _ = reader.read(chosen)
             return [(path, data) for path, data in zip(chosen, contents) if data is not None]
         found = []
         for path in chosen:
@@ -227,6 +231,10 @@ class PackedSource:
             modified.alias("modificationTime"),
             content.alias("content"),
         )
+
+    def reader(self, spark: Any) -> None:
+        """None: the rows carry the images' bytes (`content`)."""
+        return None
 
     def stream(self, spark: Any, per_trigger: int) -> Any:
         schema = self._frame(spark).schema

@@ -3,8 +3,7 @@
 The featurizing function is a `mapInArrow` function: Arrow batches of `path, label, length,
 modificationTime` (and `content`, when the JVM read the files) in, batches of the staged rows
 (`STAGED_COLUMNS`: the vector as float32 bytes, or an error) out. Where a batch has no
-`content`, the worker reads the files itself (a local input): the JVM then never copies an
-image into its rows, into Arrow and over the worker's socket.
+`content`, the worker reads the files itself (reading.FileReader: local files and S3).
 
 Like `pyspark.ml.functions.predict_batch_udf`: the engine is built once per Python worker
 process (Spark reuses workers across tasks and micro-batches) and kept in a module-level
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from featurizer import engines, images, reduce, vectors
+from featurizer import engines, images, reading, reduce, vectors
 from featurizer.weights import FEATURE_DIM
 
 # The staged rows: what the featurizing tasks write to _work/featurized/.
@@ -29,7 +28,7 @@ STAGED_SCHEMA = (
     "path string, label string, length long, modificationTime timestamp, "
     f"features {vectors.STAGED_TYPE}, error string"
 )
-DISAPPEARED = "file disappeared during the run"
+DISAPPEARED = reading.DISAPPEARED
 
 
 class MaxParam:
@@ -89,49 +88,23 @@ def featurize_contents(
     return vectors.as_binary(matrix, failed), errors
 
 
-def read_files(paths: Sequence[str]) -> tuple[list[bytes | None], list[str | None]]:
-    """The bytes of local files named as Spark names them (`file:/x`), or why not: a file
-    deleted since the listing is an error row like any other unread file."""
-    contents: list[bytes | None] = []
-    errors: list[str | None] = []
-    for path in paths:
-        try:
-            with open(_local(path), "rb") as handle:
-                contents.append(handle.read())
-            errors.append(None)
-        except FileNotFoundError:
-            contents.append(None)
-            errors.append(DISAPPEARED)
-        except OSError as exc:
-            contents.append(None)
-            errors.append(f"file could not be read: {exc.strerror or exc}")
-    return contents, errors
-
-
-def _local(path: str) -> str:
-    """A local file's path from Spark's `file:/x` (or `file:///x`); nothing else changed:
-    names may start or end with spaces."""
-    if path.startswith("file://"):
-        return path[len("file://") :]
-    return path[len("file:") :] if path.startswith("file:") else path
-
-
 def featurize_batch(
     batch: Any,
     predictor: engines.Predictor,
     batch_size: int,
     moments: reduce.Moments | None = None,
+    reads: Sequence[reading.Read] | None = None,
 ) -> Any:
     """One Arrow batch of files -> its staged rows (STAGED_COLUMNS). The files' bytes are
-    the batch's `content` column, or read here when it has none."""
+    the batch's `content` column, or `reads` (a FileReader's, one per row) when it has none."""
     import pyarrow as pa
 
     names = batch.schema.names
-    if "content" in names:
+    if reads is None:
         contents = batch.column(names.index("content")).to_pylist()
         unread: list[str | None] = [None] * batch.num_rows
     else:
-        contents, unread = read_files(batch.column(names.index("path")).to_pylist())
+        contents, unread = [data for data, _ in reads], [error for _, error in reads]
     features, errors = featurize_contents(contents, predictor, batch_size, moments)
     errors = [reason or error for reason, error in zip(unread, errors)]
     kept = [batch.column(names.index(name)) for name in STAGED_COLUMNS[:4]]
@@ -173,9 +146,11 @@ def make_featurize(
     images_done: Any,
     worker_rss_mb: Any,
     moments: Any = None,
+    reader: reading.FileReader | None = None,
 ) -> Partition:
     """The featurizing `mapInArrow` function: a partition's batches of files -> their staged
-    rows (STAGED_SCHEMA).
+    rows (STAGED_SCHEMA). With a `reader`, the worker reads the files (the batches have no
+    `content`), the next batch's while it featurizes one.
 
     `payload` is a Broadcast of the engine bytes; `images_done` a counting accumulator
     (progress); `worker_rss_mb` a max accumulator (peak worker memory); `moments`, if
@@ -188,8 +163,9 @@ def make_featurize(
             key, lambda: engines.load(engine, payload.value, threads=_task_cpus())
         )
         sums = reduce.Moments(FEATURE_DIM) if moments is not None else None
-        for batch in batches:
-            yield featurize_batch(batch, predictor, batch_size, sums)
+        read = reader.ahead(batches) if reader is not None else ((b, None) for b in batches)
+        for batch, reads in read:
+            yield featurize_batch(batch, predictor, batch_size, sums, reads)
             images_done.add(batch.num_rows)
         if sums is not None and sums.count:
             moments.add(sums)

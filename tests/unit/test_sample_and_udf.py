@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from featurizer import images, sample_data, udf, vectors
+from featurizer import images, reading, sample_data, udf, vectors
 from featurizer.progress import Progress
 
 
@@ -62,22 +62,28 @@ def _files_batch(paths, contents=None):
     return pa.RecordBatch.from_pydict(columns)
 
 
+def read_here(batch, predictor):
+    """featurize_batch over a batch whose files the worker reads (FileReader, local)."""
+    [(batch, reads)] = reading.FileReader().ahead(iter([batch]))
+    return udf.featurize_batch(batch, predictor, batch_size=64, reads=reads)
+
+
 def test_a_batch_read_by_the_worker_stages_what_the_jvm_read_content_gives(tmp_path):
     sample_data.generate(tmp_path)
     paths = sorted(tmp_path.rglob("*.jpg"))[:4]
-    read_here = udf.featurize_batch(_files_batch(paths), MeanColour(), batch_size=64)
+    read = read_here(_files_batch(paths), MeanColour())
     given = udf.featurize_batch(
         _files_batch(paths, [p.read_bytes() for p in paths]), MeanColour(), batch_size=64
     )
-    assert read_here.equals(given)
-    assert read_here.schema.names == list(udf.STAGED_COLUMNS)
-    assert read_here.column(5).null_count == 4  # no errors
+    assert read.equals(given)
+    assert read.schema.names == list(udf.STAGED_COLUMNS)
+    assert read.column(5).null_count == 4  # no errors
 
 
 def test_files_gone_or_unreadable_become_error_rows_not_task_failures(tmp_path):
     sample_data.generate(tmp_path)
     good, gone, folder = sorted(tmp_path.rglob("*.jpg"))[0], tmp_path / "gone.jpg", tmp_path
-    rows = udf.featurize_batch(_files_batch([good, gone, folder]), MeanColour(), batch_size=64)
+    rows = read_here(_files_batch([good, gone, folder]), MeanColour())
     errors = rows.column("error").to_pylist()
     assert errors[0] is None and rows.column("features")[0].is_valid
     assert errors[1] == udf.DISAPPEARED

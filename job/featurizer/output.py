@@ -5,6 +5,7 @@
     <output>/_SUCCESS        written last: an output without it is incomplete
     <output>/_lease.json     the live run's lease (owner, heartbeat, expiry); gone when it ends
     <output>/_work/          staging of a run: run.json (its settings), checkpoint/,
+                             queue/ (the listed files the stream takes, when it queues them),
                              featurized/batch=N/ (micro-batches), result/ (to be committed);
                              incremental.json for an --incremental run
     <output>/_state/         what a complete output keeps for --incremental: the stream's
@@ -43,7 +44,9 @@ SUCCESS = "_SUCCESS"
 WORK = "_work"
 STATE = "_state"
 LEASE = "_lease.json"
-WORK_AREA_KEYS = ("staged_vectors",)  # fingerprint keys about _work/ only (_settings)
+# Fingerprint keys about _work/ only (_settings): how vectors are staged, and what the stream
+# reads ("queue": the listed paths, FileSource.enqueue; "input": the input folder).
+WORK_AREA_KEYS = ("staged_vectors", "stream")
 LEASE_TTL_S = 45.0  # a lease not renewed for this long belongs to a dead run
 HEARTBEAT_S = 10.0
 T = TypeVar("T")
@@ -63,6 +66,10 @@ class Layout:
     @property
     def checkpoint(self) -> str:
         return storage.join(self.work, "checkpoint")
+
+    @property
+    def queue(self) -> str:
+        return storage.join(self.work, "queue")
 
     @property
     def featurized(self) -> str:
@@ -286,9 +293,12 @@ def prepare(
     if resume and interrupted:
         previous = _read_json(store, layout.run_file)
         if previous != fingerprint:
+            differing = _differing(previous, fingerprint)
+            # what follows from the options (--limit does not queue) is not news
+            shown = [key for key in differing if key not in WORK_AREA_KEYS] or differing
             raise ConfigError(
                 f"{layout.output} holds a run with other settings "
-                f"({', '.join(_differing(previous, fingerprint)) or 'unknown'} differ); "
+                f"({', '.join(shown) or 'unknown'} differ); "
                 f"--resume needs the same --input, --weights, --engine, --precision, --limit "
                 f"and --sample-fraction (or use --overwrite)"
             )
@@ -334,6 +344,14 @@ def _start_incremental(
         raise ConfigError(
             f"{layout.output} keeps no record of the files it holds (it was written with "
             f"--limit or --sample-fraction, or by an older featurizer): redo it with --overwrite"
+        )
+    if fingerprint.get("stream") == "input" and kept.get("stream", "input") != "input":
+        # The kept checkpoint names queue files, not the input's: streaming the input
+        # against it would take every file again.
+        raise ConfigError(
+            f"{layout.output} was featurized by Python workers reading its files, which "
+            f"cannot read {fingerprint['input']} with this run's S3 settings (the JVM would "
+            f"have to): add to it with the settings it was written with, or --overwrite"
         )
     kept, settings = _settings(kept), _settings(fingerprint)
     if kept != settings:

@@ -1,7 +1,8 @@
 """The run: discover -> featurize (checkpointed stream) -> reduce (PCA) -> write -> commit.
 
-Featurization is a Structured Streaming query over the input folder with the
-`availableNow` trigger: files are taken in micro-batches of `--files-per-batch`, each
+Featurization is a Structured Streaming query with the `availableNow` trigger over the
+listing's queue of paths (FileSource.enqueue; over the input folder itself where the JVM must
+read the files, or under --limit): files are taken in micro-batches of `--files-per-batch`, each
 batch's rows are written to `<output>/_work/featurized/batch=N` by `foreachBatch`
 (idempotent per batch id), and the checkpoint records which files are done. That gives
 bounded memory, progress, exactly-once rows and `--resume` from Spark's own bookkeeping.
@@ -32,6 +33,7 @@ from featurizer import (
     images,
     local_input,
     output,
+    reading,
     reduce,
     report,
     signals,
@@ -191,13 +193,15 @@ def _featurize_and_commit(
     run: Run, spark: Any, store: storage.Storage, source: Any, listing: sources.Listing
 ) -> dict:
     config, layout, timer = run.config, run.layout, run.timer
+    reader = source.reader(spark)
+    queue = layout.queue if source.queues(reader, config.limit) else None
     work = output.prepare(
         store,
         layout,
         config.overwrite,
         config.resume,
         config.incremental,
-        _fingerprint(config, run.input_uri, run.weights),
+        _fingerprint(config, run.input_uri, run.weights, "input" if queue is None else "queue"),
     )
     base = (work or {}).get("base") or {}  # an incremental run: the output it adds to
     held = base.get("counts", {}).get("found", 0)
@@ -212,6 +216,9 @@ def _featurize_and_commit(
         )
     with timer.stage("featurize"):
         readable = new - len(listing.unreadable)  # what the stream will see
+        known = _paths_in(spark, store, layout) if work else None  # the output's own
+        if queue is not None:
+            source.enqueue(spark, listing, queue, config.files_per_batch, known)
         with _read_tasks(spark):
             stream = featurize(
                 spark,
@@ -220,11 +227,12 @@ def _featurize_and_commit(
                 source,
                 payload,
                 _expected(readable, config),
-                sorted(listing.aliases),
+                sorted(listing.aliases) if queue is None else [],  # a queue has none
+                reader,
+                queue,
                 gather=not work and run.reused_pca is None and _big_tasks(spark, config),
             )
         if source.accounts_unread and config.limit is None and config.sample_fraction is None:
-            known = _paths_in(spark, store, layout) if work else None
             record_unread(spark, store, layout, listing.paths, listing.unreadable, known)
     nothing_new = bool(work) and not _has_staged(store, layout)
     if nothing_new and not config.refit_pca:
@@ -456,9 +464,12 @@ def featurize(
     payload: engines.Payload,
     expected: int,
     skip: list[str],
+    reader: Any = None,
+    queue: str | None = None,
     gather: bool = False,
 ) -> StreamStats:
-    """Stream the input through the UDF into staged Parquet (minus the `skip` paths);
+    """Stream the input (or its `queue`: FileSource.enqueue) through the UDF into staged
+    Parquet, minus the `skip` paths; the workers read the files with `reader` if given.
     `gather`: the tasks also sum their rows for PCA (StreamStats.moments)."""
     config, layout = run.config, run.layout
     sc = spark.sparkContext
@@ -477,13 +488,15 @@ def featurize(
         images_done,
         worker_rss,
         moments,
-        source.reader(spark),
+        reader,
     )
     per_trigger = min(config.files_per_batch, config.limit or config.files_per_batch)
-    stream = source.stream(spark, per_trigger)
+    stream = source.stream(spark, per_trigger, queue)
     skipped = spark.createDataFrame([(path,) for path in skip], "path string") if skip else None
     resumed = _staged_rows(spark, layout)
-    writer = BatchWriter(config, layout, store, featurize_task, resumed, skipped)
+    # A queue file is one small Parquet file, one task: spread its paths over the cores.
+    spread = TASKS_PER_CORE * sc.defaultParallelism if queue is not None else None
+    writer = BatchWriter(config, layout, store, featurize_task, resumed, skipped, spread)
     query = (
         stream.writeStream.foreachBatch(writer)
         .option("checkpointLocation", layout.checkpoint)
@@ -530,9 +543,10 @@ class BatchWriter:
         featurize_task: udf.Partition,
         already_selected: int,
         skipped: Any = None,
+        spread: int | None = None,
     ) -> None:
         self.config, self.layout, self.store = config, layout, store
-        self.featurize_task, self.skipped = featurize_task, skipped
+        self.featurize_task, self.skipped, self.spread = featurize_task, skipped, spread
         self.selected = already_selected
         self.limit_reached = config.limit is not None and already_selected >= config.limit
 
@@ -561,6 +575,8 @@ class BatchWriter:
         limit, taken = self.config.limit, None
         if limit is not None:
             files, taken = self._limited(files, limit)
+        if self.spread is not None:
+            files = files.repartition(self.spread)
         stage_rows(files, self.featurize_task, target)
         if limit is not None and taken is not None:  # only now: the driver stops on this flag
             self.selected += taken
@@ -643,7 +659,7 @@ def _error_rows(frame: Any) -> Any:
 
 def _unread_reason(store: storage.Storage, path: str) -> str:
     try:
-        return "empty file (0 bytes)" if store.size(path) == 0 else "file was not read"
+        return reading.EMPTY if store.size(path) == 0 else "file was not read"
     except Exception as exc:
         if "FileNotFoundException" in str(exc) or "No such file" in str(exc):
             return udf.DISAPPEARED
@@ -892,7 +908,9 @@ def _expected(found: int, config: RunConfig) -> int:
     return max(expected, 1)
 
 
-def _fingerprint(config: RunConfig, input_uri: str, weights_file: weights.WeightsFile) -> dict:
+def _fingerprint(
+    config: RunConfig, input_uri: str, weights_file: weights.WeightsFile, stream: str
+) -> dict:
     return {
         "input": input_uri,
         "weights_sha256": weights_file.sha256,
@@ -901,6 +919,7 @@ def _fingerprint(config: RunConfig, input_uri: str, weights_file: weights.Weight
         "limit": config.limit,
         "sample_fraction": config.sample_fraction,
         "staged_vectors": vectors.FORMAT,
+        "stream": stream,
     }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from featurizer import storage
 
 DISAPPEARED = "file disappeared during the run"
+EMPTY = "empty file (0 bytes)"
 # Reads in flight per task: enough to cover two Arrow batches of S3 latency.
 READ_THREADS = 16
 
@@ -60,16 +61,20 @@ class FileReader:
         if self.fs is None:
             try:
                 with open(local_path(path), "rb") as handle:
-                    return handle.read(), None
+                    return _nonempty(handle.read())
             except FileNotFoundError:
                 return None, DISAPPEARED
             except OSError as exc:
                 return None, f"file could not be read: {exc.strerror or exc}"
         try:
             with self.fs.open_input_stream(object_path(path)) as stream:
-                return stream.read(), None
+                return _nonempty(stream.read())
         except FileNotFoundError:
             return None, DISAPPEARED
+
+
+def _nonempty(data: bytes) -> Read:
+    return (data, None) if data else (None, EMPTY)
 
 
 def local_path(path: str) -> str:

@@ -5,7 +5,10 @@ of `path, label, length, modificationTime, content` in micro-batches, and gives 
 calibrating reduced-precision engines. The rest of the run does not know what a "file" is.
 
 - `FileSource`: folders of JPEG/PNG files (Spark's binaryFile), the label the parent folder.
-  Listed on the driver; a local input is walked first (local_input.py).
+  Listed on the driver; a local input is walked first (local_input.py). Where the Python
+  workers read the files, the stream takes the listing's paths from a queue of Parquet files
+  (`enqueue`) rather than the input folder itself (Spark's file stream stats every file of a
+  micro-batch again on the driver: one request per object in S3, one after another).
 - `PackedSource`: Parquet files whose rows hold the image bytes plus path and label columns:
   what `featurizer pack` writes, and the layout img2dataset and Hugging Face dataset exports
   use (column names are options). ~1,000 images per object instead of one: at scale that is
@@ -28,6 +31,7 @@ IMAGE_GLOB = (
     + "}"
 )
 BINARY_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
+QUEUE_SCHEMA = "path string"  # a queue file's rows (FileSource.enqueue)
 # A stream's rows: an image's name and bytes. `content` may be left out: the Python workers
 # then read the files themselves (FileSource.reader).
 FILE_COLUMNS = ("path", "label", "length", "modificationTime", "content")
@@ -82,18 +86,23 @@ class FileSource:
 
     def __init__(self, uri: str, scan: Any) -> None:
         self.uri, self.scan = uri, scan
+        self._reader: tuple[reading.FileReader | None] | None = None  # reader(), once
 
     def reader(self, spark: Any) -> reading.FileReader | None:
         """How the Python workers read the files themselves, or None when the JVM must
         (binaryFile's `content`): that costs the JVM a copy of every image into its rows,
         into Arrow and over the worker's socket (BENCHMARKS.md, eighth round), and S3A
         reads a task's objects one after another. Local files, and S3 with credentials
-        pyarrow finds as S3A does (arrow_files.reachable), are read by the workers."""
-        if storage.scheme_of(self.uri) == "file":
-            return reading.FileReader()
-        if arrow_files.reachable(self.uri, spark):
-            return reading.FileReader(arrow_files.s3_filesystem(spark))
-        return None
+        pyarrow finds as S3A does (arrow_files.reachable), are read by the workers. Decided
+        once per source (a run's)."""
+        if self._reader is None:
+            if storage.scheme_of(self.uri) == "file":
+                self._reader = (reading.FileReader(),)
+            elif arrow_files.reachable(self.uri, spark):
+                self._reader = (reading.FileReader(arrow_files.s3_filesystem(spark)),)
+            else:
+                self._reader = (None,)
+        return self._reader[0]
 
     def listing(self, spark: Any) -> Listing:
         """Spark's own listing (the file index). Its paths go from the JVM's array straight
@@ -132,7 +141,50 @@ class FileSource:
             unreadable=list(self.scan.unreadable),
         )
 
-    def stream(self, spark: Any, per_trigger: int) -> Any:
+    def queues(self, reader: reading.FileReader | None, limit: int | None) -> bool:
+        """Whether the stream takes its files from a queue of the listing's paths (`enqueue`):
+        when the workers read the files, as the queue carries no `content`, and without
+        --limit, which takes the oldest files (a queue knows paths, not times)."""
+        return reader is not None and limit is None
+
+    def enqueue(self, spark: Any, listing: Listing, queue: str, per_file: int, known: Any) -> int:
+        """Append to the Parquet files under `queue` the listed paths not queued before (a
+        resumed run's queue stays as it was) nor `known` (the paths an output already holds:
+        an --incremental run's); in path order, `per_file` paths a file, which the stream
+        takes one at a time (a micro-batch). Returns how many paths were queued."""
+        store, new = storage.Storage(spark), listing.paths
+        store.mkdirs(queue)  # the stream's folder, even when nothing is new
+        if any(name.endswith(".parquet") for name in store.list_names(queue)):
+            new = new.join(spark.read.schema(QUEUE_SCHEMA).parquet(queue), "path", "left_anti")
+        if known is not None:
+            new = new.join(known, "path", "left_anti")
+        new = new.repartition(1).sortWithinPartitions("path").cache()
+        try:
+            count = new.count()
+            if count:
+                new.write.mode("append").option("maxRecordsPerFile", per_file).parquet(queue)
+        finally:
+            new.unpersist()
+        return count
+
+    def stream(self, spark: Any, per_trigger: int, queue: str | None = None) -> Any:
+        """The files as rows, `per_trigger` a micro-batch: from the input folder, or from
+        the `queue` of their paths (`enqueue`: one queue file a micro-batch)."""
+        from pyspark.sql import functions as F
+
+        if queue is not None:
+            paths = (
+                spark.readStream.schema(QUEUE_SCHEMA)
+                .option("maxFilesPerTrigger", 1)
+                .option("maxFileAge", "36500d")
+                .parquet(queue)
+            )
+            return paths.select(
+                "path",
+                label_of("path").alias("label"),
+                F.lit(None).cast("long").alias("length"),
+                F.lit(None).cast("timestamp").alias("modificationTime"),
+            )
         if storage.scheme_of(self.uri) == "file":
             # Local listings are fast: list on the driver instead of launching a listing job.
             spark.conf.set("spark.sql.sources.parallelPartitionDiscovery.threshold", "1000000")
@@ -146,7 +198,7 @@ class FileSource:
             .load(self.uri)
         )
         # Without `content` selected, binaryFile only stats each file (ignoreMissingFiles
-        # still skips vanished ones) and never opens it.
+        # still skips vanished ones) and never opens it: the workers read it (`reader`).
         content = () if self.reader(spark) is not None else ("content",)
         return files.select(
             "path", label_of("path").alias("label"), "length", "modificationTime", *content
@@ -236,7 +288,11 @@ class PackedSource:
         """None: the rows carry the images' bytes (`content`)."""
         return None
 
-    def stream(self, spark: Any, per_trigger: int) -> Any:
+    def queues(self, reader: None, limit: int | None) -> bool:
+        """False: a shard is already ~1,000 images, its rows their bytes."""
+        return False
+
+    def stream(self, spark: Any, per_trigger: int, queue: None = None) -> Any:
         schema = self._frame(spark).schema
         shards = max(1, per_trigger // IMAGES_PER_SHARD)  # --files-per-batch images
         frame = (

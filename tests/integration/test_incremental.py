@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from featurizer import pipeline, sample_data
+from featurizer import pipeline, sample_data, sources
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError
 
@@ -127,7 +127,7 @@ def test_new_files_are_added_and_old_rows_stay_identical(spark, tmp_path):
     )
 
 
-def test_what_an_incremental_run_refuses(spark, tmp_path):
+def test_what_an_incremental_run_refuses(spark, tmp_path, monkeypatch):
     folder, out = tmp_path / "in", tmp_path / "out"
     sample_data.generate(folder, seed=9)
     run = {"input": str(folder), "output": str(out), "no_report": True}
@@ -141,11 +141,19 @@ def test_what_an_incremental_run_refuses(spark, tmp_path):
         pipeline.run(RunConfig(incremental=True, **run), spark=spark)
 
     pipeline.run(RunConfig(pca_k=2, overwrite=True, **run), spark=spark)
-    # How a run stages its vectors is not a setting of the output: one kept by an older
-    # featurizer (no "staged_vectors" in its record) still takes the same settings' runs.
+    # Made over a queue of its files: a run the workers cannot read for (the JVM would, over
+    # the input folder, against a checkpoint that names queue files) would take every file.
+    with monkeypatch.context() as patched:
+        patched.setattr(sources.FileSource, "reader", lambda self, spark: None)
+        with pytest.raises(ConfigError, match=r"was featurized by Python workers reading its"):
+            pipeline.run(RunConfig(incremental=True, **run), spark=spark)
+    # How a run stages its vectors and what its stream read are not settings of the output:
+    # one kept by an older featurizer (no "staged_vectors", its stream over the input
+    # folder) still takes the same settings' runs.
     kept = out / "_state" / "run.json"
     record = json.loads(kept.read_text())
     assert record.pop("staged_vectors") == "float32 bytes"
+    assert record.pop("stream") == "queue"
     kept.write_text(json.dumps(record))
     assert (
         pipeline.run(RunConfig(incremental=True, **run), spark=spark)["counts"]["featurized"] == 100

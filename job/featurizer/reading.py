@@ -60,7 +60,7 @@ class FileReader:
     def _read_one(self, path: str) -> Read:
         if self.fs is None:
             try:
-                with open(local_path(path), "rb") as handle:
+                with open(storage.local_path(path) or path, "rb") as handle:
                     return _nonempty(handle.read())
             except FileNotFoundError:
                 return None, DISAPPEARED
@@ -75,14 +75,6 @@ class FileReader:
 
 def _nonempty(data: bytes) -> Read:
     return (data, None) if data else (None, EMPTY)
-
-
-def local_path(path: str) -> str:
-    """A local file's path from Spark's `file:/x` (or `file:///x`); nothing else changed:
-    names may start or end with spaces."""
-    if path.startswith("file://"):
-        return path[len("file://") :]
-    return path[len("file:") :] if path.startswith("file:") else path
 
 
 def object_path(path: str) -> str:

@@ -57,8 +57,11 @@ def _comparable(uri: str) -> str:
 
 
 def local_path(uri: str) -> str | None:
-    """The local file system path of a file:// URI, else None."""
-    return uri[len("file://") :] if uri.startswith("file://") else None
+    """The local file system path of a `file:///x` URI, or of Spark's spelling of it in
+    rows (`file:/x`), else None. Nothing else changes: names may start or end with spaces."""
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    return uri[len("file:") :] if uri.startswith("file:/") else None
 
 
 def s3_endpoint(env: Mapping[str, str] = os.environ) -> str | None:

@@ -30,3 +30,10 @@ def test_s3a_settings_follow_the_aws_endpoint_variables():
     assert conf["fs.s3a.path.style.access"] == "true"
     assert conf["fs.s3a.connection.ssl.enabled"] == "false"
     assert storage.s3a_hadoop_conf({}) == {}
+
+
+def test_local_paths_from_both_spellings_of_a_file_uri():
+    assert storage.local_path("file:///data/in/Kiwi/ a.jpg") == "/data/in/Kiwi/ a.jpg"
+    assert storage.local_path("file:/data/in/Kiwi/a b .jpg") == "/data/in/Kiwi/a b .jpg"
+    assert storage.local_path("s3a://bucket/file:/x") is None
+    assert storage.local_path("/data/in") is None

@@ -147,25 +147,29 @@ class FileSource:
         --limit, which takes the oldest files (a queue knows paths, not times)."""
         return reader is not None and limit is None
 
-    def enqueue(self, spark: Any, listing: Listing, queue: str, per_file: int, known: Any) -> int:
+    def enqueue(self, spark: Any, listing: Listing, queue: str, per_file: int, known: Any) -> None:
         """Append to the Parquet files under `queue` the listed paths not queued before (a
         resumed run's queue stays as it was) nor `known` (the paths an output already holds:
         an --incremental run's); in path order, `per_file` paths a file, which the stream
-        takes one at a time (a micro-batch). Returns how many paths were queued."""
-        store, new = storage.Storage(spark), listing.paths
+        takes one at a time (a micro-batch)."""
+        store = storage.Storage(spark)
         store.mkdirs(queue)  # the stream's folder, even when nothing is new
-        if any(name.endswith(".parquet") for name in store.list_names(queue)):
+        queued = any(name.endswith(".parquet") for name in store.list_names(queue))
+        if not queued and known is None:  # a fresh run: every listed path, in one sorted task
+            new = listing.paths.coalesce(1).sortWithinPartitions("path")
+            new.write.mode("append").option("maxRecordsPerFile", per_file).parquet(queue)
+            return
+        new = listing.paths
+        if queued:
             new = new.join(spark.read.schema(QUEUE_SCHEMA).parquet(queue), "path", "left_anti")
         if known is not None:
             new = new.join(known, "path", "left_anti")
         new = new.repartition(1).sortWithinPartitions("path").cache()
         try:
-            count = new.count()
-            if count:
+            if new.count():  # no empty queue file: it would be an empty micro-batch
                 new.write.mode("append").option("maxRecordsPerFile", per_file).parquet(queue)
         finally:
             new.unpersist()
-        return count
 
     def stream(self, spark: Any, per_trigger: int, queue: str | None = None) -> Any:
         """The files as rows, `per_trigger` a micro-batch: from the input folder, or from

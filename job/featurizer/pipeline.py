@@ -36,6 +36,7 @@ from featurizer import (
     reading,
     reduce,
     report,
+    reporting,
     signals,
     sources,
     storage,
@@ -232,7 +233,20 @@ def _featurize_and_commit(
                 queue,
                 gather=not work and run.reused_pca is None and _big_tasks(spark, config),
             )
-        if source.accounts_unread and config.limit is None and config.sample_fraction is None:
+        accounting = (
+            source.accounts_unread and config.limit is None and config.sample_fraction is None
+        )
+        # A fresh run over a queue stages rows of listed paths only: when as many distinct
+        # paths are staged as were listed (the counts after featurizing), none is missing
+        # and the join looking for them is skipped.
+        proven_by_counts = (
+            accounting
+            and queue is not None
+            and not work
+            and not config.resume
+            and not listing.unreadable
+        )
+        if accounting and not proven_by_counts:
             record_unread(spark, store, layout, listing.paths, listing.unreadable, known)
     nothing_new = bool(work) and not _has_staged(store, layout)
     if nothing_new and not config.refit_pca:
@@ -247,6 +261,10 @@ def _featurize_and_commit(
             else spark.read.parquet(layout.featurized)
         )
         counts = _counts(staged, 0 if work else listing.found)
+        if proven_by_counts and counts["selected"] - counts["duplicate_paths"] != listing.found:
+            record_unread(spark, store, layout, listing.paths, listing.unreadable, known)
+            staged = spark.read.parquet(layout.featurized)
+            counts = _counts(staged, listing.found)
         if not work and counts["found"] > listing.found:
             run.warn(
                 f"{counts['found'] - listing.found:,} images were added to the input during "
@@ -297,7 +315,8 @@ def _featurize_and_commit(
         + (f" (the model of {pca.source})" if pca.source else "")
     )
 
-    # Drawn (matplotlib: ~0.4 s, its import most of it) while Spark writes the results.
+    # Drawn (matplotlib: ~0.4 s, its import most of it) while Spark writes the results, and
+    # the report's imports done there too: the driver's Python only waits for the JVM then.
     drawing = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chart")
     chart = drawing.submit(
         report.explained_variance_png,
@@ -305,6 +324,8 @@ def _featurize_and_commit(
         pca.k,
         None if config.pca_k or pca.source else config.pca_variance,
     )
+    if not config.no_report:
+        drawing.submit(reporting.import_modules)
     drawing.shutdown(wait=False)
     with (
         timer.stage("write"),
@@ -327,8 +348,6 @@ def _featurize_and_commit(
         else:  # a full run keeps the stream's record for --incremental
             output.commit(store, layout, keep_state=_complete_record(config))
     if not config.no_report:
-        from featurizer import reporting
-
         reporting.after_run(spark, layout.output, run.log)
     return manifest
 

@@ -93,6 +93,25 @@ def test_files_deleted_between_micro_batches_are_recorded(spark, images, tmp_pat
     assert manifest["counts"]["found"] == 100
 
 
+def test_a_listed_file_that_staged_no_row_is_recorded(spark, images, tmp_path, monkeypatch):
+    """A fresh run over a queue checks its staged rows by count (no join): if a listed file
+    has no row (here dropped from its micro-batch), the count differs and it is recorded."""
+    lost = _paths(images)[7]
+    write = pipeline.BatchWriter.__call__
+
+    def drop_one(self, files, batch_id):
+        return write(self, files.where(files.path != lost), batch_id)
+
+    monkeypatch.setattr(pipeline.BatchWriter, "__call__", drop_one)
+    pipeline.run(
+        RunConfig(input=str(images), output=str(tmp_path / "out"), pca_k=2, max_error_rate=0.1),
+        spark=spark,
+    )
+    manifest, good, bad = _outcome(tmp_path / "out")
+    assert bad == {lost: "file was not read"} and len(good) == 99
+    assert manifest["counts"]["found"] == 100 and manifest["counts"]["failed"] == 1
+
+
 def test_files_deleted_after_featurizing_change_nothing(spark, images, tmp_path, monkeypatch):
     fit = reduce.fit_pca
 

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -392,6 +393,7 @@ def test_a_live_lease_on_s3_refuses_a_second_run(s3, jars):
         "2",
         "--files-per-batch",
         "20",
+        session=True,
     )
     wait_for(
         lambda: s3_keys(s3.client, "results", "leased/_work/featurized/"),
@@ -403,18 +405,24 @@ def test_a_live_lease_on_s3_refuses_a_second_run(s3, jars):
     lease = json.loads(
         s3.client.get_object(Bucket="results", Key="leased/_lease.json")["Body"].read()
     )
-    second = featurizer(
-        s3,
-        jars,
-        "--input",
-        "s3a://data/fruits",
-        "--output",
-        "s3a://results/leased",
-        "--pca-k",
-        "2",
-        "--overwrite",
-    )
-    code, _, err = finish(second)
+    # The first run is held (alive, its lease younger than the TTL) while the second tries:
+    # 100 images go faster than a second JVM starts.
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        second = featurizer(
+            s3,
+            jars,
+            "--input",
+            "s3a://data/fruits",
+            "--output",
+            "s3a://results/leased",
+            "--pca-k",
+            "2",
+            "--overwrite",
+        )
+        code, _, err = finish(second)
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     assert code == 2, err[-3000:]
     assert f"is being written by run {lease['run_id']}" in error_line(err)
     code, _, err = finish(first)

@@ -27,11 +27,20 @@ class ImageError(ValueError):
 
 
 def is_image_name(name: str) -> bool:
-    """True for visible files with an image extension (case-insensitive)."""
+    """True for files Spark lists (not hidden) with an image extension (case-insensitive)."""
     base = name.rsplit("/", 1)[-1]
-    return not base.startswith((".", "_")) and base.lower().endswith(
-        tuple("." + ext for ext in IMAGE_EXTENSIONS)
+    return not hidden(base) and base.lower().endswith(tuple("." + ext for ext in IMAGE_EXTENSIONS))
+
+
+def hidden(name: str) -> bool:
+    """Names Spark's file index skips (HadoopFSUtils.shouldFilterOutPathName): `.` and `_`
+    names, but `_` names with a `=` (partition folders) and Parquet's `_metadata` files."""
+    excluded = (
+        (name.startswith("_") and "=" not in name)
+        or name.startswith(".")
+        or name.endswith("._COPYING_")
     )
+    return excluded and not name.startswith(("_common_metadata", "_metadata"))
 
 
 def decode(data: bytes | None) -> np.ndarray:

@@ -17,7 +17,10 @@ calibrating reduced-precision engines. The rest of the run does not know what a 
 
 from __future__ import annotations
 
+import functools
 import json
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,13 +44,19 @@ IMAGES_PER_SHARD = 1000
 
 @dataclass
 class Listing:
-    """What the input holds, as far as the run needs to know before featurizing. Nothing in
-    it grows with the number of files on the Python side: the paths stay in the JVM."""
+    """What the input holds, as far as the run needs to know before featurizing. No Python
+    object per file: the paths stay in the JVM, or in Arrow buffers (a local walk's)."""
 
     found: int
-    paths: Any = None  # FileSource: a DataFrame of `path` (Spark's spelling), aliases left out
     aliases: set[str] = field(default_factory=set)  # reached again through links: skipped
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    walked: Any = None  # a local walk's paths (Arrow strings), aliases left out
+    frame: Callable[[], Any] | None = None  # makes `paths`, when first needed
+
+    @functools.cached_property
+    def paths(self) -> Any:
+        """FileSource: a DataFrame of `path` (Spark's spelling), aliases left out."""
+        return self.frame() if self.frame else None
 
 
 def spark_path(uri: Any) -> Any:
@@ -70,6 +79,35 @@ def _scala_seq(jvm: Any, array: Any) -> Any:
         return jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(array)
     except TypeError:
         return jvm.scala.collection.mutable.WrappedArray.make(array)
+
+
+def _frame_of(spark: Any, paths: Any) -> Any:
+    """A DataFrame of `path` from an Arrow array of them. Spark 4 takes an Arrow table;
+    Spark 3.5 (the EMR image) takes pandas, through Arrow when enabled."""
+    import pyarrow as pa
+
+    table = pa.table({"path": paths})
+    try:
+        return spark.createDataFrame(table, QUEUE_SCHEMA)
+    except TypeError:
+        return spark.createDataFrame(table.to_pandas(), QUEUE_SCHEMA)
+
+
+def _write_queue(location: arrow_files.Location, paths: Any, per_file: int) -> None:
+    """The queue files enqueue's Spark job would write (sorted paths, `per_file` a file),
+    with pyarrow. Each is written under a hidden name and then renamed, so that no half
+    file is ever in the queue."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"path": paths}).sort_by("path")
+    tag = uuid.uuid4().hex
+    for number, start in enumerate(range(0, len(table), per_file)):
+        name = f"part-{number:05d}-{tag}.parquet"
+        pq.write_table(
+            table.slice(start, per_file), location.child(f".{name}"), filesystem=location.fs
+        )
+        location.fs.move(location.child(f".{name}"), location.child(name))
 
 
 def label_of(path: Any) -> Any:
@@ -105,8 +143,29 @@ class FileSource:
         return self._reader[0]
 
     def listing(self, spark: Any) -> Listing:
-        """Spark's own listing (the file index). Its paths go from the JVM's array straight
-        into a DataFrame: passing them to Python cost ~390 B and ~66 us per file (BENCHMARKS.md,
+        """A local folder's walk (local_input.scan) if it was walked, else Spark's own
+        listing (the file index)."""
+        if self.scan.paths is not None:
+            return self._walked(spark)
+        return self._listed(spark)
+
+    def _walked(self, spark: Any) -> Listing:
+        """The local walk's paths, handed to Spark as Arrow (the batches stay in the JVM as
+        bytes: no Python object or Py4J call per file)."""
+        paths = self.scan.paths
+        if not len(paths):
+            raise ConfigError(f"no images (.jpg, .jpeg, .png) found under {self.uri}")
+        return Listing(
+            found=len(paths) + len(self.scan.unreadable),
+            aliases=set(self.scan.aliases),
+            unreadable=list(self.scan.unreadable),
+            walked=paths,
+            frame=lambda: _frame_of(spark, paths),
+        )
+
+    def _listed(self, spark: Any) -> Listing:
+        """Spark's own listing. Its paths go from the JVM's array straight into a
+        DataFrame: passing them to Python cost ~390 B and ~66 us per file (BENCHMARKS.md,
         "Driver memory and listing time")."""
         from pyspark.sql import DataFrame
         from pyspark.sql import functions as F
@@ -136,7 +195,7 @@ class FileSource:
             listed = listed.join(F.broadcast(known), "path", "left_anti")
         return Listing(
             found=count - len(aliases) + len(self.scan.unreadable),
-            paths=listed,
+            frame=lambda: listed,
             aliases=aliases,
             unreadable=list(self.scan.unreadable),
         )
@@ -155,7 +214,12 @@ class FileSource:
         store = storage.Storage(spark)
         store.mkdirs(queue)  # the stream's folder, even when nothing is new
         queued = any(name.endswith(".parquet") for name in store.list_names(queue))
-        if not queued and known is None:  # a fresh run: every listed path, in one sorted task
+        fresh = not queued and known is None
+        if fresh and listing.walked is not None and arrow_files.reachable(queue, spark):
+            # a fresh run over a local walk: its Arrow paths written as they are, no Spark job
+            _write_queue(arrow_files.locate(queue, spark), listing.walked, per_file)
+            return
+        if fresh:  # every listed path, in one sorted task
             new = listing.paths.coalesce(1).sortWithinPartitions("path")
             new.write.mode("append").option("maxRecordsPerFile", per_file).parquet(queue)
             return

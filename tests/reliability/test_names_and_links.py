@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,37 @@ def test_a_link_loop_is_refused_in_one_line_before_spark_lists(spark, tmp_path):
         line for line in result.stderr.strip().splitlines() if line.startswith("featurizer:")
     ]
     assert "leads back into a folder above it" in result.stderr.strip().splitlines()[-1]
+
+
+def test_pipes_broken_links_and_hidden_names_are_listed_as_spark_would(spark, tmp_path):
+    """A named pipe or a broken link with an image name is an error with a reason, never read
+    (a read of a pipe blocks until a writer comes); hidden names follow Spark's rule."""
+    root = tmp_path / "in"
+    expected = {
+        f"file:{_write(root / 'Apple' / 'a.jpg', 1)}": "Apple",
+        f"file:{_write(root / 'Apple' / '_year=2024.jpg', 2)}": "Apple",  # `=`: not hidden
+        f"file:{_write(root / '_part=1' / 'b.jpg', 3)}": "_part=1",
+    }
+    _write(root / "_tmp" / "hidden.jpg", 4)
+    _write(root / "Apple" / ".hidden.jpg", 5)
+    pipe = root / "Apple" / "pipe.jpg"
+    os.mkfifo(pipe)
+    (root / "Apple" / "gone.jpg").symlink_to(root / "nowhere.jpg")
+    # A reader blocked on the pipe gets end-of-file after 120 s: a regression fails, not hangs.
+    unblock = threading.Timer(120, lambda: os.close(os.open(pipe, os.O_RDWR)))
+    unblock.start()
+    try:
+        manifest = pipeline.run(
+            RunConfig(input=str(root), output=str(tmp_path / "out"), pca_k=1, max_error_rate=1),
+            spark=spark,
+        )
+    finally:
+        unblock.cancel()
+    rows = pq.read_table(tmp_path / "out" / "features").to_pandas()
+    assert dict(zip(rows["path"], rows["label"])) == expected
+    errors = pq.read_table(tmp_path / "out" / "errors").to_pandas()
+    assert dict(zip(errors["path"], errors["error"])) == {
+        f"file:{root}/Apple/pipe.jpg": "not a regular file (a pipe, socket or device)",
+        f"file:{root}/Apple/gone.jpg": "broken link: its target does not exist",
+    }
+    assert (manifest["counts"]["found"], manifest["counts"]["failed"]) == (5, 2)

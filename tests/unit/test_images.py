@@ -139,6 +139,9 @@ def test_decode_many_keeps_order_and_reports_each_error():
         ("c.gif", False),
         (".hidden.jpg", False),
         ("_tmp.jpg", False),
+        ("_year=2024.jpg", True),
+        ("_metadata.jpg", True),
+        ("x.jpg._COPYING_", False),
         ("notes.txt", False),
     ],
 )

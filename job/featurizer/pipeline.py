@@ -18,6 +18,7 @@ import contextlib
 import io
 import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -168,8 +169,11 @@ def _run(run: Run, spark: Any) -> dict:
     store = storage.Storage(spark)
     source = sources.open_source(config, run.input_uri, store, run.local_scan)
     lease = output.Lease(store, layout, run.run_id)
-    with timer.stage("discover"):  # listed while the lease settles
-        listing = lease.acquire(config.resume, meanwhile=lambda: discover(source, spark))
+    with timer.stage("discover"):  # listed while the lease settles, and the workers started
+        listing = lease.acquire(
+            config.resume,
+            meanwhile=lambda: _and_warm(spark, config.engine, discover(source, spark)),
+        )
     packed = " (packed)" if isinstance(source, sources.PackedSource) else ""
     run.log(
         f"found {listing.found:,} images under {run.input_uri}{packed}"
@@ -429,6 +433,21 @@ def _run_entry(manifest: dict) -> dict:
 
 
 # ---- stages ---------------------------------------------------------------------------
+
+
+def _and_warm(spark: Any, engine: str, listing: sources.Listing) -> sources.Listing:
+    """Start a Python worker per core (udf.make_warm) in the background, then return `listing`.
+    While the output's lease settles the cores are idle; the first micro-batch would start
+    the workers, and the JVM's Python-task path, cold."""
+    cores = spark.sparkContext.defaultParallelism
+
+    def warm() -> None:
+        with contextlib.suppress(Exception):  # the first micro-batch starts them then
+            frame = spark.range(0, cores, 1, cores).mapInArrow(udf.make_warm(engine), "id long")
+            frame.collect()
+
+    threading.Thread(target=warm, daemon=True, name="warm").start()
+    return listing
 
 
 def discover(source: Any, spark: Any) -> sources.Listing:

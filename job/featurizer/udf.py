@@ -138,6 +138,18 @@ def _task_cpus() -> int:
 Partition = Callable[[Iterator[Any]], Iterator[Any]]  # Arrow batches in, Arrow batches out
 
 
+def make_warm(engine: str) -> Partition:
+    """A `mapInArrow` function that only imports what featurizing needs (the engine's
+    runtime, the image decoder): run once per core before the first micro-batch, it starts
+    the Python workers that Spark then reuses."""
+
+    def warm(batches: Iterator[Any]) -> Iterator[Any]:
+        engines.warm(engine)
+        yield from batches
+
+    return warm
+
+
 def make_featurize(
     payload: Any,
     key: str,

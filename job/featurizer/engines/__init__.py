@@ -57,6 +57,11 @@ def export(
         return Payload(engine, _module(engine).export(weights, precision, calibration))
 
 
+def warm(engine: str) -> None:
+    """Import an engine's runtime ahead of `load`."""
+    getattr(_module(engine), "warm", lambda: None)()
+
+
 def load(engine: str, data: bytes, threads: int) -> Predictor:
     with native_output_quieted():
         return _module(engine).load(data, threads)

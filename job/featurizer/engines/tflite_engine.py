@@ -85,6 +85,10 @@ def convert(model: Any, calibration: Any = None) -> bytes:
     return converter.convert()
 
 
+def warm() -> None:
+    _interpreter_class()
+
+
 def _interpreter_class() -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter

@@ -2,12 +2,12 @@
 
 For each size N (20k, 200k, 1M by default) it writes N small real JPEGs (a few 100x100 Fruits-360
 photos copied, class folders of 500) under a temporary folder on local disk, then runs, in a
-fresh process, the job's own driver-side code over them: `local_input.scan`, the listing
-(`pipeline.discover` -> `FileSource.listing`, Spark's binaryFile `inputFiles()`), the structures
-`record_unread` builds (over a staged `path` column holding every file, as after a complete
-stream), and the calibration sample choice (`FileSource.samples`). It records each step's wall
-time, the high-water RSS (VmHWM) of the driver's Python process and of its JVM after it, and
-the JVM heap still live after a full GC.
+fresh process, the job's own driver-side code over them: `local_input.scan` (a local input's
+listing: the walk's paths as Arrow strings), `pipeline.discover` -> `FileSource.listing`, the
+structures `record_unread` builds (over a staged `path` column holding every file, as after a
+complete stream), and the calibration sample choice (`FileSource.samples`). It records each
+step's wall time, the high-water RSS (VmHWM) of the driver's Python process and of its JVM
+after it, and the JVM heap still live after a full GC.
 Over the --stream-sizes it also runs the real streaming source (`FileSource.stream`, the job's
 options, a count-only foreachBatch) and measures what its checkpoint's file log holds per file.
 The files are deleted afterwards. Prints a table, saves JSON under bench/results/.
@@ -180,7 +180,7 @@ def measure_listing(folder: str) -> dict:
         "unread_rows_written": unread_written,
         "samples": len(samples),
         "listing_breakdown_s": {
-            "jvm listing (second call)": round(jvm_s, 3),
+            "jvm listing (Spark's file index, as for S3)": round(jvm_s, 3),
             "py4j transfer, one call per path": round(per_element_s, 3),
             "py4j transfer, one joined string": round(one_string_s, 3),
         },

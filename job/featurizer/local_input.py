@@ -16,20 +16,19 @@ replaces the bytes) and drops it silently. So local inputs are walked here first
 - files that cannot be read as files (a broken link, a named pipe: reading one would block
   its task forever) are recorded as errors too.
 
-The walk also keeps what it finds, so that Spark need not list the folder again: the paths in
-Spark's spelling, as Arrow strings (~100 bytes a file, in chunks: no Python object per file
-is kept). Hadoop's listing of the same tree cost the JVM ~90 us and ~3 KB a file (14,410
-images: 1.3 s); this walk ~7 us (BENCHMARKS.md, twelfth round). A tree with links is walked a
-second time, noting the real path of every image.
+Given a folder, the walk also writes what it finds there, so that Spark need not list the input
+again: the paths in Spark's spelling, as Parquet files of `per_file` paths (a fresh run's queue,
+FileSource.enqueue), written as the walk goes (no memory per file). Hadoop's listing of the
+same tree cost the JVM ~90 us and ~3 KB a file (14,410 images: 1.3 s); this walk ~7 us
+(BENCHMARKS.md, twelfth round). A tree with links is walked a second time, noting the real path
+of every image (memory per file then).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from featurizer.errors import ConfigError
 from featurizer.images import hidden, is_image_name
@@ -40,12 +39,38 @@ class LocalScan:
     aliases: list[str] = field(default_factory=list)  # Spark paths to skip
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     links: int = 0
-    # Spark paths of the files to read, aliases left out; None: not walked (no such folder,
-    # a single file, a glob), Spark lists the input then.
-    paths: pa.ChunkedArray | None = None
+    # A folder of Parquet files of the Spark paths to read (aliases left out), `listed` of
+    # them; None: not written (no folder given, no such input folder, a single file, a
+    # glob): Spark lists the input then.
+    files: str | None = None
+    listed: int = 0
 
 
-CHUNK = 8192  # paths gathered as Python strings before they become one Arrow chunk
+class _Files:
+    """Paths written as they come, `per_file` to a Parquet file of one `path` column."""
+
+    def __init__(self, folder: str, per_file: int) -> None:
+        self.folder, self.per_file = folder, per_file
+        self.batch: list[str] = []
+        self.written = 0
+
+    def add(self, path: str) -> None:
+        self.batch.append(path)
+        if len(self.batch) == self.per_file:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.batch:
+            name = f"part-{self.written // self.per_file:05d}.parquet"
+            pq.write_table(
+                pa.table({"path": pa.array(self.batch, pa.string())}),
+                os.path.join(self.folder, name),
+            )
+            self.written += len(self.batch)
+            self.batch.clear()
 
 
 def spark_path(local: str) -> str:
@@ -58,24 +83,34 @@ def printable(local: str) -> str:
     return local.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def scan(root: str) -> LocalScan:
-    """Walk `root` (a local folder) as Spark's listing would, minus its blind spots."""
+def scan(root: str, folder: str | None = None, per_file: int = 4096) -> LocalScan:
+    """Walk `root` (a local folder) as Spark's listing would, minus its blind spots; with
+    `folder` (an empty one), write the paths to read there too (LocalScan.files)."""
     if not os.path.isdir(root):
         return LocalScan()
-    result = _walk(root, record=False)
+    files = _Files(folder, per_file) if folder else None
+    result = _walk(root, record=False, add=files.add if files else None)
     if result.links:  # links seen: walk again, noting where each file really is
-        result = _walk(root, record=True)
-        if result.aliases and result.paths is not None:
-            kept = pc.invert(pc.is_in(result.paths, value_set=pa.array(result.aliases)))
-            result.paths = result.paths.filter(kept)
+        kept: list[str] = []
+        result = _walk(root, record=True, add=kept.append)
+        if files is not None:  # written again, without the aliases
+            for name in os.listdir(files.folder):
+                os.remove(os.path.join(files.folder, name))
+            files = _Files(files.folder, per_file)
+            skip = set(result.aliases)
+            for path in kept:
+                if path not in skip:
+                    files.add(path)
+    if files is not None:
+        files.flush()
+        result.files, result.listed = files.folder, files.written
     return result
 
 
-def _walk(root: str, record: bool) -> LocalScan:
+def _walk(root: str, record: bool, add: Callable[[str], None] | None = None) -> LocalScan:
+    """One walk, handing each readable image's Spark path to `add`."""
     result = LocalScan()
     reached: dict[str, list[tuple[bool, str]]] = {}  # real file -> [(via a link, path)]
-    chunks: list[pa.Array] = []
-    batch: list[str] = []
     # Depth first, names sorted: (folder, its real path, real folders above it, via a link)
     stack: list[tuple[str, str, tuple[str, ...], bool]] = [
         (root, os.path.realpath(root), (), False)
@@ -108,17 +143,14 @@ def _walk(root: str, record: bool) -> LocalScan:
                 if reason:
                     result.unreadable.append((spark_path(printable(entry.path)), reason))
                     continue
-                batch.append(spark_path(entry.path))
-                if len(batch) == CHUNK:
-                    chunks.append(pa.array(batch, pa.string()))
-                    batch.clear()
+                if add is not None:
+                    add(spark_path(entry.path))
                 if record:
                     through = via_link or link
                     real_file = (
                         os.path.realpath(entry.path) if through else os.path.join(real, entry.name)
                     )
                     reached.setdefault(real_file, []).append((through, entry.path))
-    result.paths = pa.chunked_array([*chunks, pa.array(batch, pa.string())])
     for paths in reached.values():
         if len(paths) > 1:
             keep = min(paths)  # a path through no link first, then by name

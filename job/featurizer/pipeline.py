@@ -18,6 +18,7 @@ import contextlib
 import io
 import math
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -137,8 +138,11 @@ def run(
         _check_locations(input_uri, storage.normalize(output.expand(config.output)))
     weights_file = weights.resolve(config.weights_spec)  # before Spark: fail fast
     local = storage.local_path(input_uri)
-    scan = local_input.scan(local) if local else local_input.LocalScan()  # before Spark lists
     with contextlib.ExitStack() as owned:
+        scan = local_input.LocalScan()
+        if local:  # before Spark starts; the paths written to a folder of the run's own
+            listed = owned.enter_context(tempfile.TemporaryDirectory(prefix="featurizer-"))
+            scan = local_input.scan(local, listed, config.files_per_batch)
         if spark is None:  # our own session: stopped at the end
             from featurizer import session
 

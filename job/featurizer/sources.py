@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class Listing:
     found: int
     aliases: set[str] = field(default_factory=set)  # reached again through links: skipped
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    walked: Any = None  # a local walk's paths (Arrow strings), aliases left out
+    walked: str | None = None  # a local walk's folder of Parquet files of its paths
     frame: Callable[[], Any] | None = None  # makes `paths`, when first needed
 
     @functools.cached_property
@@ -81,33 +82,28 @@ def _scala_seq(jvm: Any, array: Any) -> Any:
         return jvm.scala.collection.mutable.WrappedArray.make(array)
 
 
-def _frame_of(spark: Any, paths: Any) -> Any:
-    """A DataFrame of `path` from an Arrow array of them. Spark 4 takes an Arrow table;
+def _frame_of(spark: Any, folder: str) -> Any:
+    """A DataFrame of the `path`s in a local walk's files. Spark 4 takes an Arrow table;
     Spark 3.5 (the EMR image) takes pandas, through Arrow when enabled."""
-    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    table = pa.table({"path": paths})
+    table = pq.read_table(folder)
     try:
         return spark.createDataFrame(table, QUEUE_SCHEMA)
     except TypeError:
         return spark.createDataFrame(table.to_pandas(), QUEUE_SCHEMA)
 
 
-def _write_queue(location: arrow_files.Location, paths: Any, per_file: int) -> None:
-    """The queue files enqueue's Spark job would write (sorted paths, `per_file` a file),
-    with pyarrow. Each is written under a hidden name and then renamed, so that no half
-    file is ever in the queue."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table({"path": paths}).sort_by("path")
+def _copy_queue(folder: str, queue: arrow_files.Location) -> None:
+    """A local walk's Parquet files (local_input.scan: `per_file` paths each, in the walk's
+    order) copied into the queue, each under a hidden name and then renamed: no half file is
+    ever in the queue."""
     tag = uuid.uuid4().hex
-    for number, start in enumerate(range(0, len(table), per_file)):
-        name = f"part-{number:05d}-{tag}.parquet"
-        pq.write_table(
-            table.slice(start, per_file), location.child(f".{name}"), filesystem=location.fs
-        )
-        location.fs.move(location.child(f".{name}"), location.child(name))
+    for name in sorted(os.listdir(folder)):
+        final = f"{name.removesuffix('.parquet')}-{tag}.parquet"
+        with open(os.path.join(folder, name), "rb") as source:
+            queue.write_bytes(f".{final}", source.read())
+        queue.fs.move(queue.child(f".{final}"), queue.child(final))
 
 
 def label_of(path: Any) -> Any:
@@ -143,24 +139,25 @@ class FileSource:
         return self._reader[0]
 
     def listing(self, spark: Any) -> Listing:
-        """A local folder's walk (local_input.scan) if it was walked, else Spark's own
+        """A local folder's walk (local_input.scan) if it wrote its paths, else Spark's own
         listing (the file index)."""
-        if self.scan.paths is not None:
+        if self.scan.files is not None:
             return self._walked(spark)
         return self._listed(spark)
 
     def _walked(self, spark: Any) -> Listing:
-        """The local walk's paths, handed to Spark as Arrow (the batches stay in the JVM as
-        bytes: no Python object or Py4J call per file)."""
-        paths = self.scan.paths
-        if not len(paths):
+        """The local walk's paths. Only a run that needs them as a DataFrame (resumed,
+        incremental, calibrating, or missing a staged row) reads them, handed to Spark as
+        Arrow (the batches stay in the JVM as bytes: no Python object or Py4J call a file)."""
+        if not self.scan.listed:
             raise ConfigError(f"no images (.jpg, .jpeg, .png) found under {self.uri}")
+        folder = self.scan.files
         return Listing(
-            found=len(paths) + len(self.scan.unreadable),
+            found=self.scan.listed + len(self.scan.unreadable),
             aliases=set(self.scan.aliases),
             unreadable=list(self.scan.unreadable),
-            walked=paths,
-            frame=lambda: _frame_of(spark, paths),
+            walked=folder,
+            frame=lambda: _frame_of(spark, folder),
         )
 
     def _listed(self, spark: Any) -> Listing:
@@ -209,15 +206,15 @@ class FileSource:
     def enqueue(self, spark: Any, listing: Listing, queue: str, per_file: int, known: Any) -> None:
         """Append to the Parquet files under `queue` the listed paths not queued before (a
         resumed run's queue stays as it was) nor `known` (the paths an output already holds:
-        an --incremental run's); in path order, `per_file` paths a file, which the stream
-        takes one at a time (a micro-batch)."""
+        an --incremental run's); in path order (a fresh run over a local walk: in the walk's),
+        `per_file` paths a file, which the stream takes one at a time (a micro-batch)."""
         store = storage.Storage(spark)
         store.mkdirs(queue)  # the stream's folder, even when nothing is new
         queued = any(name.endswith(".parquet") for name in store.list_names(queue))
         fresh = not queued and known is None
         if fresh and listing.walked is not None and arrow_files.reachable(queue, spark):
-            # a fresh run over a local walk: its Arrow paths written as they are, no Spark job
-            _write_queue(arrow_files.locate(queue, spark), listing.walked, per_file)
+            # a fresh run over a local walk: the walk's files are the queue, no Spark job
+            _copy_queue(listing.walked, arrow_files.locate(queue, spark))
             return
         if fresh:  # every listed path, in one sorted task
             new = listing.paths.coalesce(1).sortWithinPartitions("path")

@@ -382,19 +382,8 @@ def test_an_object_deleted_during_the_run_is_recorded(s3, jars, tmp_path):
 
 
 def test_a_live_lease_on_s3_refuses_a_second_run(s3, jars):
-    first = featurizer(
-        s3,
-        jars,
-        "--input",
-        "s3a://data/fruits",
-        "--output",
-        "s3a://results/leased",
-        "--pca-k",
-        "2",
-        "--files-per-batch",
-        "20",
-        session=True,
-    )
+    run = ("--input", "s3a://data/fruits", "--output", "s3a://results/leased", "--pca-k", "2")
+    first = featurizer(s3, jars, *run, "--files-per-batch", "20", session=True)
     wait_for(
         lambda: s3_keys(s3.client, "results", "leased/_work/featurized/"),
         300,
@@ -409,17 +398,7 @@ def test_a_live_lease_on_s3_refuses_a_second_run(s3, jars):
     # 100 images go faster than a second JVM starts.
     os.killpg(first.pid, signal.SIGSTOP)
     try:
-        second = featurizer(
-            s3,
-            jars,
-            "--input",
-            "s3a://data/fruits",
-            "--output",
-            "s3a://results/leased",
-            "--pca-k",
-            "2",
-            "--overwrite",
-        )
+        second = featurizer(s3, jars, *run, "--overwrite")
         code, _, err = finish(second)
     finally:
         os.killpg(first.pid, signal.SIGCONT)

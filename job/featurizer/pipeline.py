@@ -139,15 +139,17 @@ def run(
     weights_file = weights.resolve(config.weights_spec)  # before Spark: fail fast
     local = storage.local_path(input_uri)
     with contextlib.ExitStack() as owned:
-        scan = local_input.LocalScan()
-        if local:  # before Spark starts; the paths written to a folder of the run's own
+        walking = None
+        if local:  # walked while the JVM starts; its paths written to a folder of the run's
             listed = owned.enter_context(tempfile.TemporaryDirectory(prefix="featurizer-"))
-            scan = local_input.scan(local, listed, config.files_per_batch)
+            walker = owned.enter_context(concurrent.futures.ThreadPoolExecutor(1, "walk"))
+            walking = walker.submit(local_input.scan, local, listed, config.files_per_batch)
         if spark is None:  # our own session: stopped at the end
             from featurizer import session
 
             with timer.stage("spark_start"):
                 spark = owned.enter_context(session.started(config, log, verbose, log_file))
+        scan = walking.result() if walking else local_input.LocalScan()
         output_uri = storage.normalize(output.expand(config.output, spark.sparkContext.appName))
         if not early:
             _check_locations(input_uri, output_uri)

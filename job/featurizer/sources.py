@@ -46,7 +46,7 @@ IMAGES_PER_SHARD = 1000
 @dataclass
 class Listing:
     """What the input holds, as far as the run needs to know before featurizing. No Python
-    object per file: the paths stay in the JVM, or in Arrow buffers (a local walk's)."""
+    object per file: the paths stay in the JVM, or in a local walk's Parquet files."""
 
     found: int
     aliases: set[str] = field(default_factory=set)  # reached again through links: skipped
@@ -86,12 +86,12 @@ def _frame_of(spark: Any, folder: str) -> Any:
     """A DataFrame of the `path`s in a local walk's files. Spark 4 takes an Arrow table;
     Spark 3.5 (the EMR image) takes pandas, through Arrow when enabled."""
     import pyarrow.parquet as pq
+    import pyspark
 
     table = pq.read_table(folder)
-    try:
-        return spark.createDataFrame(table, QUEUE_SCHEMA)
-    except TypeError:
+    if int(pyspark.__version__.split(".")[0]) < 4:
         return spark.createDataFrame(table.to_pandas(), QUEUE_SCHEMA)
+    return spark.createDataFrame(table, QUEUE_SCHEMA)
 
 
 def _copy_queue(folder: str, queue: arrow_files.Location) -> None:

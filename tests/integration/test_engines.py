@@ -167,3 +167,21 @@ def test_tflite_python_workers_never_load_tensorflow(sample_dir, tmp_path):
         pid: sorted(p for p in libs if "/tensorflow/" in p) for pid, libs in mapped.items()
     }
     assert {pid: libs for pid, libs in with_tensorflow.items() if libs} == {}
+
+
+@pytest.mark.parametrize(
+    ("engine", "runtime"),
+    [("keras", "tensorflow"), ("tflite", "ai_edge_litert.interpreter")],
+)
+def test_warm_imports_the_engines_runtime_and_nothing_heavier(engine, runtime):
+    """`engines.warm` (what the warm-up job runs in each Python worker) imports the runtime
+    the engine's `load` needs; the TFLite engine's must not pull TensorFlow in."""
+    probe = (
+        "import sys; from featurizer import engines; "
+        f"engines.warm({engine!r}); "
+        "print(sorted(m for m in ('tensorflow', 'ai_edge_litert.interpreter') if m in sys.modules))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
+    ).stdout.split("\n")[-2]
+    assert imported == str([runtime])

@@ -59,7 +59,7 @@ def export(
 
 def warm(engine: str) -> None:
     """Import an engine's runtime ahead of `load`."""
-    getattr(_module(engine), "warm", lambda: None)()
+    _module(engine).warm()
 
 
 def load(engine: str, data: bytes, threads: int) -> Predictor:

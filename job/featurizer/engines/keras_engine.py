@@ -14,6 +14,12 @@ def export(weights: WeightsFile) -> bytes:
     return weights.read_bytes()
 
 
+def warm() -> None:
+    """Import TensorFlow (seconds) before the first batch needs it; runs no op, so
+    `configure_threads` still applies afterwards."""
+    import tensorflow  # noqa: F401
+
+
 def configure_threads(threads: int) -> None:
     """Bound TensorFlow to the task's cores; must run before TF executes any op."""
     import tensorflow as tf

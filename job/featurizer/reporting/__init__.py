@@ -24,6 +24,9 @@ PROBE_SEED = 0
 PROBE_L2 = 1e-3
 PROBE_MAX_ITERATIONS = 200  # L-BFGS stops at PROBE_TOLERANCE first (~30 iterations here)
 PROBE_TOLERANCE = 1e-5  # relative change of the loss in one iteration
+# L-BFGS corrections kept (scipy's default 10): L-BFGS-B's own steps, memory-bound over
+# 168k weights, cost half as much; the iterations stayed 33-34 (BENCHMARKS.md, 13th round).
+PROBE_HISTORY = 5
 PROBE_MAX_TRAIN_ROWS = 10_000  # bounds the probe (~2 s for 1280-d features) on big outputs
 
 
@@ -240,6 +243,7 @@ def probe_summary(output: Any, log: Callable[[str], None]) -> dict:
         "solver": "L-BFGS-B",
         "max_iterations": PROBE_MAX_ITERATIONS,
         "tolerance": PROBE_TOLERANCE,
+        "history": PROBE_HISTORY,
         "max_train_rows": PROBE_MAX_TRAIN_ROWS,
     }
     paths, labels = output.paths[output.vector_rows], output.labels[output.vector_rows]
@@ -272,6 +276,7 @@ def probe_summary(output: Any, log: Callable[[str], None]) -> dict:
             PROBE_L2,
             PROBE_MAX_ITERATIONS,
             PROBE_TOLERANCE,
+            PROBE_HISTORY,
         )
         log(
             f"probe from {name}: test accuracy {result.test_accuracy:.1%} "

@@ -150,10 +150,12 @@ def fit_softmax(
     l2: float = 1e-3,
     max_iterations: int = 200,
     tolerance: float = 1e-5,
+    history: int = 5,
 ) -> Softmax:
     """Weights and bias minimizing mean cross-entropy + l2/2 |W|^2 (the bias is not
     penalized), by L-BFGS-B until the loss changes by less than `tolerance` (relative)
-    in an iteration. The products with x run in float32; L-BFGS keeps its own float64."""
+    in an iteration, keeping `history` corrections. The products with x run in float32;
+    L-BFGS keeps its own float64."""
     from scipy.optimize import minimize
 
     n, d = x.shape
@@ -178,7 +180,7 @@ def fit_softmax(
             np.zeros(size + classes),
             jac=True,
             method="L-BFGS-B",
-            options={"maxiter": max_iterations, "ftol": tolerance},
+            options={"maxiter": max_iterations, "ftol": tolerance, "maxcor": history},
         )
     weights = found.x[:size].reshape(d, classes).astype(np.float32)
     return Softmax(weights, found.x[size:].astype(np.float32), int(found.nit), float(found.fun))
@@ -223,6 +225,7 @@ def run_probe(
     l2: float = 1e-3,
     max_iterations: int = 200,
     tolerance: float = 1e-5,
+    history: int = 5,
 ) -> ProbeResult:
     """Fit on split.train (capped), measure on split.test."""
     import time
@@ -233,7 +236,7 @@ def run_probe(
     index = {label: i for i, label in enumerate(classes)}
     y_train = np.array([index[label] for label in labels[train_rows]])
     x_train, x_test = standardize(x[train_rows], x[split.test])
-    fit = fit_softmax(x_train, y_train, len(classes), l2, max_iterations, tolerance)
+    fit = fit_softmax(x_train, y_train, len(classes), l2, max_iterations, tolerance, history)
     weights, bias = fit.weights, fit.bias
     train_pred = predict(x_train, weights, bias)
     test_pred = (

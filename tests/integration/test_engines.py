@@ -122,10 +122,12 @@ def _libraries(pid: int) -> set[str]:
     return {line.split(maxsplit=5)[5] for line in lines if line.count(" ") >= 5 and ".so" in line}
 
 
-def test_tflite_python_workers_never_load_tensorflow(sample_dir, tmp_path):
-    """A real `featurizer run` (the default tflite engine): every Python worker's mapped
-    libraries, read from /proc while the run goes on, hold LiteRT's and none of TensorFlow's
-    (a worker that imported TensorFlow keeps its .so mapped until it exits)."""
+def test_tflite_python_workers_never_load_tensorflow_and_are_reused(sample_dir, tmp_path):
+    """A real `featurizer run` (the default tflite engine, 5 micro-batches): every Python
+    worker's mapped libraries, read from /proc while the run goes on, hold LiteRT's and none
+    of TensorFlow's (a worker that imported TensorFlow keeps its .so mapped until it exits);
+    and the run forks one worker per core in all, for the warm-up job, the micro-batches and
+    the output's write alike (with spark.python.worker.reuse off it forked 25)."""
     process = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "featurizer"),
@@ -147,13 +149,15 @@ def test_tflite_python_workers_never_load_tensorflow(sample_dir, tmp_path):
         text=True,
         start_new_session=True,
     )
-    mapped: dict[int, set[str]] = {}  # worker pid -> every library seen mapped in it
+    mapped: dict[int, set[str]] = {}  # worker (or daemon) pid -> every library seen mapped
+    parents: dict[int, int] = {}
 
     def watch() -> None:
         while process.poll() is None:
             for worker in session_processes(process.pid):
                 if is_python_worker(worker.cmdline):
                     mapped.setdefault(worker.pid, set()).update(_libraries(worker.pid))
+                    parents[worker.pid] = int(worker.stat[1])
             time.sleep(0.2)
 
     watcher = threading.Thread(target=watch)
@@ -167,6 +171,8 @@ def test_tflite_python_workers_never_load_tensorflow(sample_dir, tmp_path):
         pid: sorted(p for p in libs if "/tensorflow/" in p) for pid, libs in mapped.items()
     }
     assert {pid: libs for pid, libs in with_tensorflow.items() if libs} == {}
+    forked = {pid for pid, parent in parents.items() if parent in parents}  # not the daemon
+    assert len(forked) == 2, f"local[2] forked Python workers {sorted(forked)}"
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,7 @@ def test_fit_softmax_matches_the_optimum_on_a_tiny_problem():
     y = np.array([int(label.split()[1]) for label in labels])
     (xs,) = probe.standardize(x)
     weights, bias, iterations, loss = probe.fit_softmax(
-        xs, y, 3, l2=0.1, max_iterations=2000, tolerance=1e-12
+        xs, y, 3, probe.Settings(l2=0.1, max_iterations=2000, tolerance=1e-12)
     )
     logits = xs @ weights + bias
     p = np.exp(logits - logits.max(axis=1, keepdims=True))

@@ -12,7 +12,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,14 +20,6 @@ REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 TOP_ERRORS = 10
 WORST_CLASSES = 10
-PROBE_SEED = 0
-PROBE_L2 = 1e-3
-PROBE_MAX_ITERATIONS = 200  # L-BFGS stops at PROBE_TOLERANCE first (~30 iterations here)
-PROBE_TOLERANCE = 1e-5  # relative change of the loss in one iteration
-# L-BFGS corrections kept (scipy's default 10): L-BFGS-B's own steps, memory-bound over
-# 168k weights, cost half as much; the iterations stayed 33-34 (BENCHMARKS.md, 13th round).
-PROBE_HISTORY = 5
-PROBE_MAX_TRAIN_ROWS = 10_000  # bounds the probe (~2 s for 1280-d features) on big outputs
 
 
 @dataclass(frozen=True)
@@ -237,15 +229,8 @@ def probe_summary(output: Any, log: Callable[[str], None]) -> dict:
     """The linear probe from `pca` and from `features` on one split."""
     from featurizer.reporting import probe
 
-    settings = {
-        "seed": PROBE_SEED,
-        "l2": PROBE_L2,
-        "solver": "L-BFGS-B",
-        "max_iterations": PROBE_MAX_ITERATIONS,
-        "tolerance": PROBE_TOLERANCE,
-        "history": PROBE_HISTORY,
-        "max_train_rows": PROBE_MAX_TRAIN_ROWS,
-    }
+    chosen = probe.Settings()
+    settings: dict[str, Any] = {"solver": "L-BFGS-B", **asdict(chosen)}
     paths, labels = output.paths[output.vector_rows], output.labels[output.vector_rows]
     settings["rows"] = len(labels)
     if len(set(labels.tolist())) < 2:
@@ -255,7 +240,7 @@ def probe_summary(output: Any, log: Callable[[str], None]) -> dict:
             "results": {},
             "skipped": "the probe needs featurized images of at least 2 classes",
         }
-    split = probe.choose_split(paths, labels, seed=PROBE_SEED)
+    split = probe.choose_split(paths, labels, seed=chosen.seed)
     if len(split.test) == 0:
         return {
             **settings,
@@ -267,17 +252,7 @@ def probe_summary(output: Any, log: Callable[[str], None]) -> dict:
     for name, matrix in (("pca", output.pca), ("features", output.features)):
         if matrix is None:
             continue
-        result = probe.run_probe(
-            name,
-            matrix,
-            labels,
-            split,
-            PROBE_MAX_TRAIN_ROWS,
-            PROBE_L2,
-            PROBE_MAX_ITERATIONS,
-            PROBE_TOLERANCE,
-            PROBE_HISTORY,
-        )
+        result = probe.run_probe(name, matrix, labels, split, chosen)
         log(
             f"probe from {name}: test accuracy {result.test_accuracy:.1%} "
             f"({result.train_rows:,} train / {result.test_rows:,} test rows, "

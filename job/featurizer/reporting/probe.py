@@ -22,6 +22,20 @@ TEST_FOLDERS = ("test", "testing")
 
 
 @dataclass(frozen=True)
+class Settings:
+    """How a probe is fitted and measured: the one definition, recorded in report.json."""
+
+    seed: int = 0  # the stratified split's and the row cap's
+    l2: float = 1e-3
+    max_iterations: int = 200  # L-BFGS stops at `tolerance` first (~30 iterations here)
+    tolerance: float = 1e-5  # relative change of the loss in one iteration
+    # L-BFGS corrections kept (scipy's default 10): L-BFGS-B's own steps, memory-bound over
+    # 168k weights, cost half as much; the iterations stayed 33-34 (BENCHMARKS.md, 13th round).
+    history: int = 5
+    max_train_rows: int = 10_000  # bounds the probe (~2 s for 1280-d features) on big outputs
+
+
+@dataclass(frozen=True)
 class Split:
     train: np.ndarray  # row indices
     test: np.ndarray
@@ -147,17 +161,15 @@ def fit_softmax(
     x: np.ndarray,
     y: np.ndarray,
     classes: int,
-    l2: float = 1e-3,
-    max_iterations: int = 200,
-    tolerance: float = 1e-5,
-    history: int = 5,
+    settings: Settings = Settings(),
 ) -> Softmax:
     """Weights and bias minimizing mean cross-entropy + l2/2 |W|^2 (the bias is not
-    penalized), by L-BFGS-B until the loss changes by less than `tolerance` (relative)
-    in an iteration, keeping `history` corrections. The products with x run in float32;
-    L-BFGS keeps its own float64."""
+    penalized), by L-BFGS-B until the loss changes by less than the settings' `tolerance`
+    (relative) in an iteration, keeping `history` corrections. The products with x run in
+    float32; L-BFGS keeps its own float64."""
     from scipy.optimize import minimize
 
+    l2 = settings.l2
     n, d = x.shape
     rows, size = np.arange(n), d * classes
 
@@ -180,7 +192,11 @@ def fit_softmax(
             np.zeros(size + classes),
             jac=True,
             method="L-BFGS-B",
-            options={"maxiter": max_iterations, "ftol": tolerance, "maxcor": history},
+            options={
+                "maxiter": settings.max_iterations,
+                "ftol": settings.tolerance,
+                "maxcor": settings.history,
+            },
         )
     weights = found.x[:size].reshape(d, classes).astype(np.float32)
     return Softmax(weights, found.x[size:].astype(np.float32), int(found.nit), float(found.fun))
@@ -221,22 +237,18 @@ def run_probe(
     x: np.ndarray,
     labels: np.ndarray,
     split: Split,
-    max_train_rows: int = 10_000,
-    l2: float = 1e-3,
-    max_iterations: int = 200,
-    tolerance: float = 1e-5,
-    history: int = 5,
+    settings: Settings = Settings(),
 ) -> ProbeResult:
     """Fit on split.train (capped), measure on split.test."""
     import time
 
     start = time.monotonic()
-    train_rows = cap_rows(split.train, labels, max_train_rows)
+    train_rows = cap_rows(split.train, labels, settings.max_train_rows, settings.seed)
     classes = sorted(set(labels[train_rows].tolist()))
     index = {label: i for i, label in enumerate(classes)}
     y_train = np.array([index[label] for label in labels[train_rows]])
     x_train, x_test = standardize(x[train_rows], x[split.test])
-    fit = fit_softmax(x_train, y_train, len(classes), l2, max_iterations, tolerance, history)
+    fit = fit_softmax(x_train, y_train, len(classes), settings)
     weights, bias = fit.weights, fit.bias
     train_pred = predict(x_train, weights, bias)
     test_pred = (

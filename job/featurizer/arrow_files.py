@@ -181,7 +181,19 @@ def _s3a_patience(spark: Any) -> dict[str, Any]:
     }
 
 
-# A partition's pyarrow RecordBatches -> the RecordBatches written (a mapInArrow function).
+@dataclass(frozen=True)
+class SideFile:
+    """What a partition function given to `write_parts` may yield besides its batches: bytes
+    committed with the task's part file, as `_<part file>.<suffix>` (a leading `_` hides it
+    from Parquet readers), so they exist exactly when the part does and a retried task's
+    replace its predecessor's. The driver reads them with `side_files`."""
+
+    suffix: str
+    data: bytes
+
+
+# A partition's pyarrow RecordBatches -> the RecordBatches written (a mapInArrow function);
+# inside `write_parts`, SideFiles too.
 Partition = Callable[[Iterator[Any]], Iterator[Any]]
 
 
@@ -192,15 +204,17 @@ def write_parts(
     schema: Any,
     plain: Iterable[str] = (),
     row_group_rows: int = ROW_GROUP_ROWS,
+    page_rows: int | None = None,
 ) -> int:
     """Write `df` as Parquet under `uri` (replacing it) from the Python workers, each
     partition's Arrow batches passed through `partition`; `schema` is the Spark schema of
-    what it gives. One file per partition, part-NNNNN.parquet: each task attempt writes its file
-    under _temporary/ and then moves it to its final name, so a failed attempt leaves no
-    part file and a retried one replaces its predecessor's (same rows: the same file).
-    `plain` columns are written without dictionary encoding (float vectors never repeat);
-    a worker holds up to `row_group_rows` rows before it writes them. Returns the number of
-    rows written."""
+    what it gives. One file per partition, part-NNNNN.parquet: each task attempt writes its
+    file under _temporary/ and then moves it to its final name, so a failed attempt leaves
+    no part file and a retried one replaces its predecessor's (same rows: the same file);
+    the SideFiles `partition` yields go the same way. `plain` columns are written without
+    dictionary encoding (float vectors never repeat); a worker holds up to `row_group_rows`
+    rows before it writes them, and pages of at most `page_rows` rows if given (pyarrow's
+    default: ~1 MB). Returns the number of rows written."""
     spark = df.sparkSession
     location = locate(uri, spark)
     fs, folder = location.fs, location.path
@@ -221,6 +235,7 @@ def write_parts(
         attempt = f"{temporary}/{context.attemptNumber()}-{uuid.uuid4().hex}"
         rows, writer = 0, None
         pending: list[Any] = []
+        sides: list[str] = []
         # Not recursive: a task of a job that failed meanwhile finds _temporary/ removed and
         # stops here instead of creating it again.
         fs.create_dir(attempt, recursive=False)
@@ -236,13 +251,18 @@ def write_parts(
                     filesystem=fs,
                     compression="snappy",
                     use_dictionary=dictionary,
+                    **({"max_rows_per_page": page_rows} if page_rows else {}),
                 )
             writer.write_table(table)
             pending.clear()
 
         try:
             for batch in partition(batches):
-                if batch.num_rows:
+                if isinstance(batch, SideFile):
+                    sides.append(f"_{name}.{batch.suffix}")
+                    with fs.open_output_stream(f"{attempt}/{sides[-1]}") as stream:
+                        stream.write(batch.data)
+                elif batch.num_rows:
                     pending.append(batch)
                     rows += batch.num_rows
                     if sum(b.num_rows for b in pending) >= row_group_rows:
@@ -256,6 +276,8 @@ def write_parts(
             with contextlib.suppress(Exception):
                 fs.delete_dir(attempt)  # the failed attempt's half file
             raise
+        for side in sides:
+            fs.move(f"{attempt}/{side}", f"{folder}/{side}")
         if writer is not None:
             writer.close()
             fs.move(f"{attempt}/{name}", f"{folder}/{name}")
@@ -278,6 +300,38 @@ def write_parts(
         _write_empty(location, empty)
     location.write_bytes("_SUCCESS", b"")  # what Spark's committer leaves: readers may look
     return int(written or 0)
+
+
+def side_files(uri: str, suffix: str, spark: Any = None) -> Iterator[bytes]:
+    """The contents of the SideFiles of `suffix` that `write_parts` committed anywhere under
+    `uri`, one at a time."""
+    from pyarrow import fs
+
+    location = locate(uri, spark)
+    if location.fs.get_file_info(location.path).type == fs.FileType.NotFound:
+        return
+    selector = fs.FileSelector(location.path, recursive=True)
+    for info in location.fs.get_file_info(selector):
+        name = info.base_name
+        if name.startswith("_part-") and name.endswith(f".{suffix}") and TEMPORARY not in info.path:
+            with location.fs.open_input_stream(info.path) as stream:
+                yield stream.read()
+
+
+def parquet_files(location: Location) -> list[tuple[str, int]]:
+    """(path, size) of the data files Spark would read under `location`: none in a folder or
+    file whose name starts with `_` or `.` (_temporary/, _SUCCESS, side files)."""
+    from pyarrow import fs
+
+    if location.fs.get_file_info(location.path).type == fs.FileType.NotFound:
+        return []
+    root = location.path.rstrip("/")
+    found = []
+    for info in location.fs.get_file_info(fs.FileSelector(root, recursive=True)):
+        relative = info.path[len(root) :].strip("/").split("/")
+        if info.type == fs.FileType.File and not any(n.startswith(("_", ".")) for n in relative):
+            found.append((info.path, info.size))
+    return found
 
 
 def write_empty(uri: str, schema: Any, spark: Any) -> None:

@@ -60,6 +60,18 @@ CALIBRATION_IMAGES = 128
 # and its write took 3.3-3.8 s at 64 rows a batch, 2.8 s at 1,024, 3.6 s at 8,192.
 VECTOR_BATCH = 1024
 STAGED_ROW_GROUP_ROWS = 2048  # 10 MB of staged vectors a worker holds before writing them
+# The JVM reads the staged vectors back (PCA's one pass, the projection) in pages of
+# STAGED_PAGE_ROWS rows (~320 KB) and buffers of 256 KB, not a heap array per column chunk
+# (Parquet's vectored read: ~7 MB a staged part) and per ~1 MB page: objects of half a G1
+# region (1 MB at -Xmx3g) or more are humongous, and their garbage made G1 grow the heap
+# at the end of a run (BENCHMARKS.md, fourteenth round).
+STAGED_PAGE_ROWS = 64
+STAGED_VECTOR_COLUMNS = ("path", "label", "features")  # what features/ keeps of a staged row
+STAGED_VECTORS = f"path string, label string, features {vectors.STAGED_TYPE}"
+STAGED_READ_OPTIONS = {
+    "parquet.hadoop.vectored.io.enabled": "false",
+    "parquet.read.allocation.size": str(256 * 1024),
+}
 GATHER_ROWS_PER_TASK = 1024  # below this, PCA sums the staged rows instead (_big_tasks)
 # Featurizing tasks per core per micro-batch, of equal file counts (session.job_defaults):
 # two per core keep the progress line's step (a task's end) at twice fewer micro-batches, each
@@ -268,12 +280,12 @@ def _featurize_and_commit(
         staged = (
             spark.createDataFrame([], udf.STAGED_SCHEMA)
             if nothing_new
-            else spark.read.parquet(layout.featurized)
+            else _read_staged(spark, layout)
         )
         counts = _counts(staged, 0 if work else listing.found)
         if proven_by_counts and counts["selected"] - counts["duplicate_paths"] != listing.found:
             record_unread(spark, store, layout, listing.paths, listing.unreadable, known)
-            staged = spark.read.parquet(layout.featurized)
+            staged = _read_staged(spark, layout)
             counts = _counts(staged, listing.found)
         if not work and counts["found"] > listing.found:
             run.warn(
@@ -344,7 +356,8 @@ def _featurize_and_commit(
     ):
         rows = counts["added"] if work and not config.refit_pca else counts["featurized"]
         failed = counts["added_failed"] if work and not config.refit_pca else counts["failed"]
-        write_results(spark, layout, featurized, staged, pca, rows, failed)
+        mixed = work and config.refit_pca  # the output's rows too, not only the staged ones
+        write_results(spark, layout, featurized if mixed else None, staged, pca, rows, failed)
     manifest = _manifest(run, spark, counts, pca, stream, status="succeeded")
     if work:
         manifest["counts"].update(added=counts["added"], added_failed=counts["added_failed"])
@@ -492,10 +505,10 @@ def _big_tasks(spark: Any, config: RunConfig) -> bool:
 
 
 def _gathered(stream: StreamStats, counts: dict[str, int]) -> reduce.Moments | None:
-    """The featurizing tasks' own sums when they cover exactly the staged rows (a fresh
-    run); else None, and PCA reads the staged rows once more to sum them. Counting is enough:
-    the tasks of a resumed run saw fewer rows than are staged, and a task's sums arrive only
-    if it succeeded, i.e. its rows were staged."""
+    """The featurizing tasks' own sums when they cover exactly the staged rows; else None,
+    and PCA reads the staged rows once more to sum them. Counting is enough: a task's sums
+    are kept only with its staged part, and a work area resumed from an older featurizer has
+    parts without them."""
     moments = stream.moments
     return moments if moments is not None and moments.count == counts["featurized"] else None
 
@@ -514,12 +527,14 @@ def featurize(
 ) -> StreamStats:
     """Stream the input (or its `queue`: FileSource.enqueue) through the UDF into staged
     Parquet, minus the `skip` paths; the workers read the files with `reader` if given.
-    `gather`: the tasks also sum their rows for PCA (StreamStats.moments)."""
+    `gather`: the tasks also sum their rows for PCA, in files beside their staged parts
+    (StreamStats.moments: every staged part's, a resumed run's earlier ones included); only
+    where the workers write the staged parts (arrow_files.reachable)."""
     config, layout = run.config, run.layout
     sc = spark.sparkContext
     images_done = sc.accumulator(0)
     worker_rss = sc.accumulator(0.0, udf.MaxParam())
-    moments = sc.accumulator(reduce.Moments(FEATURE_DIM), udf.MomentsParam()) if gather else None
+    gather = gather and arrow_files.reachable(layout.featurized, spark)
     # The engine travels once, as a broadcast that PySpark writes into Spark's local dir
     # (and on failure prints its own traceback: kept out of the console).
     with _failing("featurizing into", layout.featurized), contextlib.redirect_stderr(io.StringIO()):
@@ -531,7 +546,7 @@ def featurize(
         config.inference_batch,
         images_done,
         worker_rss,
-        moments,
+        gather,
         reader,
     )
     per_trigger = min(config.files_per_batch, config.limit or config.files_per_batch)
@@ -572,8 +587,16 @@ def featurize(
         resumed=resumed,
         processed=int(images_done.value),
         worker_rss_mb=float(worker_rss.value),
-        moments=moments.value if moments is not None else None,
+        moments=_staged_moments(layout, spark) if gather else None,
     )
+
+
+def _staged_moments(layout: Layout, spark: Any) -> reduce.Moments:
+    """The sums the featurizing tasks left beside their staged parts, added."""
+    total = reduce.Moments(FEATURE_DIM)
+    for data in arrow_files.side_files(layout.featurized, udf.MOMENTS_SUFFIX, spark):
+        total += reduce.Moments.from_bytes(data)
+    return total
 
 
 class BatchWriter:
@@ -738,8 +761,13 @@ def _staged_rows(spark: Any, layout: Layout) -> int:
     return spark.read.parquet(*complete).count() if complete else 0
 
 
+def _read_staged(spark: Any, layout: Layout) -> Any:
+    """The staged rows (the options reach Parquet's reader through the scan's Hadoop conf)."""
+    return spark.read.options(**STAGED_READ_OPTIONS).parquet(layout.featurized)
+
+
 def _vectors(staged: Any) -> Any:
-    return staged.where("error IS NULL").select("path", "label", "features")
+    return staged.where("error IS NULL").select(*STAGED_VECTOR_COLUMNS)
 
 
 def _counts(staged: Any, found: int) -> dict[str, int]:
@@ -825,6 +853,7 @@ def stage_rows(files: Any, featurize_task: udf.Partition, target: str) -> None:
             _schema(udf.STAGED_SCHEMA),
             plain=("features",),
             row_group_rows=STAGED_ROW_GROUP_ROWS,
+            page_rows=STAGED_PAGE_ROWS,
         )
         return
     rows = files.mapInArrow(featurize_task, udf.STAGED_SCHEMA)
@@ -840,16 +869,22 @@ def _schema(ddl: str) -> Any:
 def write_results(
     spark: Any,
     layout: Layout,
-    featurized: Any,
+    featurized: Any | None,
     staged: Any,
     pca: reduce.PcaResult,
     rows: int,
     failed: int | None = None,
 ) -> None:
     """features/ (vectors and their projection), errors/ (`failed` rows, if known) and the
-    PCA model, under the work area's result."""
+    PCA model, under the work area's result. `featurized` None: the staged rows' vectors,
+    read by the workers themselves where pyarrow reaches the work area."""
     files = output_files(rows, spark.sparkContext.defaultParallelism)
-    write_features(featurized.coalesce(files), pca.components, layout.staged("features"))
+    target = layout.staged("features")
+    if featurized is None and arrow_files.reachable(layout.featurized, spark):
+        write_staged_features(spark, layout.featurized, pca.components, target, files)
+    else:
+        vectors_ = _vectors(staged) if featurized is None else featurized
+        write_features(vectors_.coalesce(files), pca.components, target)
     _write_errors(staged, layout.staged("errors"), failed)
     pca.model.write().overwrite().save(layout.staged("pca_model"))
 
@@ -873,6 +908,50 @@ def write_features(featurized: Any, components: Any, uri: str) -> None:
         return
     projected = reduce.project(featurized, components, "features", "pca")
     projected.write.options(**PLAIN_VECTORS).mode("overwrite").parquet(uri)
+
+
+def write_staged_features(
+    spark: Any, staged_uri: str, components: Any, uri: str, files: int
+) -> None:
+    """features/ from the staged parts under `staged_uri`, each task's Python worker reading
+    its share of the part files with pyarrow: the JVM hands out file names, not ~5 KB of
+    vector an image through its Parquet reader and into Arrow (at 90,380 images ~760 MB of
+    heap garbage in pages and column chunks at the end of a run, which grew G1's heap)."""
+    location = arrow_files.locate(staged_uri, spark)
+    groups: list[list[str]] = [[] for _ in range(files)]
+    sizes = [0] * files
+    for path, size in sorted(arrow_files.parquet_files(location), key=lambda part: -part[1]):
+        emptiest = sizes.index(min(sizes))  # the biggest part to the least loaded task
+        groups[emptiest].append(path)
+        sizes[emptiest] += size
+    # A task's number picks its group (in the closure): a DataFrame of the names themselves
+    # would come from a Python RDD, i.e. a second Python worker a task (forked: +0.6 s).
+    tasks = spark.range(0, files, 1, files)
+    project = reduce.projection(components, 2, "pca")
+    fs = location.fs
+
+    def read_and_project(batches: Iterator[Any]) -> Iterator[Any]:  # in a Python worker
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        for batch in batches:
+            for task in batch.column(0).to_pylist():
+                for path in groups[task]:
+                    with fs.open_input_file(path) as file:
+                        for rows in pq.ParquetFile(file).iter_batches(
+                            VECTOR_BATCH, columns=[*STAGED_VECTOR_COLUMNS, "error"]
+                        ):
+                            kept = rows.filter(pc.is_null(rows.column("error")))
+                            if kept.num_rows:
+                                yield project(kept.select(list(STAGED_VECTOR_COLUMNS)))
+
+    arrow_files.write_parts(
+        tasks,
+        uri,
+        read_and_project,
+        reduce.projected_schema(_schema(STAGED_VECTORS), "features", "pca"),
+        plain=("features", "pca"),
+    )
 
 
 def output_files(rows: int, cores: int) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from featurizer import engines, images, reading, reduce, vectors
+from featurizer import arrow_files, engines, images, reading, reduce, vectors
 from featurizer.weights import FEATURE_DIM
 
 # The staged rows: what the featurizing tasks write to _work/featurized/.
@@ -29,6 +29,7 @@ STAGED_SCHEMA = (
     f"features {vectors.STAGED_TYPE}, error string"
 )
 DISAPPEARED = reading.DISAPPEARED
+MOMENTS_SUFFIX = "moments.npz"  # a featurizing task's PCA sums, beside its staged part
 
 
 class MaxParam:
@@ -39,18 +40,6 @@ class MaxParam:
 
     def addInPlace(self, first: float, second: float) -> float:
         return max(first, second)
-
-
-class MomentsParam:
-    """Accumulator of reduce.Moments: each task's sums of its featurized rows, added on the
-    driver (the PCA's covariance without another pass over the staged rows)."""
-
-    def zero(self, value: reduce.Moments) -> reduce.Moments:
-        return reduce.Moments(value.dim)
-
-    def addInPlace(self, first: reduce.Moments, second: reduce.Moments) -> reduce.Moments:
-        first += second
-        return first
 
 
 _PREDICTORS: dict[str, engines.Predictor] = {}
@@ -157,7 +146,7 @@ def make_featurize(
     batch_size: int,
     images_done: Any,
     worker_rss_mb: Any,
-    moments: Any = None,
+    gather: bool = False,
     reader: reading.FileReader | None = None,
 ) -> Partition:
     """The featurizing `mapInArrow` function: a partition's batches of files -> their staged
@@ -165,22 +154,23 @@ def make_featurize(
     `content`), the next batch's while it featurizes one.
 
     `payload` is a Broadcast of the engine bytes; `images_done` a counting accumulator
-    (progress); `worker_rss_mb` a max accumulator (peak worker memory); `moments`, if
-    given, a MomentsParam accumulator that each task adds its rows' sums to (once, at its
-    end: Spark merges a task's updates only when the task succeeds).
+    (progress); `worker_rss_mb` a max accumulator (peak worker memory). With `gather`, a
+    task also sums its rows for the PCA (reduce.Moments) and yields them at its end as a
+    SideFile (MOMENTS_SUFFIX), which arrow_files.write_parts commits with the task's staged
+    part: kept only if the task succeeds, replaced if it is retried.
     """
 
     def featurize(batches: Iterator[Any]) -> Iterator[Any]:
         predictor = cached_predictor(
             key, lambda: engines.load(engine, payload.value, threads=_task_cpus())
         )
-        sums = reduce.Moments(FEATURE_DIM) if moments is not None else None
+        sums = reduce.Moments(FEATURE_DIM) if gather else None
         read = reader.ahead(batches) if reader is not None else ((b, None) for b in batches)
         for batch, reads in read:
             yield featurize_batch(batch, predictor, batch_size, sums, reads)
             images_done.add(batch.num_rows)
-        if sums is not None and sums.count:
-            moments.add(sums)
         worker_rss_mb.add(peak_rss_mb() or 0.0)
+        if sums is not None and sums.count:
+            yield arrow_files.SideFile(MOMENTS_SUFFIX, sums.to_bytes())
 
     return featurize

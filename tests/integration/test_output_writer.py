@@ -1,5 +1,5 @@
 """The output's rows written by the Python workers (arrow_files.write_parts) against Spark's
-own writer: the same rows and columns, and no part file from a failed task."""
+own writer: the same rows and columns, no part file (nor side file) from a failed task."""
 
 from __future__ import annotations
 
@@ -106,6 +106,43 @@ def test_a_failing_task_leaves_no_part_file_and_a_rewrite_replaces_all(spark, tm
     assert part_files(target) == [f"part-{p:05d}.parquet" for p in range(3)]
 
 
+def test_side_files_are_committed_with_their_part_and_hidden_from_parquet_readers(spark, tmp_path):
+    """What the featurizing tasks leave beside their staged parts (their PCA sums)."""
+    df, _ = staged(spark, 300)
+    target = tmp_path / "out"
+    transform = reduce.projection(components(), 2, "pca")
+    schema = reduce.projected_schema(df.schema, "features", "pca")
+
+    def with_side_file(fail: bool):
+        def partition(batches):
+            from pyspark import TaskContext
+
+            rows = 0
+            for batch in batches:
+                rows += batch.num_rows
+                yield transform(batch)
+            part = TaskContext.get().partitionId()
+            yield arrow_files.SideFile("rows", f"{part}:{rows}".encode())
+            if fail and part == 1:  # after its side file was written
+                raise RuntimeError("disk gone")
+
+        return partition
+
+    with pytest.raises(Exception, match="disk gone"):
+        arrow_files.write_parts(df, str(target), with_side_file(fail=True), schema)
+    assert not any(name.startswith("_part-00001") for name in os.listdir(target))
+
+    assert arrow_files.write_parts(df, str(target), with_side_file(fail=False), schema) == 300
+    assert sorted(name for name in os.listdir(target) if name.startswith("_part")) == [
+        f"_part-{p:05d}.parquet.rows" for p in range(3)
+    ]
+    sides = sorted(data.decode() for data in arrow_files.side_files(str(target), "rows", spark))
+    assert [side.split(":")[0] for side in sides] == ["0", "1", "2"]
+    assert sum(int(side.split(":")[1]) for side in sides) == 300
+    assert len(sorted_rows(spark, str(target))) == 300  # Spark reads past them
+    assert list(arrow_files.side_files(str(tmp_path / "absent"), "rows", spark)) == []
+
+
 def test_a_failed_write_returns_only_when_no_task_of_it_can_write_any_more(spark, tmp_path):
     """The job's other tasks are killed asynchronously; returning before they end would let
     them write (on S3: upload into _temporary/) after the clean-up."""
@@ -166,3 +203,45 @@ def test_an_errors_folder_known_empty_reads_as_sparks_own(spark, tmp_path):
     assert known.count() == by_spark.count() == 0
     assert known.schema.simpleString() == by_spark.schema.simpleString()
     assert (tmp_path / "known" / "_SUCCESS").exists()
+
+
+def test_features_from_staged_parts_read_by_the_workers_equal_sparks_read(spark, tmp_path):
+    """pipeline.write_staged_features (the workers read the staged parts with pyarrow) gives
+    the rows the JVM's read of the same parts gives; error rows, side files, _SUCCESS and
+    _temporary/ are not rows."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((250, DIM)).astype(np.float32)
+    staged_uri = tmp_path / "featurized"
+    for batch, rows in enumerate((range(0, 180), range(180, 250))):
+        data = [
+            (f"/in/c{i % 3}/{i}.jpg", f"c{i % 3}", None, "cannot decode")
+            if i % 17 == 0
+            else (f"/in/c{i % 3}/{i}.jpg", f"c{i % 3}", vectors.pack(x[i]), None)
+            for i in rows
+        ]
+        df = spark.createDataFrame(
+            data, "path string, label string, features binary, error string"
+        ).repartition(2)
+
+        def with_side_file(batches):
+            yield from batches
+            yield arrow_files.SideFile("moments.npz", b"not rows")
+
+        arrow_files.write_parts(
+            df, str(staged_uri / f"batch={batch:06d}"), with_side_file, df.schema
+        )
+    (staged_uri / arrow_files.TEMPORARY).mkdir()
+    (staged_uri / arrow_files.TEMPORARY / "part-00009.parquet").write_bytes(b"half a file")
+
+    pipeline.write_staged_features(spark, str(staged_uri), components(), str(tmp_path / "w"), 3)
+    staged = spark.read.parquet(str(staged_uri)).drop("batch")
+    pipeline.write_features(pipeline._vectors(staged), components(), str(tmp_path / "jvm"))
+
+    workers, jvm = (
+        sorted_rows(spark, str(tmp_path / "w")),
+        sorted_rows(spark, str(tmp_path / "jvm")),
+    )
+    assert workers == jvm and len(workers) == 250 - len(range(0, 250, 17))
+    assert part_files(tmp_path / "w") == [f"part-{p:05d}.parquet" for p in range(3)]
+    row = next(row for row in workers if row["path"] == "/in/c2/5.jpg")
+    np.testing.assert_array_equal(np.array(row["features"], np.float32), x[5])

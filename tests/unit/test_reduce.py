@@ -1,5 +1,3 @@
-import pickle
-
 import numpy as np
 
 from featurizer.reduce import Moments, canonical_signs, choose_k
@@ -21,21 +19,21 @@ def test_canonical_signs_make_the_largest_loading_positive():
     assert np.allclose(canonical_signs(-components), flipped)
 
 
-def test_moments_added_from_parts_and_pickled_give_numpys_covariance():
+def test_moments_added_from_parts_and_their_bytes_give_numpys_covariance():
     rows = np.random.default_rng(0).normal(size=(1500, 6)).astype(np.float32) * 3 + 1
     total = Moments(6)
     for part in (rows[:7], rows[7:1300], rows[1300:]):  # across the blocks of 512 rows
         partial = Moments(6)
         for row in part:  # the engine hands over one image at a time
             partial.add_rows(row[None])
-        total += pickle.loads(pickle.dumps(partial))  # as a task's accumulator update travels
+        total += Moments.from_bytes(partial.to_bytes())  # as a task's sums travel: a file
     assert total.count == 1500
     assert np.allclose(total.covariance(), np.cov(rows.astype(np.float64), rowvar=False))
 
 
 def test_empty_moments_travel_without_a_matrix():
-    # The accumulator's zero is pickled into the featurizing UDF's closure for every task.
-    assert len(pickle.dumps(Moments(1280))) < 500
-    empty = pickle.loads(pickle.dumps(Moments(1280)))
+    data = Moments(1280).to_bytes()
+    assert len(data) < 2000
+    empty = Moments.from_bytes(data)
     empty += Moments(1280)
     assert empty.count == 0 and empty.upper is None

@@ -305,13 +305,8 @@ def write_parts(
 def side_files(uri: str, suffix: str, spark: Any = None) -> Iterator[bytes]:
     """The contents of the SideFiles of `suffix` that `write_parts` committed anywhere under
     `uri`, one at a time."""
-    from pyarrow import fs
-
     location = locate(uri, spark)
-    if location.fs.get_file_info(location.path).type == fs.FileType.NotFound:
-        return
-    selector = fs.FileSelector(location.path, recursive=True)
-    for info in location.fs.get_file_info(selector):
+    for info in _files_under(location):
         name = info.base_name
         if name.startswith("_part-") and name.endswith(f".{suffix}") and TEMPORARY not in info.path:
             with location.fs.open_input_stream(info.path) as stream:
@@ -321,17 +316,23 @@ def side_files(uri: str, suffix: str, spark: Any = None) -> Iterator[bytes]:
 def parquet_files(location: Location) -> list[tuple[str, int]]:
     """(path, size) of the data files Spark would read under `location`: none in a folder or
     file whose name starts with `_` or `.` (_temporary/, _SUCCESS, side files)."""
+    root = location.path.rstrip("/")
+    found = []
+    for info in _files_under(location):
+        relative = info.path[len(root) :].strip("/").split("/")
+        if not any(name.startswith(("_", ".")) for name in relative):
+            found.append((info.path, info.size))
+    return found
+
+
+def _files_under(location: Location) -> list[Any]:
+    """pyarrow FileInfo of every file under `location` (none if it does not exist)."""
     from pyarrow import fs
 
     if location.fs.get_file_info(location.path).type == fs.FileType.NotFound:
         return []
-    root = location.path.rstrip("/")
-    found = []
-    for info in location.fs.get_file_info(fs.FileSelector(root, recursive=True)):
-        relative = info.path[len(root) :].strip("/").split("/")
-        if info.type == fs.FileType.File and not any(n.startswith(("_", ".")) for n in relative):
-            found.append((info.path, info.size))
-    return found
+    selector = fs.FileSelector(location.path, recursive=True)
+    return [i for i in location.fs.get_file_info(selector) if i.type == fs.FileType.File]
 
 
 def write_empty(uri: str, schema: Any, spark: Any) -> None:

@@ -67,7 +67,6 @@ STAGED_ROW_GROUP_ROWS = 2048  # 10 MB of staged vectors a worker holds before wr
 # at the end of a run (BENCHMARKS.md, fourteenth round).
 STAGED_PAGE_ROWS = 64
 STAGED_VECTOR_COLUMNS = ("path", "label", "features")  # what features/ keeps of a staged row
-STAGED_VECTORS = f"path string, label string, features {vectors.STAGED_TYPE}"
 STAGED_READ_OPTIONS = {
     "parquet.hadoop.vectored.io.enabled": "false",
     "parquet.read.allocation.size": str(256 * 1024),
@@ -860,6 +859,14 @@ def stage_rows(files: Any, featurize_task: udf.Partition, target: str) -> None:
     rows.write.options(**PLAIN_VECTORS).mode("overwrite").parquet(target)
 
 
+def _staged_vectors_schema() -> Any:
+    """The staged schema's STAGED_VECTOR_COLUMNS (a Spark StructType)."""
+    from pyspark.sql.types import StructType
+
+    staged = _schema(udf.STAGED_SCHEMA)
+    return StructType([staged[name] for name in STAGED_VECTOR_COLUMNS])
+
+
 def _schema(ddl: str) -> Any:
     from pyspark.sql.types import _parse_datatype_string
 
@@ -949,7 +956,7 @@ def write_staged_features(
         tasks,
         uri,
         read_and_project,
-        reduce.projected_schema(_schema(STAGED_VECTORS), "features", "pca"),
+        reduce.projected_schema(_staged_vectors_schema(), "features", "pca"),
         plain=("features", "pca"),
     )
 

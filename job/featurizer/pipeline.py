@@ -276,16 +276,16 @@ def _featurize_and_commit(
         return base
 
     with timer.stage("reduce"), _vector_batches(spark):
-        staged = (
-            spark.createDataFrame([], udf.STAGED_SCHEMA)
-            if nothing_new
-            else _read_staged(spark, layout)
-        )
-        counts = _counts(staged, 0 if work else listing.found)
+        if nothing_new:
+            staged = spark.createDataFrame([], udf.STAGED_SCHEMA)
+            counts = _counts(staged, 0)
+        else:
+            staged = _read_staged(spark, layout)
+            counts = _staged_counts(spark, layout.featurized, staged, 0 if work else listing.found)
         if proven_by_counts and counts["selected"] - counts["duplicate_paths"] != listing.found:
             record_unread(spark, store, layout, listing.paths, listing.unreadable, known)
             staged = _read_staged(spark, layout)
-            counts = _counts(staged, listing.found)
+            counts = _staged_counts(spark, layout.featurized, staged, listing.found)
         if not work and counts["found"] > listing.found:
             run.warn(
                 f"{counts['found'] - listing.found:,} images were added to the input during "
@@ -770,6 +770,7 @@ def _vectors(staged: Any) -> Any:
 
 
 def _counts(staged: Any, found: int) -> dict[str, int]:
+    """The counts of staged rows (a DataFrame of STAGED_SCHEMA), aggregated by Spark."""
     from pyspark.sql import functions as F
 
     row = staged.agg(
@@ -778,14 +779,52 @@ def _counts(staged: Any, found: int) -> dict[str, int]:
         F.countDistinct(F.when(F.col("error").isNull(), F.col("label"))).alias("classes"),
         F.countDistinct("path").alias("distinct_paths"),
     ).first()
-    selected = int(row["selected"] or 0)
+    return _counted(
+        int(row["selected"] or 0),
+        int(row["featurized"] or 0),
+        int(row["classes"]),
+        int(row["distinct_paths"]),
+        found,
+    )
+
+
+def _staged_counts(spark: Any, uri: str, staged: Any, found: int) -> dict[str, int]:
+    """The counts of the staged rows under `uri`, read from the part files with pyarrow where
+    it reaches them (the three small columns; ~0.01 s at 14,410 rows against ~0.8 s for Spark's
+    aggregation, whose two distinct counts each cost a shuffle), else by Spark (`staged`).
+    The driver holds the distinct paths meanwhile (~80 bytes an image)."""
+    if not arrow_files.reachable(uri, spark):
+        return _counts(staged, found)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    location = arrow_files.locate(uri, spark)
+    parts = [path for path, _ in arrow_files.parquet_files(location)]
+    selected = featurized = 0
+    labels: set[str] = set()
+    paths: list[Any] = []
+    dataset = ds.dataset(parts, format="parquet", filesystem=location.fs)
+    for batch in dataset.to_batches(columns=["path", "label", "error"]):
+        good = pc.is_null(batch.column("error"))
+        selected += batch.num_rows
+        featurized += int(pc.sum(good).as_py() or 0)
+        labels.update(pc.unique(batch.column("label").filter(good)).to_pylist())
+        paths.append(pc.unique(batch.column("path")))
+    distinct = pc.count_distinct(pa.chunked_array(paths, pa.string())).as_py() if paths else 0
+    return _counted(selected, featurized, len(labels - {None}), distinct, found)
+
+
+def _counted(
+    selected: int, featurized: int, classes: int, distinct_paths: int, found: int
+) -> dict[str, int]:
     return {
         "found": max(found, selected),
         "selected": selected,
-        "featurized": int(row["featurized"] or 0),
-        "failed": selected - int(row["featurized"] or 0),
-        "classes": int(row["classes"]),
-        "duplicate_paths": selected - int(row["distinct_paths"]),
+        "featurized": featurized,
+        "failed": selected - featurized,
+        "classes": classes,
+        "duplicate_paths": selected - distinct_paths,
     }
 
 

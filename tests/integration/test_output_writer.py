@@ -205,14 +205,11 @@ def test_an_errors_folder_known_empty_reads_as_sparks_own(spark, tmp_path):
     assert (tmp_path / "known" / "_SUCCESS").exists()
 
 
-def test_features_from_staged_parts_read_by_the_workers_equal_sparks_read(spark, tmp_path):
-    """pipeline.write_staged_features (the workers read the staged parts with pyarrow) gives
-    the rows the JVM's read of the same parts gives; error rows, side files, _SUCCESS and
-    _temporary/ are not rows."""
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((250, DIM)).astype(np.float32)
-    staged_uri = tmp_path / "featurized"
-    for batch, rows in enumerate((range(0, 180), range(180, 250))):
+def staged_parts(spark, staged_uri, x: np.ndarray, batches: tuple[range, ...]) -> None:
+    """Staged parts as the featurizing tasks commit them (a folder per micro-batch, a side
+    file beside each part), plus what is not rows: error rows (every 17th file), side files,
+    _SUCCESS and a half-written part under _temporary/."""
+    for batch, rows in enumerate(batches):
         data = [
             (f"/in/c{i % 3}/{i}.jpg", f"c{i % 3}", None, "cannot decode")
             if i % 17 == 0
@@ -230,8 +227,17 @@ def test_features_from_staged_parts_read_by_the_workers_equal_sparks_read(spark,
         arrow_files.write_parts(
             df, str(staged_uri / f"batch={batch:06d}"), with_side_file, df.schema
         )
-    (staged_uri / arrow_files.TEMPORARY).mkdir()
+    (staged_uri / arrow_files.TEMPORARY).mkdir(exist_ok=True)
     (staged_uri / arrow_files.TEMPORARY / "part-00009.parquet").write_bytes(b"half a file")
+
+
+def test_features_from_staged_parts_read_by_the_workers_equal_sparks_read(spark, tmp_path):
+    """pipeline.write_staged_features (the workers read the staged parts with pyarrow) gives
+    the rows the JVM's read of the same parts gives; error rows, side files, _SUCCESS and
+    _temporary/ are not rows."""
+    x = np.random.default_rng(5).standard_normal((250, DIM)).astype(np.float32)
+    staged_uri = tmp_path / "featurized"
+    staged_parts(spark, staged_uri, x, (range(0, 180), range(180, 250)))
 
     pipeline.write_staged_features(spark, str(staged_uri), components(), str(tmp_path / "w"), 3)
     staged = spark.read.parquet(str(staged_uri)).drop("batch")
@@ -245,3 +251,29 @@ def test_features_from_staged_parts_read_by_the_workers_equal_sparks_read(spark,
     assert part_files(tmp_path / "w") == [f"part-{p:05d}.parquet" for p in range(3)]
     row = next(row for row in workers if row["path"] == "/in/c2/5.jpg")
     np.testing.assert_array_equal(np.array(row["features"], np.float32), x[5])
+
+
+def test_counts_of_staged_parts_read_by_the_driver_equal_sparks(spark, tmp_path):
+    """pipeline._staged_counts (pyarrow over the part files) counts what Spark's aggregation
+    of the same parts counts: rows, failures, classes of featurized rows only (c9 has only a
+    failed file), and a path staged twice."""
+    x = np.random.default_rng(6).standard_normal((120, DIM)).astype(np.float32)
+    staged_uri = tmp_path / "featurized"
+    staged_parts(spark, staged_uri, x, (range(0, 51), range(50, 120)))  # file 50 twice
+    failed_only = spark.createDataFrame(
+        [("/in/c9/1.jpg", "c9", None, "cannot decode")],
+        "path string, label string, features binary, error string",
+    )
+    arrow_files.write_parts(failed_only, str(staged_uri / "batch=000002"), iter, failed_only.schema)
+    frame = spark.read.parquet(str(staged_uri)).drop("batch")
+    by_spark = pipeline._counts(frame, 100)
+    by_driver = pipeline._staged_counts(spark, str(staged_uri), None, 100)
+    assert by_driver == by_spark
+    assert by_driver == {
+        "found": 122,
+        "selected": 122,
+        "featurized": 122 - 9,
+        "failed": 9,
+        "classes": 3,
+        "duplicate_paths": 1,
+    }

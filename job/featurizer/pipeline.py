@@ -790,29 +790,31 @@ def _counts(staged: Any, found: int) -> dict[str, int]:
 
 def _staged_counts(spark: Any, uri: str, staged: Any, found: int) -> dict[str, int]:
     """The counts of the staged rows under `uri`, read from the part files with pyarrow where
-    it reaches them (the three small columns; ~0.01 s at 14,410 rows against ~0.8 s for Spark's
-    aggregation, whose two distinct counts each cost a shuffle), else by Spark (`staged`).
-    The driver holds the distinct paths meanwhile (~80 bytes an image)."""
+    it reaches them (three small columns: ~0.02 s at 14,410 rows against ~0.8 s for Spark's
+    aggregation, whose two distinct counts cost a shuffle each), else by Spark (`staged`).
+    Plain Python sets, not pyarrow.compute: its kernels' first use maps ~46 MB into the driver.
+    The distinct paths are held meanwhile (~150 bytes an image)."""
     if not arrow_files.reachable(uri, spark):
         return _counts(staged, found)
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
 
     location = arrow_files.locate(uri, spark)
-    parts = [path for path, _ in arrow_files.parquet_files(location)]
     selected = featurized = 0
     labels: set[str] = set()
-    paths: list[Any] = []
-    dataset = ds.dataset(parts, format="parquet", filesystem=location.fs)
-    for batch in dataset.to_batches(columns=["path", "label", "error"]):
-        good = pc.is_null(batch.column("error"))
-        selected += batch.num_rows
-        featurized += int(pc.sum(good).as_py() or 0)
-        labels.update(pc.unique(batch.column("label").filter(good)).to_pylist())
-        paths.append(pc.unique(batch.column("path")))
-    distinct = pc.count_distinct(pa.chunked_array(paths, pa.string())).as_py() if paths else 0
-    return _counted(selected, featurized, len(labels - {None}), distinct, found)
+    paths: set[str] = set()
+    for part, _ in arrow_files.parquet_files(location):
+        with location.fs.open_input_file(part) as file:
+            for batch in pq.ParquetFile(file).iter_batches(columns=["path", "label", "error"]):
+                errors = batch.column("error")
+                selected += batch.num_rows
+                featurized += errors.null_count
+                labels.update(
+                    label
+                    for label, error in zip(batch.column("label").to_pylist(), errors.to_pylist())
+                    if error is None and label is not None
+                )
+                paths.update(batch.column("path").to_pylist())
+    return _counted(selected, featurized, len(labels), len(paths), found)
 
 
 def _counted(

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DATA = Path(os.environ.get("FEATURIZER_BENCH_DATA", "~/.cache/featurizer/bench-data")).expanduser()
+BRACKET_IMAGES = 1024  # per process, for each bare figure around a target run (~7 s)
 GFLOP_PER_IMAGE = 0.6  # MobileNetV2 1.0/224: ~0.30 GMAC = 0.6 GFLOP
 
 
@@ -205,13 +207,26 @@ def targets(full: bool) -> dict:
     90,380 images of Fruits-360's size with default options."""
     training = fruits360() / "Training"
     results = {
-        "real_14410": job_rates(job(replicated(14_410), "tflite", ("--pca-k", "50"))),
+        "real_14410": bracketed(
+            lambda: job_rates(job(replicated(14_410), "tflite", ("--pca-k", "50")))
+        ),
         "training_default": job_rates(job(training, "tflite", report=True)),
         "recipe_training": baseline(training),
     }
     if full:
         results["real_90380"] = job_rates(job(replicated(90_380), "tflite", report=True))
     return results
+
+
+def bracketed(run: Callable[[], dict]) -> dict:
+    """`run`'s rates with the bare engine measured just before and just after it
+    (`bare_before_after`): this machine's speed drifts by several percent within minutes
+    (bare 293.9 and 281.3 img/s in two benches an hour apart), so a ratio to the bare engine
+    takes the bare figure of the same minutes."""
+    before = parallel_bare("tflite", 2, 1, BRACKET_IMAGES, "float32")
+    rates = run()
+    after = parallel_bare("tflite", 2, 1, BRACKET_IMAGES, "float32")
+    return {**rates, "bare_before_after": [round(before, 1), round(after, 1)]}
 
 
 def first_run() -> float:
@@ -514,8 +529,8 @@ def ratios(results: dict, default: str) -> dict:
 
 def target_ratios(results: dict, default: str) -> dict:
     """Each target of the performance issue as measured / target, from this run alone."""
-    bare = results["bare"][default]["2 processes x 1 thread x batch 1"]
     real, default_run = results["targets"]["real_14410"], results["targets"]["training_default"]
+    bare = sum(real["bare_before_after"]) / 2
     recipe = results["targets"]["recipe_training"]["images_per_s"]
     measured = {
         "target_end_to_end_14410_over_bare (>= 0.8)": round(real["end_to_end_ips"] / bare, 3),
@@ -548,6 +563,11 @@ def table(results: dict) -> str:
             f"target run {name}, {rates['images']} images: end to end (img/s)",
             rates["end_to_end_ips"],
         )
+        if "bare_before_after" in rates:
+            add(
+                f"target run {name}: bare before/after (img/s)",
+                "/".join(map(str, rates["bare_before_after"])),
+            )
         add(
             f"target run {name}: wall s (report s)",
             f"{rates['wall_s']} ({rates.get('report_s', '-')})",

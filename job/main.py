@@ -5,7 +5,7 @@ Takes exactly the options of `featurizer run` (see `featurizer run --help`).
 
 import sys
 
-from featurizer.cli import main
+from featurizer.cli import exit_now, main
 
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]]))
+    exit_now(main(["run", *sys.argv[1:]]))

@@ -6,13 +6,16 @@ Imports of Spark and TensorFlow happen inside commands, so `featurizer --help` i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from featurizer import __version__, errors, signals
 from featurizer.config import RunConfig
@@ -188,5 +191,24 @@ def _fail(
     return code
 
 
+def exit_now(code: int) -> NoReturn:
+    """End the process with `code` once the output is flushed, skipping Python's teardown:
+    freeing every module and object of a run's driver (Spark, pyarrow, numpy) took 0.25-0.35 s
+    after the run had finished, for memory the OS frees anyway. Nothing here relies on
+    atexit: temporary folders and files are removed by the commands themselves, the JVM ends
+    on its own when its stdin closes with this process."""
+    with contextlib.suppress(Exception):
+        logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # e.g. a closed pipe: nothing left to say
+            stream.flush()
+    os._exit(code)
+
+
+def entry() -> NoReturn:
+    """The `featurizer` console script."""
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -58,6 +58,25 @@ def test_the_console_script_prints_the_help():
     assert result.stdout.startswith("usage: featurizer run ")
 
 
+def test_exit_now_keeps_buffered_output_and_the_code():
+    # Block-buffered into pipes (as for users: no PYTHONUNBUFFERED), then os._exit: what
+    # was printed must still arrive.
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    script = (
+        "import sys\n"
+        "from featurizer.cli import exit_now\n"
+        "print('summary ' * 2000)\n"
+        "print('warning', file=sys.stderr)\n"
+        "exit_now(3)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=environment
+    )
+    assert result.returncode == 3
+    assert result.stdout == "summary " * 2000 + "\n"
+    assert result.stderr == "warning\n"
+
+
 def test_bad_option_is_one_clear_line():
     result = featurizer("run", "--input", "x", "--output", "y", "--pca-k", "0")
     assert result.returncode == 2

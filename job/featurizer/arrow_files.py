@@ -19,12 +19,20 @@ import contextlib
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from featurizer import storage
 from featurizer.errors import ConfigError
+
+T = TypeVar("T")
+R = TypeVar("R")
+# Object reads in flight at once on S3, where each waits on the network (tens of ms a request
+# on S3), e.g. the end of a run's per-task files: a 90,380-image run on 16 cores leaves 192.
+S3_READS = 8
 
 SPARK_S3A_KEYS = {
     "endpoint": "fs.s3a.endpoint",
@@ -77,6 +85,25 @@ class Location:
     def read_bytes(self, name: str) -> bytes:
         with self.fs.open_input_stream(self.child(name)) as stream:
             return stream.read()
+
+    @property
+    def remote(self) -> bool:
+        return self.fs.type_name != "local"
+
+    def each(self, read: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """read(item) for each item, in order: on S3, S3_READS at once and at most that many
+        results ahead of the caller (memory stays bounded); locally one after another."""
+        if not self.remote:
+            yield from map(read, items)
+            return
+        with ThreadPoolExecutor(S3_READS, thread_name_prefix="s3-read") as pool:
+            pending: deque[Future[R]] = deque()
+            for item in items:
+                pending.append(pool.submit(read, item))
+                if len(pending) == S3_READS:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def write_bytes(self, name_or_path: str, data: bytes, absolute: bool = False) -> None:
         path = name_or_path if absolute else self.child(name_or_path)
@@ -304,13 +331,23 @@ def write_parts(
 
 def side_files(uri: str, suffix: str, spark: Any = None) -> Iterator[bytes]:
     """The contents of the SideFiles of `suffix` that `write_parts` committed anywhere under
-    `uri`, one at a time."""
+    `uri`, one at a time (Location.each: read several at once on S3)."""
     location = locate(uri, spark)
-    for info in _files_under(location):
-        name = info.base_name
-        if name.startswith("_part-") and name.endswith(f".{suffix}") and TEMPORARY not in info.path:
-            with location.fs.open_input_stream(info.path) as stream:
-                yield stream.read()
+
+    def read(path: str) -> bytes:
+        with location.fs.open_input_stream(path) as stream:
+            return stream.read()
+
+    yield from location.each(
+        read,
+        [
+            info.path
+            for info in _files_under(location)
+            if info.base_name.startswith("_part-")
+            and info.base_name.endswith(f".{suffix}")
+            and TEMPORARY not in info.path
+        ],
+    )
 
 
 def parquet_files(location: Location) -> list[tuple[str, int]]:

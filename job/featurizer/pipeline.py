@@ -796,8 +796,9 @@ def _counts(staged: Any, found: int) -> dict[str, int]:
 
 def _staged_counts(spark: Any, uri: str, staged: Any, found: int) -> dict[str, int]:
     """The counts of the staged rows under `uri`, read from the part files with pyarrow where
-    it reaches them (three small columns: ~0.02 s at 14,410 rows against ~0.8 s for Spark's
-    aggregation, whose two distinct counts cost a shuffle each), else by Spark (`staged`).
+    it reaches them (three small columns, several parts at once on S3: ~0.02 s at 14,410 rows
+    locally against ~0.8 s for Spark's aggregation, whose two distinct counts cost a shuffle
+    each), else by Spark (`staged`).
     Plain Python sets, not pyarrow.compute: its kernels' first use maps ~46 MB into the driver.
     The distinct paths are held meanwhile (~150 bytes an image)."""
     if not arrow_files.reachable(uri, spark):
@@ -805,21 +806,26 @@ def _staged_counts(spark: Any, uri: str, staged: Any, found: int) -> dict[str, i
     import pyarrow.parquet as pq
 
     location = arrow_files.locate(uri, spark)
+
+    def columns(part: str) -> list[Any]:  # the part's batches of the three columns
+        with location.fs.open_input_file(part) as file:
+            return list(pq.ParquetFile(file).iter_batches(columns=["path", "label", "error"]))
+
     selected = featurized = 0
     labels: set[str] = set()
     paths: set[str] = set()
-    for part, _ in arrow_files.parquet_files(location):
-        with location.fs.open_input_file(part) as file:
-            for batch in pq.ParquetFile(file).iter_batches(columns=["path", "label", "error"]):
-                errors = batch.column("error")
-                selected += batch.num_rows
-                featurized += errors.null_count
-                labels.update(
-                    label
-                    for label, error in zip(batch.column("label").to_pylist(), errors.to_pylist())
-                    if error is None and label is not None
-                )
-                paths.update(batch.column("path").to_pylist())
+    parts = [part for part, _ in arrow_files.parquet_files(location)]
+    for batches in location.each(columns, parts):
+        for batch in batches:
+            errors = batch.column("error")
+            selected += batch.num_rows
+            featurized += errors.null_count
+            labels.update(
+                label
+                for label, error in zip(batch.column("label").to_pylist(), errors.to_pylist())
+                if error is None and label is not None
+            )
+            paths.update(batch.column("path").to_pylist())
     return _counted(selected, featurized, len(labels), len(paths), found)
 
 

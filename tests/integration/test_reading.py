@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import boto3
@@ -115,3 +116,40 @@ def test_workers_read_local_files_and_s3_with_credentials_pyarrow_finds(spark, t
         assert reader("s3a://bucket/in") is None
     finally:
         conf.set(key, default)
+
+
+def test_the_drivers_reads_on_s3_run_several_at_once_in_order_and_bounded(store):
+    client, bucket = store
+    location = arrow_files.locate(f"s3a://{bucket}/out")
+    running, most, started = 0, 0, 0
+    lock = threading.Lock()
+
+    def read(item: int) -> int:
+        nonlocal running, most, started
+        with lock:
+            running, started = running + 1, started + 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return item * 10
+
+    results = []
+    for result in location.each(read, range(30)):
+        with lock:  # never more than S3_READS read ahead of the caller
+            assert started - len(results) <= arrow_files.S3_READS
+        results.append(result)
+    assert results == [item * 10 for item in range(30)]
+    assert 1 < most <= arrow_files.S3_READS
+
+    # The end of a run's per-task files: all of them, in the listing's order.
+    for index in range(12):
+        key = f"out/batch={index % 3}/_part-{index:05d}.moments.npz"
+        client.put_object(Bucket=bucket, Key=key, Body=f"sums {index}".encode())
+    client.put_object(Bucket=bucket, Key="out/batch=0/part-00000.parquet", Body=b"rows")
+    read_back = list(arrow_files.side_files(f"s3a://{bucket}/out", "moments.npz"))
+    expected = sorted(
+        (f"out/batch={index % 3}/_part-{index:05d}", f"sums {index}".encode())
+        for index in range(12)
+    )
+    assert read_back == [data for _, data in expected]

@@ -193,7 +193,7 @@ def _fail(
 
 def exit_now(code: int) -> NoReturn:
     """End the process with `code` once the output is flushed, skipping Python's teardown:
-    freeing every module and object of a run's driver (Spark, pyarrow, numpy) took 0.25-0.35 s
+    freeing every module and object of a run's driver (Spark, pyarrow, numpy) took 0.3-0.4 s
     after the run had finished, for memory the OS frees anyway. Nothing here relies on
     atexit: temporary folders and files are removed by the commands themselves, the JVM ends
     on its own when its stdin closes with this process."""

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 BUCKET = "bench-s3-end"
-STAGED = f"s3a://{BUCKET}/out/_work/featurized"
+OUTPUT = f"s3a://{BUCKET}/out"
 FILES_PER_BATCH_TASKS = 8  # parts per batch=N folder, as 2 tasks per core on 4 cores
 
 
@@ -33,8 +33,9 @@ def write_work_area(parts: int, rows: int) -> None:
     import pyarrow.parquet as pq
 
     from featurizer import arrow_files, reduce
+    from featurizer.output import Layout
 
-    location = arrow_files.locate(STAGED)
+    location = arrow_files.locate(Layout(OUTPUT).featurized)
     rng = np.random.default_rng(0)
     per_part = rows // parts
     vector = rng.standard_normal(1280).astype(np.float32).tobytes()
@@ -77,22 +78,21 @@ def main() -> None:
         import boto3
 
         from featurizer import arrow_files, pipeline
+        from featurizer.output import Layout
 
         boto3.client("s3", endpoint_url=moto.url).create_bucket(Bucket=BUCKET)
         start = time.monotonic()
         write_work_area(args.parts, args.rows)
         print(f"wrote {args.parts} parts and sums files in {time.monotonic() - start:.1f} s")
 
-        class Work:  # the layout's one field these reads use
-            featurized = STAGED
-
+        layout = Layout(OUTPUT)
         for reads in [int(n) for n in args.reads.split(",")] * 2:
             arrow_files.S3_READS = reads
             start = time.monotonic()
-            counts = pipeline._staged_counts(None, STAGED, None, 0)
+            counts = pipeline._staged_counts(None, layout.featurized, None, 0)
             counted = time.monotonic() - start
             start = time.monotonic()
-            moments = pipeline._staged_moments(Work, None)  # type: ignore[arg-type]
+            moments = pipeline._staged_moments(layout, None)
             summed = time.monotonic() - start
             print(
                 f"{reads} in flight: counts {counted:.2f} s ({counts['selected']:,} rows, "

@@ -66,10 +66,8 @@ def featurize_contents(
     matrix = np.empty((len(contents), FEATURE_DIM), vectors.FLOAT32)
     decoded, errors = images.decode_many(contents)  # the good ones, in order
     good = np.flatnonzero([error is None for error in errors])
-    inputs = np.empty((min(batch_size, len(decoded)), *decoded.shape[1:]), np.float32)
     for start in range(0, len(decoded), batch_size):
-        chunk = images.preprocess(decoded[start : start + batch_size], out=inputs)
-        features = predictor.predict(chunk)
+        features = predictor.predict(decoded[start : start + batch_size])  # it preprocesses
         if moments is not None:
             moments.add_rows(features)
         matrix[good[start : start + batch_size]] = features

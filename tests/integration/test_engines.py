@@ -26,11 +26,17 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def photos(fruits360: Path) -> np.ndarray:
-    """64 real Fruits-360 photos from 64 classes, preprocessed."""
+def decoded(fruits360: Path) -> np.ndarray:
+    """64 real Fruits-360 photos from 64 classes, decoded (uint8)."""
     files = [sorted(folder.glob("*.jpg"))[0] for folder in sorted((fruits360 / "Test").iterdir())]
-    decoded, errors = images.decode_many([path.read_bytes() for path in files[:64]])
+    stacked, errors = images.decode_many([path.read_bytes() for path in files[:64]])
     assert not any(errors)
+    return stacked
+
+
+@pytest.fixture(scope="module")
+def photos(decoded: np.ndarray) -> np.ndarray:
+    """The same photos, preprocessed (float32 in [-1, 1])."""
     return images.preprocess(decoded)
 
 
@@ -56,6 +62,18 @@ def test_batch_size_does_not_change_features(engine, photos):
     one_by_one = np.concatenate([predictor.predict(photos[i : i + 1]) for i in range(8)])
     assert np.allclose(predictor.predict(photos[:8]), one_by_one, atol=1e-4)
     assert predictor.predict(photos[:0]).shape == (0, 1280)
+
+
+@pytest.mark.parametrize("engine", FAST_ENGINES)
+def test_decoded_images_give_the_preprocessed_ones_features(engine, decoded, photos):
+    """What the workers pass (uint8, preprocessed inside the engine) is bit for bit what the
+    engine gives for the preprocessed images, one at a time and in a batch."""
+    predictor = engines.load(engine, engines.export(engine, weights.resolve()).data, threads=1)
+    for i in range(4):
+        np.testing.assert_array_equal(
+            predictor.predict(decoded[i : i + 1]), predictor.predict(photos[i : i + 1])
+        )
+    np.testing.assert_array_equal(predictor.predict(decoded[:8]), predictor.predict(photos[:8]))
 
 
 @pytest.fixture(scope="module")

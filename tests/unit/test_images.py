@@ -123,6 +123,16 @@ def test_preprocess_scales_to_minus_one_one():
     assert np.allclose(out.ravel(), [-1.0, 127 / 127.5 - 1, 1.0])
 
 
+def test_preprocess_is_keras_formula_for_every_value_and_fills_out():
+    values = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    expected = values.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    out = np.full((2, 16, 16, 1), 7.0, np.float32)
+    got = images.preprocess(values, out=out)
+    assert np.shares_memory(got, out)
+    np.testing.assert_array_equal(got, expected)  # bit for bit, not close
+    assert (out[1] == 7.0).all()  # only the batch's rows are written
+
+
 def test_decode_many_keeps_order_and_reports_each_error():
     good = encode(gradient(), "JPEG")
     stacked, errors = images.decode_many([good, b"", good])

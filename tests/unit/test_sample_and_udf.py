@@ -27,9 +27,11 @@ class MeanColour:
     def __init__(self):
         self.batches = []
 
-    def predict(self, images):
-        self.batches.append(len(images))
-        return np.tile(images.mean(axis=(1, 2)), (1, 1280 // 3 + 1))[:, :1280]
+    def predict(self, batch):
+        self.batches.append(len(batch))
+        if batch.dtype == np.uint8:  # decoded: preprocessed by the engine, as the real ones do
+            batch = images.preprocess(batch)
+        return np.tile(batch.mean(axis=(1, 2)), (1, 1280 // 3 + 1))[:, :1280]
 
 
 def test_featurize_contents_batches_and_records_errors(tmp_path):

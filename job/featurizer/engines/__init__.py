@@ -1,9 +1,10 @@
 """Inference engines: export once on the driver, load once per Python worker.
 
-An engine turns float32 (n, 224, 224, 3) images in [-1, 1] into float32 (n, 1280)
-MobileNetV2 pooled features. `export` runs on the driver and returns the bytes every
-executor needs (they travel once, as a Spark broadcast); `load` runs in a Python worker,
-on a cache miss only (see featurizer.udf).
+An engine turns (n, 224, 224, 3) images into float32 (n, 1280) MobileNetV2 pooled
+features: decoded uint8 images (images.decode's), which it preprocesses itself (the TFLite
+engine straight into its input tensor), or float32 ones already in [-1, 1]. `export` runs
+on the driver and returns the bytes every executor needs (they travel once, as a Spark
+broadcast); `load` runs in a Python worker, on a cache miss only (see featurizer.udf).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from featurizer.weights import WeightsFile
 
 
 class Predictor(Protocol):
-    def predict(self, images: np.ndarray) -> np.ndarray: ...
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (decoded) or float32 (preprocessed) images -> float32 (n, 1280)."""
+        ...
 
 
 @dataclass(frozen=True)

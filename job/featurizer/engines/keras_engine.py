@@ -7,6 +7,7 @@ import tempfile
 
 import numpy as np
 
+from featurizer.images import preprocess
 from featurizer.weights import FEATURE_DIM, WeightsFile, build_model
 
 
@@ -44,6 +45,8 @@ class KerasPredictor:
     def predict(self, images: np.ndarray) -> np.ndarray:
         if len(images) == 0:
             return np.zeros((0, FEATURE_DIM), np.float32)
+        if images.dtype == np.uint8:
+            images = preprocess(images)
         return self._forward(images).numpy()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from featurizer import config
+from featurizer.images import preprocess
 from featurizer.weights import FEATURE_DIM, WeightsFile, build_model
 
 
@@ -114,7 +115,11 @@ class TflitePredictor:
             self._interpreter.resize_tensor_input(self._input, list(images.shape))
             self._interpreter.allocate_tensors()
             self._batch = len(images)
-        self._interpreter.set_tensor(self._input, np.ascontiguousarray(images, np.float32))
+        if images.dtype == np.uint8:  # preprocessed into the input tensor: no set_tensor copy
+            preprocess(images, out=self._interpreter.tensor(self._input)())
+            # (the view is gone again here: the interpreter refuses to run while one lives)
+        else:
+            self._interpreter.set_tensor(self._input, np.ascontiguousarray(images, np.float32))
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output).copy()
 

@@ -937,16 +937,21 @@ def write_results(
 ) -> None:
     """features/ (vectors and their projection), errors/ (`failed` rows, if known) and the
     PCA model, under the work area's result. `featurized` None: the staged rows' vectors,
-    read by the workers themselves where pyarrow reaches the work area."""
+    read by the workers themselves where pyarrow reaches the work area.
+
+    Spark ML saves the model (two small jobs of the JVM's, 0.5 s of a local run) in a thread
+    of its own while the Python workers project and write the rows."""
     files = output_files(rows, spark.sparkContext.defaultParallelism)
     target = layout.staged("features")
-    if featurized is None and arrow_files.reachable(layout.featurized, spark):
-        write_staged_features(spark, layout.featurized, pca.components, target, files)
-    else:
-        vectors_ = _vectors(staged) if featurized is None else featurized
-        write_features(vectors_.coalesce(files), pca.components, target)
-    _write_errors(staged, layout.staged("errors"), failed)
-    pca.model.write().overwrite().save(layout.staged("pca_model"))
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pca-model") as saver:
+        saved = saver.submit(pca.model.write().overwrite().save, layout.staged("pca_model"))
+        if featurized is None and arrow_files.reachable(layout.featurized, spark):
+            write_staged_features(spark, layout.featurized, pca.components, target, files)
+        else:
+            vectors_ = _vectors(staged) if featurized is None else featurized
+            write_features(vectors_.coalesce(files), pca.components, target)
+        _write_errors(staged, layout.staged("errors"), failed)
+        saved.result()
 
 
 def write_features(featurized: Any, components: Any, uri: str) -> None:

@@ -182,13 +182,16 @@ class Lease:
     renews it every HEARTBEAT_S; a lease not renewed for LEASE_TTL_S (or whose process is
     gone, on this host) is stale and may be taken over."""
 
-    def __init__(self, store: storage.Storage, layout: Layout, run_id: str) -> None:
+    def __init__(
+        self, store: storage.Storage | storage.LocalStorage, layout: Layout, run_id: str
+    ) -> None:
         self.store, self.layout = store, layout
         self.holder = Holder(
             run_id, socket.gethostname(), os.getpid(), _iso(time.time()), time.time()
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._created = False  # whether acquire created the output folder
 
     def current(self) -> Holder | None:
         try:
@@ -204,9 +207,9 @@ class Lease:
     ) -> T:
         """Take the lease or raise ConfigError naming the live run that holds it. With
         `wait_for_stale` (--resume: a retry of a run that just died, e.g. on another pod),
-        wait up to one TTL for the holder's heartbeat to stop. `meanwhile` (read-only work:
-        listing the input) runs while the lease settles, instead of after it; its result
-        is returned, and its error gives the lease up."""
+        wait up to one TTL for the holder's heartbeat to stop. `meanwhile` (work that writes
+        nothing to the output: starting Spark, listing the input) runs while the lease
+        settles, instead of after it; its result is returned (`holding`)."""
         try:
             holder = self.current()
             deadline = time.time() + LEASE_TTL_S + HEARTBEAT_S
@@ -227,14 +230,8 @@ class Lease:
                 f"output {self.layout.output} is not writable: {errors.cause(exc)}"
             ) from None
         written = time.monotonic()
-        try:
-            result = meanwhile()
-        except BaseException:  # e.g. a bad input: a refused run leaves nothing behind
-            self.release()
-            with contextlib.suppress(Exception):
-                if created and not self.store.list_names(self.layout.output):
-                    self.store.delete(self.layout.output)
-            raise
+        self._created = created
+        result = self.holding(meanwhile)
         sleep(max(0.0, SETTLE_S - (time.monotonic() - written)))
         winner = self.current()
         if winner is None or winner.run_id != self.holder.run_id:
@@ -242,6 +239,19 @@ class Lease:
         self._thread = threading.Thread(target=self._renew, daemon=True, name="lease")
         self._thread.start()
         return result
+
+    def holding(self, work: Callable[[], T]) -> T:
+        """`work`'s result; if it fails (e.g. a bad input), the lease is given up, and the
+        output too if this lease created it and nothing else is there: a refused run
+        leaves nothing behind."""
+        try:
+            return work()
+        except BaseException:
+            self.release()
+            with contextlib.suppress(Exception):
+                if self._created and not self.store.list_names(self.layout.output):
+                    self.store.delete(self.layout.output)
+            raise
 
     def release(self) -> None:
         self._stop.set()

@@ -143,11 +143,15 @@ def run(
 
     Without `spark` the run starts its own session (session.started) and stops it at the
     end; a local one logs Spark to `log_file` (and the console only if `verbose`)."""
-    timer, started_at = Timer(), _now()
+    timer, started_at, run_id = Timer(), _now(), output.new_run_id()
     input_uri = storage.normalize(config.input)
-    early = not output.needs_app_name(config.output)  # else known once Spark runs
-    if early:
-        _check_locations(input_uri, storage.normalize(output.expand(config.output)))
+    early_output = (  # else known once Spark runs
+        None
+        if output.needs_app_name(config.output)
+        else storage.normalize(output.expand(config.output))
+    )
+    if early_output:
+        _check_locations(input_uri, early_output)
     weights_file = weights.resolve(config.weights_spec)  # before Spark: fail fast
     local = storage.local_path(input_uri)
     with contextlib.ExitStack() as owned:
@@ -156,14 +160,29 @@ def run(
             listed = owned.enter_context(tempfile.TemporaryDirectory(prefix="featurizer-"))
             walker = owned.enter_context(concurrent.futures.ThreadPoolExecutor(1, "walk"))
             walking = walker.submit(local_input.scan, local, listed, config.files_per_batch)
-        if spark is None:  # our own session: stopped at the end
+
+        def started() -> Any:
+            if spark is not None:
+                return spark
             from featurizer import session
 
-            with timer.stage("spark_start"):
-                spark = owned.enter_context(session.started(config, log, verbose, log_file))
+            with timer.stage("spark_start"):  # our own session: stopped at the end
+                return owned.enter_context(session.started(config, log, verbose, log_file))
+
+        lease = None
+        if early_output and storage.local_path(early_output):
+            # A local output's lease is taken in Python and settles while Spark starts
+            # (1 s otherwise spent waiting once Spark is up).
+            lease = output.Lease(storage.LocalStorage(), Layout(early_output), run_id)
+            spark = lease.acquire(config.resume, meanwhile=started)
+            owned.callback(lease.release)
+        else:
+            spark = started()
         scan = walking.result() if walking else local_input.LocalScan()
-        output_uri = storage.normalize(output.expand(config.output, spark.sparkContext.appName))
-        if not early:
+        output_uri = early_output or storage.normalize(
+            output.expand(config.output, spark.sparkContext.appName)
+        )
+        if not early_output:
             _check_locations(input_uri, output_uri)
         run = Run(
             config,
@@ -172,6 +191,7 @@ def run(
             weights_file,
             log,
             timer=timer,
+            run_id=run_id,
             started_at=started_at,
             local_scan=scan,
         )
@@ -179,19 +199,25 @@ def run(
             run.reused_pca = reduce.load_pca(
                 spark, storage.normalize(config.pca_model), FEATURE_DIM, "vector", "pca_vector"
             )
-        return _run(run, spark)
+        return _run(run, spark, lease)
 
 
-def _run(run: Run, spark: Any) -> dict:
+def _run(run: Run, spark: Any, lease: output.Lease | None = None) -> dict:
+    """The run, under `lease` (held already) or under a lease taken here, on Spark's
+    storage, while the input is listed."""
     config, layout, timer = run.config, run.layout, run.timer
     store = storage.Storage(spark)
     source = sources.open_source(config, run.input_uri, store, run.local_scan)
-    lease = output.Lease(store, layout, run.run_id)
-    with timer.stage("discover"):  # listed while the lease settles, and the workers started
-        listing = lease.acquire(
-            config.resume,
-            meanwhile=lambda: _and_warm(spark, config.engine, discover(source, spark)),
-        )
+
+    def listed() -> sources.Listing:  # and the workers started
+        return _and_warm(spark, config.engine, discover(source, spark))
+
+    with timer.stage("discover"):
+        if lease is None:
+            lease = output.Lease(store, layout, run.run_id)
+            listing = lease.acquire(config.resume, meanwhile=listed)
+        else:
+            listing = lease.holding(listed)
     packed = " (packed)" if isinstance(source, sources.PackedSource) else ""
     run.log(
         f"found {listing.found:,} images under {run.input_uri}{packed}"

@@ -1,13 +1,18 @@
 """URIs and file operations on any Hadoop file system (local, s3a://, s3://, hdfs://).
 
 Driver-side only. File operations go through the JVM's Hadoop FileSystem so that local
-paths and object stores behave the same and use the same credentials Spark uses.
+paths and object stores behave the same and use the same credentials Spark uses; a local
+output's lease, taken before the JVM starts, uses `LocalStorage`, the same operations in
+Python.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -150,6 +155,52 @@ class Storage:
             return bytes(stream.readAllBytes())  # py4j copies byte[] by value
         finally:
             stream.close()
+
+
+class LocalStorage:
+    """Storage's operations on `file:` URIs in Python, without the JVM: a local output's
+    lease is written and settles while Spark starts (pipeline.run). Like Hadoop's local file
+    system in a featurizer session (session._no_local_checksum_files), it keeps no
+    checksum files."""
+
+    @staticmethod
+    def _local(uri: str) -> str:
+        path = local_path(uri)
+        if path is None:
+            raise ValueError(f"not a local URI: {uri}")
+        return path
+
+    def exists(self, uri: str) -> bool:
+        return os.path.exists(self._local(uri))
+
+    def list_names(self, uri: str) -> list[str]:
+        """Names directly under a folder ([] if it does not exist)."""
+        try:
+            return sorted(os.listdir(self._local(uri)))
+        except FileNotFoundError:
+            return []
+
+    def delete(self, uri: str) -> None:
+        path = self._local(uri)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Written whole, then renamed into place: a reader never sees half of it."""
+        path = self._local(uri)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".", delete=False) as handle:
+            handle.write(data)
+        os.chmod(handle.name, 0o644)  # as Hadoop's would be (temporary files are 0600)
+        os.replace(handle.name, path)
+
+    def read_bytes(self, uri: str) -> bytes:
+        with open(self._local(uri), "rb") as handle:
+            return handle.read()
 
 
 def java_message(exc: BaseException) -> str:

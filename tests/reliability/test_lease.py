@@ -4,6 +4,8 @@ dead run's lease is taken over by --resume (S3: tests/reliability/test_s3.py).""
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from featurizer import output, pipeline, sample_data
+from featurizer import output, pipeline, sample_data, storage
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError
 
@@ -80,6 +82,43 @@ def test_a_live_lease_refuses_another_run_and_leaves_the_output_alone(spark, ima
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_busy_local_output_is_refused_before_spark_starts(images, tmp_path):
+    """A local output's lease is taken in Python while the JVM starts: a run that cannot
+    have it never needs Java (here it has none)."""
+    out = tmp_path / "out"
+    holder = subprocess.Popen(["sleep", "300"])
+    try:
+        write_lease(out, socket.gethostname(), holder.pid, age_s=1)
+        env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java")}
+        refused = subprocess.run(
+            command(images, out), capture_output=True, text=True, timeout=120, env=env
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert re.search(BUSY, refused.stderr.strip().splitlines()[-1]), refused.stderr[-2000:]
+
+
+def test_the_python_lease_store_and_hadoops_see_the_same_files(spark, tmp_path):
+    """LocalStorage (a local output's lease before Spark runs) and Storage (Hadoop's local
+    file system, what the rest of the run uses) agree on what a folder holds."""
+    hadoop, local = storage.Storage(spark), storage.LocalStorage()
+    folder = storage.normalize(str(tmp_path / "out"))
+    lease = storage.join(folder, output.LEASE)
+    local.write_bytes(lease, b'{"by": "python"}')
+    assert hadoop.read_bytes(lease) == local.read_bytes(lease) == b'{"by": "python"}'
+    hadoop.write_bytes(lease, b'{"by": "hadoop"}')
+    assert local.read_bytes(lease) == b'{"by": "hadoop"}'
+    assert local.list_names(folder) == hadoop.list_names(folder) == [output.LEASE]
+    local.delete(lease)
+    assert not hadoop.exists(lease) and not local.exists(lease)
+    assert local.list_names(folder) == hadoop.list_names(folder) == []
+    local.write_bytes(lease, b"{}")
+    local.delete(folder)
+    assert not hadoop.exists(folder) and local.list_names(folder) == []
 
 
 def test_resume_waits_for_a_lease_but_not_for_one_that_is_renewed(spark, images, tmp_path):

@@ -268,7 +268,7 @@ def _featurize_and_commit(
         known = _paths_in(spark, store, layout) if work else None  # the output's own
         if queue is not None:
             source.enqueue(spark, listing, queue, config.files_per_batch, known)
-        with _read_tasks(spark):
+        with _read_tasks(spark), _one_job_a_micro_batch(spark):
             stream = featurize(
                 spark,
                 store,
@@ -406,9 +406,15 @@ def _vector_batches(spark: Any) -> Iterator[None]:
     """Arrow batches of VECTOR_BATCH rows for the Python steps over staged vectors (PCA's
     sums, the projection) instead of the featurizing UDF's small ones (session.job_defaults):
     5 MB of vectors a batch, and per-batch overhead paid 16x less often."""
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    with _setting(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(VECTOR_BATCH)):
+        yield
+
+
+@contextlib.contextmanager
+def _setting(spark: Any, key: str, value: str) -> Iterator[None]:
+    """The session's `key` set to `value` for a block, then as it was."""
     previous = spark.conf.get(key, None)
-    spark.conf.set(key, str(VECTOR_BATCH))
+    spark.conf.set(key, value)
     try:
         yield
     finally:
@@ -517,11 +523,19 @@ def _read_tasks(spark: Any) -> Iterator[None]:
     if spark.conf.get(MIN_PARTITIONS, None) is not None:
         yield
         return
-    spark.conf.set(MIN_PARTITIONS, str(TASKS_PER_CORE * spark.sparkContext.defaultParallelism))
-    try:
+    tasks = TASKS_PER_CORE * spark.sparkContext.defaultParallelism
+    with _setting(spark, MIN_PARTITIONS, str(tasks)):
         yield
-    finally:
-        spark.conf.unset(MIN_PARTITIONS)
+
+
+@contextlib.contextmanager
+def _one_job_a_micro_batch(spark: Any) -> Iterator[None]:
+    """Adaptive query execution off while featurizing: it ran each micro-batch as three Spark
+    jobs (the queue's scan and shuffle, the featurizing tasks, the rows' sum), each planned
+    after the one before, where the plan has nothing to adapt (a fixed number of tasks, a
+    one-row sum). One job a micro-batch: the cores wait ~0.15 s less between two."""
+    with _setting(spark, "spark.sql.adaptive.enabled", "false"):
+        yield
 
 
 def _big_tasks(spark: Any, config: RunConfig) -> bool:

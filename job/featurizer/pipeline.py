@@ -161,44 +161,51 @@ def run(
             walker = owned.enter_context(concurrent.futures.ThreadPoolExecutor(1, "walk"))
             walking = walker.submit(local_input.scan, local, listed, config.files_per_batch)
 
-        def started() -> Any:
-            if spark is not None:
-                return spark
-            from featurizer import session
+        def prepared() -> tuple[Any, Run]:
+            """The session (ours, stopped at the end, or the caller's) and the run: nothing
+            in here writes to the output."""
+            session = spark
+            if session is None:
+                from featurizer import session as sessions
 
-            with timer.stage("spark_start"):  # our own session: stopped at the end
-                return owned.enter_context(session.started(config, log, verbose, log_file))
+                with timer.stage("spark_start"):
+                    session = owned.enter_context(sessions.started(config, log, verbose, log_file))
+            scan = walking.result() if walking else local_input.LocalScan()  # e.g. a link loop
+            output_uri = early_output or storage.normalize(
+                output.expand(config.output, session.sparkContext.appName)
+            )
+            if not early_output:
+                _check_locations(input_uri, output_uri)
+            run = Run(
+                config,
+                input_uri,
+                Layout(output_uri),
+                weights_file,
+                log,
+                timer=timer,
+                run_id=run_id,
+                started_at=started_at,
+                local_scan=scan,
+            )
+            if config.pca_model:  # a configuration mistake: before work
+                run.reused_pca = reduce.load_pca(
+                    session,
+                    storage.normalize(config.pca_model),
+                    FEATURE_DIM,
+                    "vector",
+                    "pca_vector",
+                )
+            return session, run
 
         lease = None
         if early_output and storage.local_path(early_output):
             # A local output's lease is taken in Python and settles while Spark starts
-            # (1 s otherwise spent waiting once Spark is up).
+            # (1 s otherwise spent waiting once Spark is up); a refused run leaves nothing.
             lease = output.Lease(storage.LocalStorage(), Layout(early_output), run_id)
-            spark = lease.acquire(config.resume, meanwhile=started)
             owned.callback(lease.release)
+            spark, run = lease.acquire(config.resume, meanwhile=prepared)
         else:
-            spark = started()
-        scan = walking.result() if walking else local_input.LocalScan()
-        output_uri = early_output or storage.normalize(
-            output.expand(config.output, spark.sparkContext.appName)
-        )
-        if not early_output:
-            _check_locations(input_uri, output_uri)
-        run = Run(
-            config,
-            input_uri,
-            Layout(output_uri),
-            weights_file,
-            log,
-            timer=timer,
-            run_id=run_id,
-            started_at=started_at,
-            local_scan=scan,
-        )
-        if config.pca_model:  # a configuration mistake: before work
-            run.reused_pca = reduce.load_pca(
-                spark, storage.normalize(config.pca_model), FEATURE_DIM, "vector", "pca_vector"
-            )
+            spark, run = prepared()
         return _run(run, spark, lease)
 
 

@@ -192,7 +192,14 @@ class LocalStorage:
         """Written whole, then renamed into place: a reader never sees half of it."""
         path = self._local(uri)
         folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # a file where a folder must be
+            blocker = folder
+            while not os.path.lexists(blocker):
+                blocker = os.path.dirname(blocker)
+            # Hadoop's words for it, as when the rest of the run writes there
+            raise NotADirectoryError(f"Parent path is not a directory: file:{blocker}") from None
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".", delete=False) as handle:
             handle.write(data)
         os.chmod(handle.name, 0o644)  # as Hadoop's would be (temporary files are 0600)

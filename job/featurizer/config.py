@@ -27,6 +27,10 @@ DEFAULT_ENGINE = "tflite"
 ENGINE_BATCH = {"tflite": 1, "keras": 64}
 # Rows per Arrow batch sent to a Python worker: bounds worker memory, amortizes transfers.
 ARROW_BATCH = 64
+# Files a micro-batch takes per core of the run's Spark, unless --files-per-batch says: ~30 s
+# of work at ~125 images/s a core, so the ~0.4 s between two micro-batches stays ~1% on any
+# cluster (a fixed 8,192 was ~1 s of work on 64 cores; docs/CAPACITY.md, assumption 3).
+FILES_PER_CORE = 4096
 # The master URLs Spark accepts (SparkContext.createTaskScheduler), checked before it starts.
 MASTER = re.compile(
     r"^(local(\[\s*(\*|\d+)\s*(,\s*\d+\s*)?\])?|local-cluster\[[\d,\s]+\]|"
@@ -115,8 +119,11 @@ class RunConfig:
         "Images per inference call (default: the engine's measured best, tflite 1, keras 64).",
         type=int,
     )
-    files_per_batch: int = _opt(
-        8192, "Files per streaming micro-batch (the unit of --resume).", type=int
+    files_per_batch: int | None = _opt(
+        None,
+        f"Files per streaming micro-batch, the unit of --resume (default: {FILES_PER_CORE:,} "
+        "per core of the run's Spark, ~30 s of work).",
+        type=int,
     )
     master: str | None = _opt(
         None,
@@ -179,7 +186,7 @@ class RunConfig:
             raise ConfigError(f"--pca-variance must be in (0, 1], got {self.pca_variance}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.files_per_batch < 1:
+        if self.files_per_batch is not None and self.files_per_batch < 1:
             raise ConfigError(f"--files-per-batch must be >= 1, got {self.files_per_batch}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
@@ -232,6 +239,17 @@ class RunConfig:
     @property
     def inference_batch(self) -> int:
         return self.batch_size or ENGINE_BATCH[self.engine]
+
+    def batch_files(self, cores: int) -> int:
+        """Files a micro-batch takes on `cores` cores (Spark's default parallelism)."""
+        return self.files_per_batch or FILES_PER_CORE * max(1, cores)
+
+    @property
+    def queue_file_paths(self) -> int:
+        """Paths a file of the run's queue holds (FileSource.enqueue): a whole micro-batch's
+        when --files-per-batch is given, else one core's share, the stream then taking one
+        file per core (known only once Spark runs, after the local walk wrote them)."""
+        return self.files_per_batch or FILES_PER_CORE
 
     @property
     def spark_conf(self) -> dict[str, str]:

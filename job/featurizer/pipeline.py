@@ -2,7 +2,8 @@
 
 Featurization is a Structured Streaming query with the `availableNow` trigger over the
 listing's queue of paths (FileSource.enqueue; over the input folder itself where the JVM must
-read the files, or under --limit): files are taken in micro-batches of `--files-per-batch`, each
+read the files, or under --limit): files are taken in micro-batches of `--files-per-batch` (by
+default 4,096 per core of the session: RunConfig.batch_files), each
 batch's rows are written to `<output>/_work/featurized/batch=N` by `foreachBatch`
 (idempotent per batch id), and the checkpoint records which files are done. That gives
 bounded memory, progress, exactly-once rows and `--resume` from Spark's own bookkeeping.
@@ -159,7 +160,7 @@ def run(
         if local:  # walked while the JVM starts; its paths written to a folder of the run's
             listed = owned.enter_context(tempfile.TemporaryDirectory(prefix="featurizer-"))
             walker = owned.enter_context(concurrent.futures.ThreadPoolExecutor(1, "walk"))
-            walking = walker.submit(local_input.scan, local, listed, config.files_per_batch)
+            walking = walker.submit(local_input.scan, local, listed, config.queue_file_paths)
 
         def prepared() -> tuple[Any, Run]:
             """The session (ours, stopped at the end, or the caller's) and the run: nothing
@@ -274,7 +275,7 @@ def _featurize_and_commit(
         readable = new - len(listing.unreadable)  # what the stream will see
         known = _paths_in(spark, store, layout) if work else None  # the output's own
         if queue is not None:
-            source.enqueue(spark, listing, queue, config.files_per_batch, known)
+            source.enqueue(spark, listing, queue, config.queue_file_paths, known)
         with _read_tasks(spark), _one_job_a_micro_batch(spark):
             stream = featurize(
                 spark,
@@ -549,8 +550,8 @@ def _big_tasks(spark: Any, config: RunConfig) -> bool:
     """Whether a micro-batch's tasks featurize enough rows each that sending their PCA sums
     (6.5 MB per task) costs less than reading their rows back (5 KB each): TASKS_PER_CORE
     tasks per core per micro-batch (_read_tasks)."""
-    tasks = TASKS_PER_CORE * spark.sparkContext.defaultParallelism
-    return config.files_per_batch >= GATHER_ROWS_PER_TASK * tasks
+    cores = spark.sparkContext.defaultParallelism
+    return config.batch_files(cores) >= GATHER_ROWS_PER_TASK * TASKS_PER_CORE * cores
 
 
 def _gathered(stream: StreamStats, counts: dict[str, int]) -> reduce.Moments | None:
@@ -598,8 +599,10 @@ def featurize(
         gather,
         reader,
     )
-    per_trigger = min(config.files_per_batch, config.limit or config.files_per_batch)
-    stream = source.stream(spark, per_trigger, queue)
+    per_batch = config.batch_files(sc.defaultParallelism)
+    per_trigger = min(per_batch, config.limit or per_batch)
+    queue_files = max(1, per_batch // config.queue_file_paths)  # one a core by default
+    stream = source.stream(spark, per_trigger, queue, queue_files)
     skipped = spark.createDataFrame([(path,) for path in skip], "path string") if skip else None
     resumed = _staged_rows(spark, layout)
     # A queue file is one small Parquet file, one task: spread its paths over the cores.
@@ -1224,6 +1227,7 @@ def _manifest(
             "master": sc.master,
             "application_id": sc.applicationId,
             "default_parallelism": sc.defaultParallelism,
+            "files_per_batch": config.batch_files(sc.defaultParallelism),
             "task_cpus": int(sc.getConf().get("spark.task.cpus", "1")),
         },
         "versions": report.versions(spark.version),

@@ -207,7 +207,8 @@ class FileSource:
         """Append to the Parquet files under `queue` the listed paths not queued before (a
         resumed run's queue stays as it was) nor `known` (the paths an output already holds:
         an --incremental run's); in path order (a fresh run over a local walk: in the walk's),
-        `per_file` paths a file, which the stream takes one at a time (a micro-batch)."""
+        `per_file` paths a file (RunConfig.queue_file_paths), which the stream takes a
+        micro-batch's number at a time."""
         store = storage.Storage(spark)
         store.mkdirs(queue)  # the stream's folder, even when nothing is new
         queued = any(name.endswith(".parquet") for name in store.list_names(queue))
@@ -232,15 +233,17 @@ class FileSource:
         finally:
             new.unpersist()
 
-    def stream(self, spark: Any, per_trigger: int, queue: str | None = None) -> Any:
+    def stream(
+        self, spark: Any, per_trigger: int, queue: str | None = None, queue_files: int = 1
+    ) -> Any:
         """The files as rows, `per_trigger` a micro-batch: from the input folder, or from
-        the `queue` of their paths (`enqueue`: one queue file a micro-batch)."""
+        the `queue` of their paths (`enqueue`), `queue_files` of its files a micro-batch."""
         from pyspark.sql import functions as F
 
         if queue is not None:
             paths = (
                 spark.readStream.schema(QUEUE_SCHEMA)
-                .option("maxFilesPerTrigger", 1)
+                .option("maxFilesPerTrigger", queue_files)
                 .option("maxFileAge", "36500d")
                 .parquet(queue)
             )
@@ -357,7 +360,7 @@ class PackedSource:
         """False: a shard is already ~1,000 images, its rows their bytes."""
         return False
 
-    def stream(self, spark: Any, per_trigger: int, queue: None = None) -> Any:
+    def stream(self, spark: Any, per_trigger: int, queue: None = None, queue_files: int = 1) -> Any:
         schema = self._frame(spark).schema
         shards = max(1, per_trigger // IMAGES_PER_SHARD)  # --files-per-batch images
         frame = (

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurizer import images, pipeline, sample_data, weights
+from featurizer import output as output_module
 from featurizer.config import RunConfig
 from featurizer.errors import ConfigError, FeaturizerError
 
@@ -214,6 +215,27 @@ def test_limit_takes_the_oldest_files_across_micro_batches(spark, sample_dir, tm
     names = sorted(Path(path).name for path in read_features(output)["path"])
     assert names == [f"{index:02d}.jpg" for index in range(5, 12)]  # the 7 oldest
     assert manifest["counts"]["selected"] == 7
+
+
+@pytest.mark.parametrize(("files_per_batch", "micro_batches"), [(None, 3), (45, 3), (60, 2)])
+def test_a_micro_batch_takes_files_per_core_unless_told(
+    spark, sample_dir, tmp_path, monkeypatch, files_per_batch, micro_batches
+):
+    # 100 images; by default a micro-batch is FILES_PER_CORE files per core of the session
+    # (2 here): 20 -> 40 files, three micro-batches, as many as with --files-per-batch 45.
+    monkeypatch.setattr("featurizer.config.FILES_PER_CORE", 20)
+    output = tmp_path / "out"
+    manifest = pipeline.run(
+        RunConfig(
+            input=str(sample_dir), output=str(output), pca_k=2, files_per_batch=files_per_batch
+        ),
+        spark=spark,
+    )
+    assert manifest["spark"]["files_per_batch"] == (files_per_batch or 40)
+    commits = (output / output_module.STATE / "checkpoint" / "commits").iterdir()
+    done = sorted(path.name for path in commits if not path.name.startswith("."))  # not .crc
+    assert done == [str(batch) for batch in range(micro_batches)]
+    assert manifest["counts"]["featurized"] == len(read_features(output)) == 100
 
 
 def test_empty_input_is_a_clear_error_and_writes_nothing(spark, tmp_path):
